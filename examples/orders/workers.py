@@ -1,0 +1,102 @@
+"""Handlers of the example order saga. Each writes one row to a ledger in the same transaction
+as the step, and the ledger has NO unique constraint on (instance, step): a duplicate effect
+would show as a second row. The ledger is the proof of exactly-once."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    MetaData,
+    Numeric,
+    Table,
+    Text,
+    func,
+    insert,
+    text,
+)
+from sqlalchemy.dialects.postgresql import UUID
+
+from workers import StepContext, StepFailed, Worker
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+metadata = MetaData(schema="orders_example")
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("instance_id", UUID(as_uuid=True), nullable=False),
+    Column("step", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("amount", Numeric, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+worker = Worker("orders")
+
+
+@worker.on_startup
+async def create_ledger(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        # Several workers start at once: serialise the CREATE statements.
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('orders_example.ledger'))"))
+        await conn.execute(text("CREATE SCHEMA IF NOT EXISTS orders_example"))
+        await conn.run_sync(metadata.create_all)
+
+
+async def _apply(ctx: StepContext, action: str) -> dict[str, Any]:
+    """Fail as the input asks, else write the ledger row in the step's transaction."""
+    transient = ctx.input.get("transient_failures", {}).get(ctx.step, 0)
+    if ctx.phase == "forward" and ctx.attempt <= transient:
+        raise RuntimeError(f"transient fault in {ctx.step} (attempt {ctx.attempt} of {transient})")
+    if ctx.phase == "forward" and ctx.input.get("fail_at") == ctx.step:
+        raise StepFailed(f"{ctx.step} refused order {ctx.input['order_id']}", type="OrderRejected")
+    amount = ctx.input["amount"]
+    await ctx.session.execute(
+        insert(ledger).values(
+            instance_id=ctx.instance_id, step=ctx.step, action=action, amount=amount
+        )
+    )
+    return {"action": action, "order_id": ctx.input["order_id"], "amount": amount}
+
+
+@worker.handler("reserve_credit", pool="payments")
+async def reserve_credit(ctx: StepContext) -> dict[str, Any]:
+    return await _apply(ctx, "reserve_credit")
+
+
+@worker.handler("release_credit", pool="payments")
+async def release_credit(ctx: StepContext) -> dict[str, Any]:
+    return await _apply(ctx, "release_credit")
+
+
+@worker.handler("reserve_stock", pool="inventory")
+async def reserve_stock(ctx: StepContext) -> dict[str, Any]:
+    return await _apply(ctx, "reserve_stock")
+
+
+@worker.handler("release_stock", pool="inventory")
+async def release_stock(ctx: StepContext) -> dict[str, Any]:
+    return await _apply(ctx, "release_stock")
+
+
+@worker.handler("charge", pool="payments")
+async def charge(ctx: StepContext) -> dict[str, Any]:
+    return await _apply(ctx, "charge")
+
+
+@worker.handler("refund", pool="payments")
+async def refund(ctx: StepContext) -> dict[str, Any]:
+    return await _apply(ctx, "refund")
+
+
+@worker.handler("ship", pool="shipping")
+async def ship(ctx: StepContext) -> dict[str, Any]:
+    return await _apply(ctx, "ship")

@@ -1,0 +1,114 @@
+"""RFC 9457 problem details: every error the API returns, with a stable `type` per error."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from litestar import Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import (
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+
+from orchestrator.errors import (
+    BrokerError,
+    DefinitionError,
+    InputInvalid,
+    InstanceNotFound,
+    RegistrationConflict,
+    SagaNotFound,
+    StorageError,
+    WarrenError,
+)
+
+if TYPE_CHECKING:
+    from litestar import Request
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:warren:problem:"
+
+# error class → (HTTP status, stable type slug, title); the first match wins.
+_WARREN_ERRORS: list[tuple[type[WarrenError], int, str, str]] = [
+    (SagaNotFound, HTTP_404_NOT_FOUND, "saga-not-found", "Saga not found"),
+    (InstanceNotFound, HTTP_404_NOT_FOUND, "instance-not-found", "Instance not found"),
+    (
+        InputInvalid,
+        HTTP_422_UNPROCESSABLE_ENTITY,
+        "input-invalid",
+        "Input does not match the saga's schema",
+    ),
+    (
+        DefinitionError,
+        HTTP_422_UNPROCESSABLE_ENTITY,
+        "definition-invalid",
+        "Saga definition is not valid",
+    ),
+    (
+        RegistrationConflict,
+        HTTP_409_CONFLICT,
+        "definition-conflict",
+        "Definition conflicts with a stored one",
+    ),
+    (StorageError, HTTP_503_SERVICE_UNAVAILABLE, "database-unavailable", "Database unavailable"),
+    (BrokerError, HTTP_503_SERVICE_UNAVAILABLE, "broker-unavailable", "Broker unavailable"),
+]
+
+
+def problem(
+    status: int, slug: str, title: str, detail: str, **extra: Any
+) -> Response[dict[str, Any]]:
+    body = {"type": TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail, **extra}
+    return Response(content=body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def warren_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    assert isinstance(exc, WarrenError)
+    for cls, status, slug, title in _WARREN_ERRORS:
+        if isinstance(exc, cls):
+            extra = {"errors": exc.errors} if isinstance(exc, InputInvalid) else {}
+            return problem(status, slug, title, exc.message, **extra)
+    return internal_error_handler(_, exc)
+
+
+def validation_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """A request body that is not valid JSON or not of the documented shape: 422."""
+    assert isinstance(exc, ValidationException)
+    errors = exc.extra if isinstance(exc.extra, list) else []
+    return problem(
+        HTTP_422_UNPROCESSABLE_ENTITY,
+        "request-invalid",
+        "Request is not valid",
+        exc.detail,
+        errors=errors,
+    )
+
+
+def http_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    assert isinstance(exc, HTTPException)
+    slug = exc.__class__.__name__.removesuffix("Exception").lower() or "http-error"
+    return problem(exc.status_code, slug, exc.detail, exc.detail)
+
+
+def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error in the API", exc_info=exc)
+    return problem(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "internal-error",
+        "Internal error",
+        "the server failed; see its logs",
+    )
+
+
+exception_handlers = {
+    WarrenError: warren_error_handler,
+    ValidationException: validation_error_handler,
+    HTTPException: http_error_handler,
+    Exception: internal_error_handler,
+}

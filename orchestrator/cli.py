@@ -1,0 +1,266 @@
+"""`warren`: one entry point for every process and for registering definitions.
+
+Errors reach the user as one line saying what to do, with exit code 1 (2 for usage errors),
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from orchestrator.config import Settings
+from orchestrator.errors import WarrenError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
+
+    from workers import Worker
+
+log = logging.getLogger("warren")
+
+DEFAULT_EXAMPLE_APP = "examples.orders.workers:worker"
+DEFAULT_EXAMPLE_SAGAS = "examples.orders.saga:order_saga"
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except WarrenError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+def _serve(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `main(stopping)`: the first SIGTERM/SIGINT sets `stopping` (drain gracefully), a
+    second one exits at once (uncommitted work rolls back, unacked messages are redelivered)."""
+
+    async def runner() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if stopping.is_set():
+                log.warning("second signal: exiting now")
+                os._exit(1)
+            log.info("signal received: draining (send it again to exit at once)")
+            stopping.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await main(stopping)
+
+    with _user_errors():
+        asyncio.run(runner())
+
+
+def _settings() -> Settings:
+    with _user_errors():
+        return Settings.from_env()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    envvar="WARREN_LOG_LEVEL",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def main(log_level: str) -> None:
+    """Warren: saga orchestration on RabbitMQ and Postgres.
+
+    Configure with WARREN_DATABASE_URL, WARREN_AMQP_URL, WARREN_NAMESPACE (see docs/)."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    logging.getLogger("aio_pika").setLevel(logging.WARNING)
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade Warren's tables (alembic upgrade head)."""
+    from orchestrator.storage.migrate import upgrade
+
+    settings = _settings()
+    try:
+        upgrade(settings.database_url)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot reach the database: {exc}; check WARREN_DATABASE_URL"
+        ) from exc
+    click.echo("database is at the latest schema")
+
+
+@main.command()
+@click.argument("target")
+def register(target: str) -> None:
+    """Store the saga definition(s) named by MODULE:ATTR (a Saga or a list of Sagas)."""
+    from orchestrator.service.registry import import_sagas, register_saga
+    from orchestrator.storage.database import create_engine
+
+    settings = _settings()
+    with _user_errors():
+        sagas = import_sagas(target)
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            for saga in sagas:
+                outcome = await register_saga(engine, saga)
+                click.echo(
+                    f"{saga.name} v{saga.version}: {outcome.value} ({saga.content_hash[:12]})"
+                )
+        finally:
+            await engine.dispose()
+
+    with _user_errors():
+        asyncio.run(run())
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (WARREN_API_HOST).")
+@click.option("--port", type=int, default=None, help="Port (WARREN_API_PORT).")
+def api(host: str | None, port: int | None) -> None:
+    """Serve the HTTP API."""
+    settings = _settings()
+
+    async def run(stopping: asyncio.Event) -> None:
+        await _serve_api(settings, host or settings.api_host, port or settings.api_port, stopping)
+
+    _serve(run)
+
+
+@main.command()
+def orchestrator() -> None:
+    """Consume replies, advance instances, fire timers and relay the outbox."""
+    from orchestrator.service.orchestrator import Orchestrator
+
+    settings = _settings()
+    _serve(Orchestrator(settings).run)
+
+
+@main.command()
+@click.option("--app", "app_ref", required=True, help="The Worker object, as MODULE:ATTR.")
+@click.option(
+    "--pool", "pools", multiple=True, help="Pool(s) to serve; all of the app's by default."
+)
+@click.option(
+    "--concurrency",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Commands handled at once (the queue prefetch).",
+)
+def worker(app_ref: str, pools: tuple[str, ...], concurrency: int) -> None:
+    """Run a worker for one or more pools."""
+    from workers.runtime import WorkerRunner
+
+    settings = _settings()
+    with _user_errors():
+        runner = WorkerRunner(
+            _load_worker(app_ref), settings, pools=list(pools) or None, concurrency=concurrency
+        )
+    _serve(runner.run)
+
+
+@main.command()
+@click.option(
+    "--app",
+    "app_ref",
+    default=DEFAULT_EXAMPLE_APP,
+    show_default=True,
+    help="Worker app to run in-process.",
+)
+@click.option(
+    "--sagas",
+    "saga_ref",
+    default=DEFAULT_EXAMPLE_SAGAS,
+    show_default=True,
+    help="Saga definition(s) to register at start.",
+)
+@click.option("--port", type=int, default=None, help="API port (WARREN_API_PORT).")
+def dev(app_ref: str, saga_ref: str, port: int | None) -> None:
+    """Everything in one process for a laptop: migrate, register, api, orchestrator, workers."""
+    from orchestrator.service.orchestrator import Orchestrator
+    from orchestrator.service.registry import import_sagas, register_saga
+    from orchestrator.storage.database import create_engine
+    from orchestrator.storage.migrate import upgrade
+    from workers.runtime import WorkerRunner
+
+    settings = _settings()
+    with _user_errors():
+        sagas = import_sagas(saga_ref)
+        runner = WorkerRunner(_load_worker(app_ref), settings)
+        upgrade(settings.database_url)
+
+    async def run(stopping: asyncio.Event) -> None:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            for saga in sagas:
+                await register_saga(engine, saga)
+        finally:
+            await engine.dispose()
+        await asyncio.gather(
+            Orchestrator(settings).run(stopping),
+            runner.run(stopping),
+            _serve_api(settings, settings.api_host, port or settings.api_port, stopping),
+        )
+
+    _serve(run)
+
+
+def _load_worker(reference: str) -> Worker:
+    import workers
+    from orchestrator.service.registry import ImportTargetError, import_object
+
+    target = import_object(reference)
+    if not isinstance(target, workers.Worker):
+        raise ImportTargetError(f"{reference} is not a workers.Worker")
+    return target
+
+
+async def _serve_api(settings: Settings, host: str, port: int, stopping: asyncio.Event) -> None:
+    import uvicorn
+
+    from orchestrator.api.app import create_app
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # signals are ours (see _serve): stop through `stopping`
+
+    server = _Server(
+        uvicorn.Config(
+            create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
+        )
+    )
+
+    async def stop_when_asked() -> None:
+        await stopping.wait()
+        server.should_exit = True
+
+    stopper = asyncio.create_task(stop_when_asked())
+    try:
+        await server.serve()
+        if not server.started:
+            raise WarrenError(
+                f"the API could not start on {host}:{port} (port in use? see the log)"
+            )
+    finally:
+        stopper.cancel()
+    stopping.set()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Configuration from the environment, with defaults that work against local servers."""
+
+from __future__ import annotations
+
+import os
+
+import msgspec
+
+from orchestrator.errors import WarrenError
+from orchestrator.messaging.topology import Topology
+
+
+class ConfigError(WarrenError):
+    """An environment variable has a value Warren cannot use."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/warren"
+    """WARREN_DATABASE_URL: the orchestrator's database (definitions, instances, outbox…)."""
+    worker_database_url: str | None = None
+    """WARREN_WORKER_DATABASE_URL: the workers' business database; defaults to the above."""
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    """WARREN_AMQP_URL."""
+    namespace: str = "warren"
+    """WARREN_NAMESPACE: prefix of every exchange and queue name."""
+    delivery_limit: int = 5
+    """WARREN_DELIVERY_LIMIT: deliveries of one message before it is dead-lettered."""
+    api_host: str = "127.0.0.1"
+    """WARREN_API_HOST."""
+    api_port: int = 8000
+    """WARREN_API_PORT."""
+    prefetch: int = 32
+    """WARREN_PREFETCH: messages an orchestrator holds at once."""
+    outbox_grace_seconds: float = 2.0
+    """WARREN_OUTBOX_GRACE_SECONDS: the sweeper leaves younger rows to their committer."""
+    sweep_interval_seconds: float = 1.0
+    """WARREN_SWEEP_INTERVAL_SECONDS: how often leftover outbox rows and due timers are polled."""
+    shutdown_grace_seconds: float = 30.0
+    """WARREN_SHUTDOWN_GRACE_SECONDS: how long SIGTERM waits for in-flight work."""
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(namespace=self.namespace, delivery_limit=self.delivery_limit)
+
+    @property
+    def business_database_url(self) -> str:
+        return self.worker_database_url or self.database_url
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in msgspec.structs.fields(cls):
+            raw = env.get(f"WARREN_{field.name.upper()}")
+            if raw is not None:
+                values[field.name] = raw
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(
+                f"invalid configuration: {exc} (check the WARREN_* variables)"
+            ) from exc

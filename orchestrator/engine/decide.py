@@ -1,0 +1,351 @@
+"""The pure core: `decide(definition, instance, event, now) -> Transition`. No I/O here.
+
+The shell (orchestrator.service) loads the instance under a row lock, calls `decide`, and writes
+the transition's snapshot, history, commands (outbox) and timers in one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from orchestrator.engine.state import (
+    Dispatch,
+    Event,
+    HistoryEvent,
+    InstanceState,
+    Phase,
+    SagaStatus,
+    ScheduleTimer,
+    Start,
+    StepReply,
+    StepState,
+    StepStatus,
+    TimerFired,
+    TimerKind,
+    Transition,
+)
+from orchestrator.messaging.failure import Failure
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from orchestrator.definitions import RetryPolicy, Saga, Step
+
+replace = msgspec.structs.replace
+
+
+def new_instance(definition: Saga, instance_id: UUID, input: Any, now: datetime) -> InstanceState:
+    """A fresh instance, pinned to `definition`'s version; `decide(..., Start(...))` runs it."""
+    return InstanceState(
+        id=instance_id,
+        saga=definition.name,
+        version=definition.version,
+        status=SagaStatus.RUNNING,
+        input=input,
+        steps={step.name: StepState() for step in definition.steps},
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def decide(definition: Saga, instance: InstanceState, event: Event, now: datetime) -> Transition:
+    draft = _Draft(definition, instance, now)
+    match event:
+        case Start():
+            draft.on_start()
+        case StepReply(phase=Phase.FORWARD):
+            draft.on_forward_reply(event)
+        case StepReply():
+            draft.on_compensation_reply(event)
+        case TimerFired():
+            draft.on_timer(event)
+    return draft.transition()
+
+
+class _Draft:
+    """Accumulates one transition. Local and mutable; `decide` stays pure from outside."""
+
+    def __init__(self, definition: Saga, instance: InstanceState, now: datetime) -> None:
+        self.definition = definition
+        self.instance = instance
+        self.steps = dict(instance.steps)
+        self.now = now
+        self.history: list[HistoryEvent] = []
+        self.dispatches: list[Dispatch] = []
+        self.timers: list[ScheduleTimer] = []
+
+    # ---- bookkeeping ------------------------------------------------------------------------
+
+    def record(
+        self,
+        type: str,
+        *,
+        step: str | None = None,
+        phase: Phase | None = None,
+        attempt: int | None = None,
+        **data: Any,
+    ) -> int:
+        seq = self.instance.seq + len(self.history) + 1
+        self.history.append(
+            HistoryEvent(
+                seq=seq, type=type, at=self.now, step=step, phase=phase, attempt=attempt, data=data
+            )
+        )
+        return seq
+
+    def set_step(self, name: str, **changes: Any) -> None:
+        self.steps[name] = replace(self.steps[name], **changes)
+
+    def set_saga(self, status: SagaStatus, failure: Failure | None = None) -> None:
+        changes: dict[str, Any] = {"status": status}
+        if failure is not None:
+            changes["failure"] = failure
+        self.instance = replace(self.instance, **changes)
+        data: dict[str, Any] = {"failure": failure} if failure else {}
+        self.record(f"saga_{status.value}", **data)
+
+    def transition(self) -> Transition:
+        if not self.history:
+            return Transition(instance=self.instance)
+        instance = replace(
+            self.instance,
+            steps=self.steps,
+            seq=self.history[-1].seq,
+            updated_at=self.now,
+        )
+        return Transition(
+            instance=instance,
+            history=tuple(self.history),
+            dispatches=tuple(self.dispatches),
+            timers=tuple(self.timers),
+        )
+
+    # ---- dispatching ------------------------------------------------------------------------
+
+    def dispatch(self, step: Step, phase: Phase, attempt: int) -> None:
+        if phase is Phase.FORWARD:
+            command, pool, timeout = step.command_name, step.pool, step.timeout_seconds
+            started = self.steps[step.name].started_at or self.now
+            self.set_step(step.name, status=StepStatus.RUNNING, attempt=attempt, started_at=started)
+            kind = "step_dispatched"
+        else:
+            assert step.compensation is not None
+            command, pool = step.compensation.command, step.compensation_pool
+            timeout = step.compensation.timeout_seconds
+            self.set_step(step.name, status=StepStatus.COMPENSATING, compensation_attempt=attempt)
+            kind = "compensation_dispatched"
+        seq = self.record(
+            kind, step=step.name, phase=phase, attempt=attempt, command=command, pool=pool
+        )
+        self.dispatches.append(
+            Dispatch(
+                step=step.name, phase=phase, command=command, pool=pool, attempt=attempt, seq=seq
+            )
+        )
+        if timeout is not None:
+            self.schedule(TimerKind.TIMEOUT, step, phase, attempt, timeout)
+
+    def schedule(
+        self, kind: TimerKind, step: Step, phase: Phase, attempt: int, delay: float
+    ) -> None:
+        due = self.now + timedelta(seconds=delay)
+        self.timers.append(
+            ScheduleTimer(kind=kind, step=step.name, phase=phase, attempt=attempt, due_at=due)
+        )
+
+    def next_pending(self) -> Step | None:
+        return next(
+            (s for s in self.definition.steps if self.steps[s.name].status is StepStatus.PENDING),
+            None,
+        )
+
+    # ---- forward ------------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self.record("saga_started", version=self.definition.version)
+        self.advance()
+
+    def advance(self) -> None:
+        """Run the next step, or finish the saga when none is left."""
+        step = self.next_pending()
+        if step is not None:
+            self.dispatch(step, Phase.FORWARD, 1)
+        else:
+            self.set_saga(SagaStatus.COMPLETED)
+
+    def on_forward_reply(self, reply: StepReply) -> None:
+        state = self.steps.get(reply.step)
+        if (
+            state is None
+            or state.status is not StepStatus.RUNNING
+            or state.attempt != reply.attempt
+        ):
+            self.ignore(reply)
+            return
+        if reply.ok:
+            self.set_step(
+                reply.step, status=StepStatus.SUCCEEDED, result=reply.result, finished_at=self.now
+            )
+            self.instance = replace(self.instance, completed=(*self.instance.completed, reply.step))
+            self.record(
+                "step_succeeded",
+                step=reply.step,
+                phase=Phase.FORWARD,
+                attempt=reply.attempt,
+                result=reply.result,
+            )
+            if self.instance.status is SagaStatus.RUNNING:
+                self.advance()
+            else:  # it finished after compensation began: it must be undone too
+                self.advance_compensation()
+            return
+        failure = reply.failure or Failure(
+            type="UnknownFailure", message="no failure given", retryable=True
+        )
+        self.forward_attempt_failed(self.definition.step(reply.step), reply.attempt, failure)
+
+    def forward_attempt_failed(self, step: Step, attempt: int, failure: Failure) -> None:
+        if self.instance.status is SagaStatus.RUNNING and _may_retry(step.retry, attempt, failure):
+            self.retry(step, Phase.FORWARD, attempt, failure, step.retry)
+            return
+        self.set_step(step.name, status=StepStatus.FAILED, error=failure, finished_at=self.now)
+        self.record(
+            "step_failed", step=step.name, phase=Phase.FORWARD, attempt=attempt, failure=failure
+        )
+        if self.instance.status is SagaStatus.RUNNING:
+            self.set_saga(SagaStatus.COMPENSATING, failure)
+        self.advance_compensation()
+
+    def retry(
+        self, step: Step, phase: Phase, attempt: int, failure: Failure, policy: RetryPolicy
+    ) -> None:
+        delay = policy.delay_before(attempt + 1)
+        self.record(
+            "attempt_failed",
+            step=step.name,
+            phase=phase,
+            attempt=attempt,
+            failure=failure,
+            retry_in_seconds=delay,
+        )
+        if delay <= 0:
+            self.dispatch(step, phase, attempt + 1)
+            return
+        wait = (
+            StepStatus.RETRY_WAIT if phase is Phase.FORWARD else StepStatus.COMPENSATION_RETRY_WAIT
+        )
+        self.set_step(step.name, status=wait)
+        self.schedule(TimerKind.RETRY, step, phase, attempt, delay)
+
+    def ignore(self, reply: StepReply) -> None:
+        """A duplicate, late or stale reply: recorded for operators, otherwise without effect."""
+        self.record(
+            "reply_ignored", step=reply.step, phase=reply.phase, attempt=reply.attempt, ok=reply.ok
+        )
+
+    # ---- compensation -----------------------------------------------------------------------
+
+    def advance_compensation(self) -> None:
+        """Undo completed steps one at a time, newest first; finish when nothing is left."""
+        busy = (
+            StepStatus.RUNNING,
+            StepStatus.RETRY_WAIT,
+            StepStatus.COMPENSATING,
+            StepStatus.COMPENSATION_RETRY_WAIT,
+        )
+        if self.instance.status is not SagaStatus.COMPENSATING:
+            return
+        if any(state.status in busy for state in self.steps.values()):
+            return
+        for name in reversed(self.instance.completed):
+            step = self.definition.step(name)
+            if step.compensation is not None and self.steps[name].status is StepStatus.SUCCEEDED:
+                self.dispatch(step, Phase.COMPENSATE, 1)
+                return
+        self.set_saga(SagaStatus.COMPENSATED)
+
+    def on_compensation_reply(self, reply: StepReply) -> None:
+        state = self.steps.get(reply.step)
+        if (
+            state is None
+            or state.status is not StepStatus.COMPENSATING
+            or state.compensation_attempt != reply.attempt
+        ):
+            self.ignore(reply)
+            return
+        if reply.ok:
+            self.set_step(reply.step, status=StepStatus.COMPENSATED, compensated_at=self.now)
+            self.record(
+                "compensation_succeeded",
+                step=reply.step,
+                phase=Phase.COMPENSATE,
+                attempt=reply.attempt,
+                result=reply.result,
+            )
+            self.advance_compensation()
+            return
+        failure = reply.failure or Failure(
+            type="UnknownFailure", message="no failure given", retryable=True
+        )
+        self.compensation_attempt_failed(self.definition.step(reply.step), reply.attempt, failure)
+
+    def compensation_attempt_failed(self, step: Step, attempt: int, failure: Failure) -> None:
+        assert step.compensation is not None
+        policy = step.compensation.retry
+        if _may_retry(policy, attempt, failure):
+            self.retry(step, Phase.COMPENSATE, attempt, failure, policy)
+            return
+        self.set_step(step.name, status=StepStatus.COMPENSATION_FAILED, compensation_error=failure)
+        self.record(
+            "compensation_failed",
+            step=step.name,
+            phase=Phase.COMPENSATE,
+            attempt=attempt,
+            failure=failure,
+        )
+        self.set_saga(SagaStatus.FAILED, failure)
+
+    # ---- timers -------------------------------------------------------------------------------
+
+    def on_timer(self, timer: TimerFired) -> None:
+        state = self.steps.get(timer.step)
+        if state is None:
+            return
+        step = self.definition.step(timer.step)
+        forward = timer.phase is Phase.FORWARD
+        attempt = state.attempt if forward else state.compensation_attempt
+        if attempt != timer.attempt:
+            return  # a timer of an attempt that is over: nothing to do
+        if timer.kind is TimerKind.RETRY:
+            if forward and state.status is StepStatus.RETRY_WAIT:
+                if self.instance.status is SagaStatus.RUNNING:
+                    self.dispatch(step, Phase.FORWARD, attempt + 1)
+                else:  # the saga is being undone: this step will not be tried again
+                    self.forward_attempt_failed(step, attempt, state.error or _abandoned())
+            elif not forward and state.status is StepStatus.COMPENSATION_RETRY_WAIT:
+                self.dispatch(step, Phase.COMPENSATE, attempt + 1)
+            return
+        timeout = Failure(
+            type="StepTimeout", message=f"attempt {attempt} did not reply in time", retryable=True
+        )
+        if forward and state.status is StepStatus.RUNNING:
+            self.record("attempt_timed_out", step=step.name, phase=timer.phase, attempt=attempt)
+            self.forward_attempt_failed(step, attempt, timeout)
+        elif not forward and state.status is StepStatus.COMPENSATING:
+            self.record("attempt_timed_out", step=step.name, phase=timer.phase, attempt=attempt)
+            self.compensation_attempt_failed(step, attempt, timeout)
+
+
+def _may_retry(policy: RetryPolicy, attempt: int, failure: Failure) -> bool:
+    return (
+        failure.retryable
+        and failure.type not in policy.non_retryable_errors
+        and attempt < policy.max_attempts
+    )
+
+
+def _abandoned() -> Failure:
+    return Failure(type="Abandoned", message="the saga is compensating", retryable=False)

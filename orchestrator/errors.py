@@ -1,0 +1,78 @@
+"""One rooted error tree for Warren. Whether an error is worth retrying is data on the error.
+
+    WarrenError                      (retryable: False unless said otherwise)
+    ├── DefinitionError              a saga definition is malformed (raised when it is built)
+    ├── RegistrationConflict         same (name, version), different content
+    ├── NotFound
+    │   ├── SagaNotFound             no definition under that name (or version)
+    │   └── InstanceNotFound
+    ├── InputInvalid                 saga input fails the definition's JSON Schema
+    ├── MessageError                 a message cannot be decoded or has an unknown kind/version
+    ├── StorageError                 Postgres failed; retryable (translated from the driver)
+    └── BrokerError                  RabbitMQ failed; retryable (translated from aio-pika)
+        └── UnroutableMessage        a mandatory publish came back unroutable
+
+Handler-facing errors (`StepFailed`) live in the same tree: see `workers`.
+"""
+
+from __future__ import annotations
+
+
+class WarrenError(Exception):
+    """Root of every error Warren raises on purpose."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class DefinitionError(WarrenError):
+    """A saga definition is not valid; the message says what to change."""
+
+
+class RegistrationConflict(WarrenError):
+    """A definition with this name and version exists with different content."""
+
+
+class NotFound(WarrenError):
+    """Something looked up by name or id does not exist."""
+
+
+class SagaNotFound(NotFound):
+    """No saga definition under that name (or version)."""
+
+
+class InstanceNotFound(NotFound):
+    """No saga instance with that id."""
+
+
+class InputInvalid(WarrenError):
+    """The saga input does not satisfy the definition's input schema."""
+
+    def __init__(self, message: str, *, errors: list[str]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class MessageError(WarrenError):
+    """A message on the wire cannot be understood: poison, never retried."""
+
+
+class StorageError(WarrenError):
+    """The database failed; the operation may succeed when retried."""
+
+    retryable = True
+
+
+class BrokerError(WarrenError):
+    """The broker failed; the operation may succeed when retried."""
+
+    retryable = True
+
+
+class UnroutableMessage(BrokerError):
+    """A mandatory publish was returned: no queue is bound for its routing key."""

@@ -1,0 +1,158 @@
+"""The broker edge: one robust aio-pika connection, confirmed mandatory publishes, and
+translation of aio-pika errors into `BrokerError`."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+import aiormq
+from aio_pika import DeliveryMode, Message
+from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+from pamqp.commands import Basic
+
+from orchestrator.errors import BrokerError, UnroutableMessage
+from orchestrator.messaging.envelope import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+    from orchestrator.messaging.topology import Topology
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_SECONDS = 10.0
+
+
+class Broker:
+    """A connection to RabbitMQ for one process: a confirmed publisher channel plus consumers."""
+
+    def __init__(self, url: str, topology: Topology) -> None:
+        self.url = url
+        self.topology = topology
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._declared_pools: set[str] = set()
+
+    async def connect(self) -> None:
+        try:
+            self._connection = await aio_pika.connect_robust(self.url)
+            self._publisher = await self._connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+            await self.topology.declare_base(self._publisher)
+        except (AMQPError, OSError) as exc:
+            raise BrokerError(f"cannot reach RabbitMQ at {_redact(self.url)}: {exc}") from exc
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise BrokerError("broker is not connected; call connect() first")
+        return self._connection
+
+    async def channel(self, *, prefetch: int) -> AbstractChannel:
+        """A consumer channel with bounded prefetch."""
+        try:
+            channel = await self.connection.channel()
+            await channel.set_qos(prefetch_count=prefetch)
+        except (AMQPError, OSError) as exc:
+            raise BrokerError(f"cannot open a channel: {exc}") from exc
+        return channel
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: UUID,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish persistently and wait for the broker's confirm. Mandatory: an unroutable
+        command makes us declare its pool's queue once and try again."""
+        try:
+            await self._publish_confirmed(exchange, routing_key, body, message_id, headers)
+        except UnroutableMessage:
+            if exchange != self.topology.commands_exchange or routing_key in self._declared_pools:
+                raise
+            await self.topology.declare_pool(self._publisher_channel(), routing_key)
+            self._declared_pools.add(routing_key)
+            await self._publish_confirmed(exchange, routing_key, body, message_id, headers)
+
+    async def publish_dead_letter(
+        self, body: bytes, *, message_id: str | None, headers: dict[str, Any]
+    ) -> None:
+        """Park a message in the dead-letter queue (the fanout exchange routes it there)."""
+        message = Message(
+            body,
+            message_id=message_id,
+            delivery_mode=DeliveryMode.PERSISTENT,
+            headers=headers,
+        )
+        try:
+            exchange = await self._exchange(self.topology.dead_letter_exchange)
+            await exchange.publish(message, "", mandatory=True, timeout=PUBLISH_TIMEOUT_SECONDS)
+        except (TimeoutError, AMQPError, aiormq.exceptions.AMQPError, OSError) as exc:
+            raise BrokerError(f"could not dead-letter message {message_id}: {exc!r}") from exc
+
+    async def _publish_confirmed(
+        self,
+        exchange_name: str,
+        routing_key: str,
+        body: bytes,
+        message_id: UUID,
+        headers: dict[str, Any] | None,
+    ) -> None:
+        message = Message(
+            body,
+            message_id=str(message_id),
+            content_type=CONTENT_TYPE,
+            delivery_mode=DeliveryMode.PERSISTENT,
+            headers=headers or {},
+        )
+        try:
+            exchange = await self._exchange(exchange_name)
+            confirmation = await exchange.publish(
+                message, routing_key, mandatory=True, timeout=PUBLISH_TIMEOUT_SECONDS
+            )
+        except (DeliveryError, PublishError) as exc:
+            raise UnroutableMessage(
+                f"no queue for routing key {routing_key!r} on exchange {exchange_name!r}"
+            ) from exc
+        except (TimeoutError, AMQPError, aiormq.exceptions.AMQPError, OSError) as exc:
+            raise BrokerError(f"publish to {exchange_name!r} failed: {exc!r}") from exc
+        if not isinstance(confirmation, Basic.Ack):
+            raise BrokerError(f"broker did not confirm the publish to {exchange_name!r}")
+
+    async def _exchange(self, name: str) -> AbstractExchange:
+        exchange = self._exchanges.get(name)
+        if exchange is None:
+            exchange = await self._publisher_channel().get_exchange(name, ensure=False)
+            self._exchanges[name] = exchange
+        return exchange
+
+    def _publisher_channel(self) -> AbstractChannel:
+        if self._publisher is None:
+            raise BrokerError("broker is not connected; call connect() first")
+        return self._publisher
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+            self._publisher = None
+            self._exchanges.clear()
+
+
+def _redact(url: str) -> str:
+    """Hide the password in a URL shown to people."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

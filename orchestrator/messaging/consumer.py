@@ -1,0 +1,141 @@
+"""Consuming one queue the same way on both sides.
+
+Each delivery is decoded (poison is parked in the dead-letter queue with its reason, then acked),
+handled by a callback that commits one transaction, and acked only after that. Transient
+database or broker faults are retried in-process with backoff, bounded, so that a short outage
+does not burn the queue's delivery limit. Stopping cancels the subscription first, lets the
+messages in hand finish, then closes the channel (anything unacked goes back to the queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aio_pika.exceptions import AMQPError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
+
+from orchestrator.errors import MessageError, WarrenError
+from orchestrator.messaging.envelope import decode
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+
+    from orchestrator.messaging.broker import Broker
+    from orchestrator.messaging.envelope import Envelope
+
+log = logging.getLogger(__name__)
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, WarrenError) and exc.retryable
+
+
+class Consumer:
+    def __init__(
+        self,
+        broker: Broker,
+        declare: Callable[[AbstractChannel], Awaitable[AbstractQueue]],
+        handle: Callable[[Envelope], Awaitable[None]],
+        *,
+        prefetch: int,
+        retry_seconds: float = 60.0,
+    ) -> None:
+        self.broker = broker
+        self.declare = declare
+        self.handle = handle
+        self.prefetch = prefetch
+        self.retry_seconds = retry_seconds
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def start(self) -> None:
+        self._channel = await self.broker.channel(prefetch=self.prefetch)
+        self._queue = await self.declare(self._channel)
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Take no more messages, finish those in hand (up to `grace_seconds`), close."""
+        if self._queue is not None and self._tag is not None:
+            try:
+                await self._queue.cancel(self._tag)
+            except (AMQPError, OSError) as exc:
+                log.warning("could not cancel the subscription cleanly: %s", exc)
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace_seconds)
+        except TimeoutError:
+            log.warning(
+                "%d messages still in hand after %.0fs; handing them back",
+                self._in_flight,
+                grace_seconds,
+            )
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            await self._process(message)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = decode(message.body)
+        except MessageError as exc:
+            await self._park(message, str(exc))
+            return
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_transient),
+                wait=wait_exponential(multiplier=0.1, max=5.0),
+                stop=stop_after_delay(self.retry_seconds),
+                reraise=True,
+            ):
+                with attempt:
+                    await self.handle(envelope)
+        except WarrenError as exc:
+            if exc.retryable:
+                log.error(
+                    "giving message %s back after %.0fs of failures: %s",
+                    message.message_id,
+                    self.retry_seconds,
+                    exc,
+                )
+                await message.nack(requeue=True)
+            else:
+                await self._park(message, f"{type(exc).__name__}: {exc}")
+            return
+        await message.ack()
+
+    async def _park(self, message: AbstractIncomingMessage, reason: str) -> None:
+        """Dead-letter a message that can never succeed, with its reason and origin; ack it."""
+        log.error(
+            "dead-lettering message %s from %s: %s", message.message_id, message.routing_key, reason
+        )
+        headers = dict(message.headers or {})
+        headers.update(
+            {
+                "x-warren-reason": reason[:1000],
+                "x-warren-origin-exchange": message.exchange or "",
+                "x-warren-origin-routing-key": message.routing_key or "",
+            }
+        )
+        await self.broker.publish_dead_letter(
+            message.body, message_id=message.message_id, headers=headers
+        )
+        await message.ack()

@@ -1,0 +1,125 @@
+"""The wire format: a versioned JSON envelope around every command and reply.
+
+Both sides import this module and nothing else to speak to each other, so a worker never needs
+the engine. Decoding is strict: a message that does not fit is a `MessageError` (poison).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import uuid_utils
+
+from orchestrator.errors import MessageError
+from orchestrator.messaging.failure import Failure
+
+ENVELOPE_VERSION = 1
+CONTENT_TYPE = "application/json"
+
+
+class Phase(StrEnum):
+    FORWARD = "forward"
+    """The step's own command."""
+    COMPENSATE = "compensate"
+    """The command that undoes it."""
+
+
+def new_message_id() -> UUID:
+    """A UUIDv7: unique, and ordered by creation time."""
+    return UUID(bytes=uuid_utils.uuid7().bytes)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CommandPayload(msgspec.Struct, frozen=True, kw_only=True):
+    input: Any
+    """The saga's input, as started."""
+    results: dict[str, Any]
+    """Results of the steps completed so far, by step name."""
+    idempotency_key: str
+    """Stable across attempts and redeliveries of this step's phase."""
+
+
+class ReplyPayload(msgspec.Struct, frozen=True, kw_only=True):
+    ok: bool
+    result: Any = None
+    failure: Failure | None = None
+
+
+class _Envelope(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    v: int = ENVELOPE_VERSION
+    id: UUID
+    saga: str
+    saga_version: int
+    instance_id: UUID
+    step: str
+    phase: Phase
+    command: str
+    attempt: int
+    seq: int
+    """Per-instance sequence number of the history event that caused this message."""
+    causation_id: UUID | None = None
+    correlation_id: UUID
+    traceparent: str | None = None
+    timestamp: datetime
+
+
+class Command(_Envelope, frozen=True, kw_only=True, tag="command"):
+    """Orchestrator → worker pool: run `command` for one attempt."""
+
+    payload: CommandPayload
+
+
+class Reply(_Envelope, frozen=True, kw_only=True, tag="reply"):
+    """Worker → orchestrator: how the attempt ended."""
+
+    payload: ReplyPayload
+
+
+Envelope = Command | Reply
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Envelope)
+
+
+def encode(message: Envelope) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(body: bytes) -> Envelope:
+    """Parse and validate one message; anything malformed is a `MessageError`."""
+    try:
+        message: Envelope = _decoder.decode(body)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise MessageError(f"undecodable message: {exc}") from exc
+    if message.v != ENVELOPE_VERSION:
+        raise MessageError(
+            f"unsupported envelope version {message.v} (this build speaks {ENVELOPE_VERSION})"
+        )
+    return message
+
+
+def reply_to(command: Command, payload: ReplyPayload, *, traceparent: str | None = None) -> Reply:
+    """The reply to `command`, caused by it and carrying its identity."""
+    return Reply(
+        id=new_message_id(),
+        saga=command.saga,
+        saga_version=command.saga_version,
+        instance_id=command.instance_id,
+        step=command.step,
+        phase=command.phase,
+        command=command.command,
+        attempt=command.attempt,
+        seq=command.seq,
+        causation_id=command.id,
+        correlation_id=command.correlation_id,
+        traceparent=traceparent or command.traceparent,
+        timestamp=utcnow(),
+        payload=payload,
+    )

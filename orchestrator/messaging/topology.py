@@ -1,0 +1,93 @@
+"""Names and declarations of every exchange and queue. Declared idempotently by whoever needs them.
+
+    {ns}.commands  (direct) --pool name-->  {ns}.pool.{pool}    (quorum, one per worker pool)
+    {ns}.replies   (direct) --"reply"---->  {ns}.orchestrator   (quorum, shared by orchestrators)
+    {ns}.events    (topic)                   domain events in and out (later)
+    {ns}.dead-letter (fanout) ----------->  {ns}.dead-letters   (quorum)
+
+Work queues are quorum queues with an explicit delivery limit: a message that crashes its consumer
+again and again is dead-lettered instead of redelivered forever.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+from aio_pika import ExchangeType
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractChannel, AbstractQueue
+    from aiormq.abc import FieldTable
+
+REPLY_ROUTING_KEY = "reply"
+
+
+class Topology(msgspec.Struct, frozen=True, kw_only=True):
+    namespace: str = "warren"
+    """Prefix of every name: lets several Warren installations (or test runs) share a vhost."""
+    delivery_limit: int = 5
+    """Deliveries of one message before RabbitMQ dead-letters it."""
+
+    @property
+    def commands_exchange(self) -> str:
+        return f"{self.namespace}.commands"
+
+    @property
+    def replies_exchange(self) -> str:
+        return f"{self.namespace}.replies"
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.namespace}.dead-letter"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.namespace}.dead-letters"
+
+    @property
+    def orchestrator_queue(self) -> str:
+        return f"{self.namespace}.orchestrator"
+
+    def pool_queue(self, pool: str) -> str:
+        return f"{self.namespace}.pool.{pool}"
+
+    def _work_queue_arguments(self) -> FieldTable:
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": self.dead_letter_exchange,
+        }
+
+    async def declare_base(self, channel: AbstractChannel) -> None:
+        """Exchanges and the dead-letter queue; cheap and idempotent."""
+        await channel.declare_exchange(self.commands_exchange, ExchangeType.DIRECT, durable=True)
+        await channel.declare_exchange(self.replies_exchange, ExchangeType.DIRECT, durable=True)
+        await channel.declare_exchange(self.events_exchange, ExchangeType.TOPIC, durable=True)
+        dlx = await channel.declare_exchange(
+            self.dead_letter_exchange, ExchangeType.FANOUT, durable=True
+        )
+        dlq = await channel.declare_queue(
+            self.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(dlx)
+
+    async def declare_pool(self, channel: AbstractChannel, pool: str) -> AbstractQueue:
+        await self.declare_base(channel)
+        queue = await channel.declare_queue(
+            self.pool_queue(pool), durable=True, arguments=self._work_queue_arguments()
+        )
+        await queue.bind(self.commands_exchange, routing_key=pool)
+        return queue
+
+    async def declare_orchestrator(self, channel: AbstractChannel) -> AbstractQueue:
+        await self.declare_base(channel)
+        queue = await channel.declare_queue(
+            self.orchestrator_queue, durable=True, arguments=self._work_queue_arguments()
+        )
+        await queue.bind(self.replies_exchange, routing_key=REPLY_ROUTING_KEY)
+        return queue

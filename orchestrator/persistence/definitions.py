@@ -1,0 +1,80 @@
+"""Stored saga definitions: (name, version) → content, immutable once registered."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
+from orchestrator.definitions import Saga
+from orchestrator.errors import RegistrationConflict, SagaNotFound
+from orchestrator.storage.tables import definitions
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+class RegisterOutcome(StrEnum):
+    CREATED = "created"
+    """Stored for the first time."""
+    UNCHANGED = "unchanged"
+    """The same content was stored already: nothing to do."""
+
+
+async def register(conn: AsyncConnection, saga: Saga) -> RegisterOutcome:
+    inserted = await conn.execute(
+        insert(definitions)
+        .values(
+            name=saga.name,
+            version=saga.version,
+            content_hash=saga.content_hash,
+            body=saga,
+        )
+        .on_conflict_do_nothing()
+        .returning(definitions.c.name)
+    )
+    if inserted.first() is not None:
+        return RegisterOutcome.CREATED
+    stored = await conn.scalar(
+        select(definitions.c.content_hash).where(
+            definitions.c.name == saga.name, definitions.c.version == saga.version
+        )
+    )
+    if stored == saga.content_hash:
+        return RegisterOutcome.UNCHANGED
+    raise RegistrationConflict(
+        f"saga {saga.name!r} version {saga.version} is already registered with different "
+        f"content (stored hash {str(stored)[:12]}, yours {saga.content_hash[:12]}); "
+        "definitions are immutable: give the changed saga a new version"
+    )
+
+
+async def load(conn: AsyncConnection, name: str, version: int | None = None) -> Saga:
+    """The definition `name` at `version`, or its latest version."""
+    query = select(definitions.c.body).where(definitions.c.name == name)
+    if version is None:
+        query = query.order_by(definitions.c.version.desc()).limit(1)
+    else:
+        query = query.where(definitions.c.version == version)
+    body = await conn.scalar(query)
+    if body is None:
+        which = f"version {version} of saga" if version is not None else "saga"
+        raise SagaNotFound(f"no {which} {name!r} is registered")
+    return Saga.from_json(msgspec.json.encode(body))
+
+
+class DefinitionCache:
+    """Definitions never change once stored, so a process keeps each one it has read."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, int], Saga] = {}
+
+    async def get(self, conn: AsyncConnection, name: str, version: int) -> Saga:
+        saga = self._by_key.get((name, version))
+        if saga is None:
+            saga = await load(conn, name, version)
+            self._by_key[(name, version)] = saga
+        return saga

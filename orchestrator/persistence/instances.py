@@ -1,0 +1,143 @@
+"""Instances: the snapshot row, the append-only history, timers and outgoing commands.
+
+`save_transition` is the write half of the core rule: everything a transition produced goes
+into the caller's transaction, so it commits (or vanishes) together with the inbox row.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from sqlalchemy import insert, select, update
+
+from orchestrator.engine import Dispatch, InstanceState, Transition
+from orchestrator.errors import InstanceNotFound
+from orchestrator.messaging.envelope import Command, CommandPayload, encode, new_message_id, utcnow
+from orchestrator.storage.outbox import OutboxMessage, PendingRow, enqueue
+from orchestrator.storage.tables import history, instances, timers
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from orchestrator.messaging.topology import Topology
+
+
+async def load(
+    conn: AsyncConnection, instance_id: UUID, *, for_update: bool = False
+) -> InstanceState:
+    query = select(instances.c.state).where(instances.c.id == instance_id)
+    if for_update:
+        query = query.with_for_update()
+    state = await conn.scalar(query)
+    if state is None:
+        raise InstanceNotFound(f"no saga instance {instance_id}")
+    return msgspec.convert(state, InstanceState)
+
+
+async def save_transition(
+    conn: AsyncConnection,
+    transition: Transition,
+    topology: Topology,
+    *,
+    created: bool = False,
+    causation_id: UUID | None = None,
+    traceparent: str | None = None,
+) -> list[PendingRow]:
+    """Write snapshot, history, timers and commands; return the outbox rows to publish."""
+    if not transition.history:
+        return []
+    state = transition.instance
+    columns: dict[str, Any] = {
+        "status": state.status.value,
+        "seq": state.seq,
+        "state": state,
+        "updated_at": state.updated_at,
+    }
+    if created:
+        await conn.execute(
+            insert(instances).values(
+                id=state.id,
+                saga_name=state.saga,
+                saga_version=state.version,
+                created_at=state.created_at,
+                **columns,
+            )
+        )
+    else:
+        await conn.execute(update(instances).where(instances.c.id == state.id).values(**columns))
+    await conn.execute(
+        insert(history),
+        [
+            {
+                "instance_id": state.id,
+                "seq": event.seq,
+                "type": event.type,
+                "step": event.step,
+                "phase": event.phase.value if event.phase else None,
+                "attempt": event.attempt,
+                "data": event.data,
+                "recorded_at": event.at,
+            }
+            for event in transition.history
+        ],
+    )
+    if transition.timers:
+        await conn.execute(
+            insert(timers),
+            [
+                {
+                    "instance_id": state.id,
+                    "kind": timer.kind.value,
+                    "step": timer.step,
+                    "phase": timer.phase.value,
+                    "attempt": timer.attempt,
+                    "due_at": timer.due_at,
+                    "traceparent": traceparent,
+                }
+                for timer in transition.timers
+            ],
+        )
+    commands = [
+        _command_message(state, dispatch, topology, causation_id, traceparent)
+        for dispatch in transition.dispatches
+    ]
+    return await enqueue(conn, commands)
+
+
+def _command_message(
+    state: InstanceState,
+    dispatch: Dispatch,
+    topology: Topology,
+    causation_id: UUID | None,
+    traceparent: str | None,
+) -> OutboxMessage:
+    command = Command(
+        id=new_message_id(),
+        saga=state.saga,
+        saga_version=state.version,
+        instance_id=state.id,
+        step=dispatch.step,
+        phase=dispatch.phase,
+        command=dispatch.command,
+        attempt=dispatch.attempt,
+        seq=dispatch.seq,
+        causation_id=causation_id,
+        correlation_id=state.id,
+        traceparent=traceparent,
+        timestamp=utcnow(),
+        payload=CommandPayload(
+            input=state.input,
+            results=state.results(),
+            idempotency_key=f"{state.id}:{dispatch.step}:{dispatch.phase.value}",
+        ),
+    )
+    return OutboxMessage(
+        message_id=command.id,
+        exchange=topology.commands_exchange,
+        routing_key=dispatch.pool,
+        body=encode(command),
+        headers={"traceparent": traceparent} if traceparent else {},
+    )

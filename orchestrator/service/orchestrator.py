@@ -1,0 +1,151 @@
+"""The orchestrator process: the imperative shell around the engine.
+
+For each reply, one transaction: claim the message in the inbox, lock the instance row, `decide`,
+write snapshot + history + timers + outbox. Then publish the outbox rows and ack the reply.
+Due timers are fired the same way, the timer row (claimed with SKIP LOCKED and deleted in the
+transaction) standing in for the inbox. Any number of orchestrators may run at once: the row
+lock serialises the transitions of one instance, the inbox drops the copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, select
+
+from orchestrator.engine import Phase, StepReply, TimerFired, TimerKind, decide
+from orchestrator.errors import WarrenError
+from orchestrator.messaging.broker import Broker
+from orchestrator.messaging.consumer import Consumer
+from orchestrator.messaging.envelope import Reply, utcnow
+from orchestrator.messaging.faults import crash_point
+from orchestrator.persistence import instances
+from orchestrator.persistence.definitions import DefinitionCache
+from orchestrator.storage import inbox
+from orchestrator.storage.database import create_engine, transaction
+from orchestrator.storage.outbox import Relay
+from orchestrator.storage.tables import timers
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from orchestrator.config import Settings
+    from orchestrator.messaging.envelope import Envelope
+    from orchestrator.storage.outbox import PendingRow
+
+log = logging.getLogger(__name__)
+
+INBOX_CONSUMER = "orchestrator"
+
+
+class Orchestrator:
+    def __init__(self, settings: Settings, *, engine: AsyncEngine | None = None) -> None:
+        self.settings = settings
+        self.topology = settings.topology
+        self.engine = engine or create_engine(settings.database_url)
+        self.broker = Broker(settings.amqp_url, self.topology)
+        self.relay = Relay(self.engine, self.broker, grace_seconds=settings.outbox_grace_seconds)
+        self.definitions = DefinitionCache()
+        self.consumer = Consumer(
+            self.broker,
+            self.topology.declare_orchestrator,
+            self.handle,
+            prefetch=settings.prefetch,
+        )
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Serve until `stopping` is set, then drain and close."""
+        await self.broker.connect()
+        await self.consumer.start()
+        interval = self.settings.sweep_interval_seconds
+        background = [
+            asyncio.create_task(self.relay.run_sweeper(stopping, interval_seconds=interval)),
+            asyncio.create_task(self._run_timers(stopping, interval)),
+        ]
+        log.info("orchestrator consuming %s", self.topology.orchestrator_queue)
+        try:
+            await stopping.wait()
+        finally:
+            await self.consumer.stop(self.settings.shutdown_grace_seconds)
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.broker.close()
+            await self.engine.dispose()
+
+    # ---- replies ------------------------------------------------------------------------------
+
+    async def handle(self, message: Envelope) -> None:
+        if not isinstance(message, Reply):
+            from orchestrator.errors import MessageError
+
+            raise MessageError(f"orchestrators take replies, not {type(message).__name__.lower()}s")
+        pending: list[PendingRow] = []
+        async with transaction(self.engine) as conn:
+            if not await inbox.claim(conn, INBOX_CONSUMER, message.id):
+                log.info("duplicate reply %s dropped", message.id)
+                return
+            state = await instances.load(conn, message.instance_id, for_update=True)
+            definition = await self.definitions.get(conn, state.saga, state.version)
+            event = StepReply(
+                step=message.step,
+                phase=message.phase,
+                attempt=message.attempt,
+                ok=message.payload.ok,
+                result=message.payload.result,
+                failure=message.payload.failure,
+            )
+            transition = decide(definition, state, event, utcnow())
+            pending = await instances.save_transition(
+                conn,
+                transition,
+                self.topology,
+                causation_id=message.id,
+                traceparent=message.traceparent,
+            )
+        crash_point("orchestrator.after_commit")
+        await self.relay.publish_committed(pending)
+
+    # ---- timers -------------------------------------------------------------------------------
+
+    async def _run_timers(self, stopping: asyncio.Event, interval: float) -> None:
+        while not stopping.is_set():
+            try:
+                while await self.fire_due_timer():
+                    pass
+            except WarrenError as exc:
+                log.warning("timer poll failed, will try again: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=interval)
+
+    async def fire_due_timer(self) -> bool:
+        """Fire one due timer, if any; True when one was fired."""
+        async with transaction(self.engine) as conn:
+            row = (
+                await conn.execute(
+                    select(timers)
+                    .where(timers.c.due_at <= utcnow())
+                    .order_by(timers.c.due_at)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
+            ).first()
+            if row is None:
+                return False
+            state = await instances.load(conn, row.instance_id, for_update=True)
+            definition = await self.definitions.get(conn, state.saga, state.version)
+            event = TimerFired(
+                kind=TimerKind(row.kind), step=row.step, phase=Phase(row.phase), attempt=row.attempt
+            )
+            transition = decide(definition, state, event, utcnow())
+            pending = await instances.save_transition(
+                conn, transition, self.topology, traceparent=row.traceparent
+            )
+            await conn.execute(delete(timers).where(timers.c.id == row.id))
+        await self.relay.publish_committed(pending)
+        return True

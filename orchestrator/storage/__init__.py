@@ -1,0 +1,1 @@
+"""Postgres storage shared by both sides: tables, engine, inbox and outbox."""

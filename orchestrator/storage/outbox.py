@@ -1,0 +1,156 @@
+"""The transactional outbox: messages written with their cause, published after commit.
+
+Two paths publish a row: the process that committed it, right after the commit (for latency),
+and a sweeper that claims rows older than a grace period with `FOR UPDATE SKIP LOCKED` (so a
+crash never loses one). Both may publish the same row; the consumer's inbox drops the copy.
+Rows are never read with an `id > last` cursor, which would skip rows committed out of order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import msgspec
+from sqlalchemy import delete, insert, select, text
+
+from orchestrator.errors import WarrenError
+from orchestrator.messaging.faults import crash_point
+from orchestrator.storage.database import transaction
+from orchestrator.storage.tables import outbox
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+    from orchestrator.messaging.broker import Broker
+
+log = logging.getLogger(__name__)
+
+
+class OutboxMessage(msgspec.Struct, frozen=True, kw_only=True):
+    message_id: UUID
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any] = {}
+
+
+class PendingRow(msgspec.Struct, frozen=True):
+    id: int
+    message: OutboxMessage
+
+
+async def enqueue(conn: AsyncConnection, messages: list[OutboxMessage]) -> list[PendingRow]:
+    """Write `messages` in the caller's transaction; publish the result after commit."""
+    if not messages:
+        return []
+    rows = [
+        {
+            "message_id": m.message_id,
+            "exchange": m.exchange,
+            "routing_key": m.routing_key,
+            "body": m.body,
+            "headers": m.headers,
+        }
+        for m in messages
+    ]
+    result = await conn.execute(insert(outbox).returning(outbox.c.id), rows)
+    ids = [row.id for row in result]
+    return [PendingRow(row_id, message) for row_id, message in zip(ids, messages, strict=True)]
+
+
+class Relay:
+    """Publishes committed outbox rows and deletes them once the broker confirmed them."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        broker: Broker,
+        *,
+        grace_seconds: float = 2.0,
+        batch_size: int = 200,
+    ) -> None:
+        self.engine = engine
+        self.broker = broker
+        self.grace_seconds = grace_seconds
+        self.batch_size = batch_size
+
+    async def publish_committed(self, rows: list[PendingRow]) -> None:
+        """Right after a commit: publish and delete. A failure leaves the rows to the sweeper."""
+        if not rows:
+            return
+        try:
+            published = await self._publish(rows)
+            if published:
+                async with transaction(self.engine) as conn:
+                    await conn.execute(delete(outbox).where(outbox.c.id.in_(published)))
+        except WarrenError as exc:
+            log.warning("outbox publish deferred to the sweeper: %s", exc)
+
+    async def sweep_once(self) -> int:
+        """Claim, publish and delete the rows left behind; return how many were published."""
+        async with transaction(self.engine) as conn:
+            claimed = await conn.execute(
+                select(outbox)
+                .where(outbox.c.created_at < text("now() - make_interval(secs => :grace)"))
+                .order_by(outbox.c.id)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True),
+                {"grace": self.grace_seconds},
+            )
+            rows = [
+                PendingRow(
+                    r.id,
+                    OutboxMessage(
+                        message_id=r.message_id,
+                        exchange=r.exchange,
+                        routing_key=r.routing_key,
+                        body=r.body,
+                        headers=r.headers,
+                    ),
+                )
+                for r in claimed
+            ]
+            published = await self._publish(rows)
+            if published:
+                await conn.execute(delete(outbox).where(outbox.c.id.in_(published)))
+        return len(published)
+
+    async def run_sweeper(self, stopping: asyncio.Event, *, interval_seconds: float = 1.0) -> None:
+        while not stopping.is_set():
+            try:
+                while await self.sweep_once() >= self.batch_size:
+                    pass
+            except WarrenError as exc:
+                log.warning("outbox sweep failed, will try again: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=interval_seconds)
+
+    async def _publish(self, rows: list[PendingRow]) -> list[int]:
+        """Publish concurrently (one round of confirms); return the ids the broker confirmed."""
+        results = await asyncio.gather(
+            *(
+                self.broker.publish(
+                    row.message.exchange,
+                    row.message.routing_key,
+                    row.message.body,
+                    message_id=row.message.message_id,
+                    headers=row.message.headers,
+                )
+                for row in rows
+            ),
+            return_exceptions=True,
+        )
+        published: list[int] = []
+        for row, outcome in zip(rows, results, strict=True):
+            if isinstance(outcome, WarrenError):
+                log.warning("outbox row %s not published: %s", row.id, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                published.append(row.id)
+        crash_point("relay.after_publish")
+        return published

@@ -1,0 +1,120 @@
+"""Every table Warren owns, in the `warren` schema. Migrations are generated from and tested
+against this metadata (tests/integration/test_migrations.py)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+SCHEMA = "warren"
+metadata = MetaData(schema=SCHEMA)
+
+# ---- shared by orchestrators and workers: exactly-once plumbing -----------------------------
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column(
+        "consumer", Text, nullable=False, comment="who consumed: 'orchestrator' or 'pool:<name>'"
+    ),
+    Column("message_id", UUID(as_uuid=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("consumer", "message_id"),
+    comment="Dedup record: one row per message handled, written in the handling transaction.",
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("message_id", UUID(as_uuid=True), nullable=False),
+    Column("exchange", Text, nullable=False),
+    Column("routing_key", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="Messages committed with their cause, deleted once the broker confirmed them.",
+)
+
+step_results = Table(
+    "step_results",
+    metadata,
+    Column("consumer", Text, nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("result", JSONB, nullable=True),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("consumer", "idempotency_key"),
+    comment="A step phase's effect, once: a later attempt of the same phase replays this result.",
+)
+
+# ---- orchestrator ---------------------------------------------------------------------------
+
+definitions = Table(
+    "definitions",
+    metadata,
+    Column("name", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("content_hash", Text, nullable=False),
+    Column("body", JSONB, nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("name", "version"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("saga_name", Text, nullable=False),
+    Column("saga_version", Integer, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("seq", Integer, nullable=False, comment="sequence number of the last history event"),
+    Column("state", JSONB, nullable=False, comment="the snapshot: engine InstanceState"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_instances_saga_status_created", "saga_name", "status", "created_at"),
+    Index("ix_instances_status_updated", "status", "updated_at"),
+)
+
+history = Table(
+    "history",
+    metadata,
+    Column("instance_id", UUID(as_uuid=True), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("step", Text, nullable=True),
+    Column("phase", Text, nullable=True),
+    Column("attempt", Integer, nullable=True),
+    Column("data", JSONB, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("instance_id", "seq"),
+    comment="Append-only event log per instance; the unique (instance, seq) forbids a fork.",
+)
+
+timers = Table(
+    "timers",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("instance_id", UUID(as_uuid=True), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("step", Text, nullable=False),
+    Column("phase", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("traceparent", Text, nullable=True),
+    Index("ix_timers_due_at", "due_at"),
+    comment="Durable timers; a row is deleted in the transaction that fires it.",
+)

@@ -1,0 +1,110 @@
+"""Reading the system's observable state: instances, history, the example ledger, queues."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import aio_pika
+from sqlalchemy import text
+
+from tests.support.waiting import wait_for
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from orchestrator.config import Settings
+
+TERMINAL = {"completed", "compensated", "failed"}
+
+
+@dataclass
+class Probe:
+    settings: Settings
+    engine: AsyncEngine
+
+    async def status(self, instance_id: UUID | str) -> str | None:
+        async with self.engine.connect() as conn:
+            status: str | None = await conn.scalar(
+                text("SELECT status FROM warren.instances WHERE id = :id"), {"id": str(instance_id)}
+            )
+            return status
+
+    async def statuses(self) -> dict[str, str]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(text("SELECT id::text, status FROM warren.instances"))
+            return {row.id: row.status for row in rows}
+
+    async def wait_terminal(self, instance_id: UUID | str, timeout: float = 60.0) -> str:
+        status = await wait_for(
+            lambda: self.status(instance_id),
+            lambda s: s in TERMINAL,
+            timeout=timeout,
+            what=f"instance {instance_id} to end",
+        )
+        assert status is not None
+        return status
+
+    async def wait_all_terminal(self, count: int, timeout: float = 90.0) -> dict[str, str]:
+        return await wait_for(
+            self.statuses,
+            lambda s: len(s) == count and all(v in TERMINAL for v in s.values()),
+            timeout=timeout,
+            what=f"{count} instances to end",
+        )
+
+    async def ledger(self, instance_id: UUID | str | None = None) -> list[tuple[str, str]]:
+        """(step, action) rows of the example ledger, in the order they were written."""
+        query = "SELECT instance_id::text AS i, step, action FROM orders_example.ledger"
+        params: dict[str, Any] = {}
+        if instance_id is not None:
+            query += " WHERE instance_id = :id"
+            params["id"] = str(instance_id)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(text(query + " ORDER BY id"), params)
+            return [(row.step, row.action) for row in rows]
+
+    async def history(self, instance_id: UUID | str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT seq, type, step, phase, attempt FROM warren.history "
+                    "WHERE instance_id = :id ORDER BY seq"
+                ),
+                {"id": str(instance_id)},
+            )
+            return [dict(row._mapping) for row in rows]
+
+    async def count(self, table: str) -> int:
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(text(f"SELECT count(*) FROM {table}"))  # noqa: S608 - test-only, fixed names
+            return int(value or 0)
+
+    async def queue(self, name: str) -> tuple[int, int]:
+        """(ready messages, consumers) of a queue, by a passive declare."""
+        connection = await aio_pika.connect(self.settings.amqp_url)
+        try:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(name, passive=True)
+            result = queue.declaration_result
+            return result.message_count or 0, result.consumer_count or 0
+        finally:
+            await connection.close()
+
+    async def wait_consumers(self, queue: str, count: int = 1, timeout: float = 30.0) -> None:
+        await wait_for(
+            lambda: self._consumers_or_zero(queue),
+            lambda n: n >= count,
+            timeout=timeout,
+            what=f"{count} consumer(s) on {queue}",
+        )
+
+    async def _consumers_or_zero(self, queue: str) -> int:
+        try:
+            return (await self.queue(queue))[1]
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return 0
+
+
+EXAMPLE_POOLS = ("payments", "inventory", "shipping")

@@ -1,0 +1,121 @@
+"""Warren's real processes for end-to-end tests: started as OS processes, killed for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {
+        "WARREN_DATABASE_URL": settings.database_url,
+        "WARREN_AMQP_URL": settings.amqp_url,
+        "WARREN_NAMESPACE": settings.namespace,
+        "WARREN_DELIVERY_LIMIT": str(settings.delivery_limit),
+        "WARREN_OUTBOX_GRACE_SECONDS": str(settings.outbox_grace_seconds),
+        "WARREN_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
+        "WARREN_SHUTDOWN_GRACE_SECONDS": str(settings.shutdown_grace_seconds),
+        "WARREN_API_HOST": settings.api_host,
+        "WARREN_API_PORT": str(settings.api_port),
+    }
+    if settings.worker_database_url:
+        env["WARREN_WORKER_DATABASE_URL"] = settings.worker_database_url
+    return env
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def wait(self, timeout: float) -> int:
+        return self.popen.wait(timeout=timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class Processes:
+    """Starts `warren` subcommands against one test's settings; kills them all at teardown."""
+
+    settings: Settings
+    log_dir: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}
+        full_env = {**inherited, **settings_env(self.settings), **(env or {})}
+        log_path = self.log_dir / f"{len(self.procs):02d}-{name}.log"
+        with log_path.open("wb") as log_file:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator.cli", "--log-level", "INFO", *args],
+                env=full_env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc = Proc(name, popen, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def api(self) -> Proc:
+        return self.start("api", "api")
+
+    def orchestrator(self, *, crash_at: str | None = None) -> Proc:
+        env = {"WARREN_CRASH_AT": crash_at} if crash_at else None
+        return self.start("orchestrator", "orchestrator", env=env)
+
+    def worker(
+        self,
+        app: str = "examples.orders.workers:worker",
+        *pools: str,
+        crash_at: str | None = None,
+        concurrency: int = 4,
+    ) -> Proc:
+        args = ["worker", "--app", app, "--concurrency", str(concurrency)]
+        for pool in pools:
+            args += ["--pool", pool]
+        env = {"WARREN_CRASH_AT": crash_at} if crash_at else None
+        return self.start("worker-" + ("-".join(pools) or "all"), *args, env=env)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.running:
+                proc.kill()
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {p.name} (pid {p.pid}) =====\n{p.log()[-6000:]}" for p in self.procs)

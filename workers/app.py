@@ -1,0 +1,131 @@
+"""The handler API: a `Worker` app maps (pool, command) to an async handler."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from orchestrator.errors import WarrenError
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+    from orchestrator.messaging.envelope import Phase
+
+
+class StepFailed(WarrenError):
+    """Raise from a handler for a business failure: the step fails at once (no retry) and the
+    saga compensates. Any other exception is retried per the step's retry policy."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, type: str | None = None) -> None:
+        super().__init__(message)
+        self.type = type or "StepFailed"
+        """Reported as the failure's type (e.g. ``InsufficientFunds``)."""
+
+
+class NoSession(WarrenError):
+    """A handler asked for a database session but runs without a database."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StepContext:
+    """What a handler knows about the command it runs."""
+
+    instance_id: UUID
+    saga: str
+    saga_version: int
+    step: str
+    command: str
+    phase: Phase
+    attempt: int
+    """1 for the first attempt; a retry of the same step phase counts up."""
+    input: Any
+    """The saga's input."""
+    results: dict[str, Any]
+    """Results of the steps completed before this command, by step name."""
+    idempotency_key: str
+    """The same for every attempt and redelivery of this step phase: use it for external calls."""
+    message_id: UUID
+    correlation_id: UUID
+    db: AsyncSession | None
+    """The worker's transaction: your writes commit together with the inbox row and the reply.
+    None for handlers registered with ``transactional=False``."""
+
+    @property
+    def session(self) -> AsyncSession:
+        if self.db is None:
+            raise NoSession(
+                f"handler for {self.command!r} has no database session: register it with "
+                "transactional=True and give the worker a database"
+            )
+        return self.db
+
+
+Handler: TypeAlias = Callable[[StepContext], Awaitable[Any]]
+StartupHook: TypeAlias = Callable[["AsyncEngine"], Awaitable[None]]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HandlerSpec:
+    command: str
+    pool: str
+    fn: Handler
+    transactional: bool
+
+
+class Worker:
+    """A set of step handlers, grouped by the pool whose queue they serve.
+
+    ``warren worker --app module:worker --pool payments`` runs the handlers of one pool;
+    without ``--pool`` it serves every pool it has handlers for.
+    """
+
+    def __init__(self, name: str = "worker") -> None:
+        self.name = name
+        self._handlers: dict[str, dict[str, HandlerSpec]] = {}
+        self._startup: list[StartupHook] = []
+
+    def handler(
+        self, command: str, *, pool: str, transactional: bool = True
+    ) -> Callable[[Handler], Handler]:
+        """Register an async handler for `command` on `pool`.
+
+        transactional=True (the default): the handler gets ``ctx.session`` and its writes commit
+        with the inbox row and the reply: exactly once. False: no database; the handler may run
+        more than once for one step (at least once) and should use ``ctx.idempotency_key``.
+        """
+
+        def register(fn: Handler) -> Handler:
+            commands = self._handlers.setdefault(pool, {})
+            if command in commands:
+                raise ValueError(f"pool {pool!r} already has a handler for {command!r}")
+            commands[command] = HandlerSpec(
+                command=command, pool=pool, fn=fn, transactional=transactional
+            )
+            return fn
+
+        return register
+
+    def on_startup(self, hook: StartupHook) -> StartupHook:
+        """Run `hook(engine)` once when a worker process starts (e.g. to create tables)."""
+        self._startup.append(hook)
+        return hook
+
+    @property
+    def pools(self) -> list[str]:
+        return sorted(self._handlers)
+
+    @property
+    def startup_hooks(self) -> list[StartupHook]:
+        return list(self._startup)
+
+    def lookup(self, pool: str, command: str) -> HandlerSpec | None:
+        return self._handlers.get(pool, {}).get(command)
+
+    def needs_database(self, pools: list[str]) -> bool:
+        return any(spec.transactional for p in pools for spec in self._handlers.get(p, {}).values())
