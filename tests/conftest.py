@@ -110,7 +110,9 @@ def probe(settings: Settings, engine: AsyncEngine) -> Probe:
 
 
 @pytest.fixture
-def processes(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Iterator[Processes]:
+def processes(
+    request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
+) -> Iterator[Processes]:
     procs = Processes(settings, tmp_path)
     yield procs
     procs.stop_all()
@@ -154,7 +156,9 @@ class Stack:
             self.processes.orchestrator(crash_at=crash_at)
         await self.probe.wait_consumers(self.topology.orchestrator_queue, before + count)
 
-    async def workers(self, *, crash_at: str | None = None, app: str = "examples.orders.workers:worker") -> None:
+    async def workers(
+        self, *, crash_at: str | None = None, app: str = "examples.orders.workers:worker"
+    ) -> None:
         self.processes.worker(app, crash_at=crash_at)
         for pool in EXAMPLE_POOLS:
             await self.probe.wait_consumers(self.topology.pool_queue(pool))

@@ -9,6 +9,7 @@ from uuid import UUID
 from litestar import Litestar, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
 from orchestrator.api.problems import exception_handlers
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 
 
 @post("/v1/sagas/{name:str}", status_code=HTTP_201_CREATED, summary="Start a saga instance")
-async def start_saga(name: str, data: StartRequest, state: State) -> StartResponse:
+async def start_saga(
+    name: FromPath[str], data: JSONBody[StartRequest], state: State
+) -> StartResponse:
     """Start an instance of the latest (or the given) version of saga `name`.
 
     404 when no such saga is registered; 422 when the body or the input is not valid (nothing
@@ -44,7 +47,7 @@ async def start_saga(name: str, data: StartRequest, state: State) -> StartRespon
 
 
 @get("/v1/instances/{instance_id:str}", summary="Read a saga instance")
-async def get_instance(instance_id: str, state: State) -> InstanceView:
+async def get_instance(instance_id: FromPath[str], state: State) -> InstanceView:
     """Status, each step's state, attempts, results and timestamps. 404 for an unknown id."""
     try:
         key = UUID(instance_id)
@@ -86,4 +89,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(title="Warren", version="0.1.0", path="/schema"),
         request_max_body_size=1024 * 1024,
+        logging_config=None,  # the process configures logging (warren CLI), not the app
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from litestar import Response
@@ -90,10 +91,20 @@ def validation_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Respo
     )
 
 
+_HTTP_SLUGS = {
+    400: "request-malformed",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "request-too-large",
+    415: "unsupported-media-type",
+}
+
+
 def http_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Litestar's own errors: a body that does not parse (400), an unknown route (404), …"""
     assert isinstance(exc, HTTPException)
-    slug = exc.__class__.__name__.removesuffix("Exception").lower() or "http-error"
-    return problem(exc.status_code, slug, exc.detail, exc.detail)
+    slug = _HTTP_SLUGS.get(exc.status_code, "http-error")
+    return problem(exc.status_code, slug, HTTPStatus(exc.status_code).phrase, exc.detail)
 
 
 def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

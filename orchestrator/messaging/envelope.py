@@ -92,17 +92,35 @@ def encode(message: Envelope) -> bytes:
     return _encoder.encode(message)
 
 
+class _VersionOnly(msgspec.Struct):
+    v: int = ENVELOPE_VERSION
+
+
+_version_decoder = msgspec.json.Decoder(_VersionOnly)
+
+
 def decode(body: bytes) -> Envelope:
     """Parse and validate one message; anything malformed is a `MessageError`."""
     try:
         message: Envelope = _decoder.decode(body)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-        raise MessageError(f"undecodable message: {exc}") from exc
+        raise MessageError(_why_undecodable(body, exc)) from exc
     if message.v != ENVELOPE_VERSION:
-        raise MessageError(
-            f"unsupported envelope version {message.v} (this build speaks {ENVELOPE_VERSION})"
-        )
+        raise MessageError(_unsupported(message.v))
     return message
+
+
+def _why_undecodable(body: bytes, exc: msgspec.DecodeError) -> str:
+    """Name an unknown envelope version rather than the field it lacks."""
+    try:
+        version = _version_decoder.decode(body).v
+    except msgspec.DecodeError:
+        version = ENVELOPE_VERSION
+    return _unsupported(version) if version != ENVELOPE_VERSION else f"undecodable message: {exc}"
+
+
+def _unsupported(version: int) -> str:
+    return f"unsupported envelope version {version} (this build speaks {ENVELOPE_VERSION})"
 
 
 def reply_to(command: Command, payload: ReplyPayload, *, traceparent: str | None = None) -> Reply:

@@ -78,7 +78,7 @@ class Probe:
 
     async def count(self, table: str) -> int:
         async with self.engine.connect() as conn:
-            value = await conn.scalar(text(f"SELECT count(*) FROM {table}"))  # noqa: S608 - test-only, fixed names
+            value = await conn.scalar(text(f"SELECT count(*) FROM {table}"))
             return int(value or 0)
 
     async def queue(self, name: str) -> tuple[int, int]:

@@ -118,4 +118,6 @@ class Processes:
                 proc.kill()
 
     def logs(self) -> str:
-        return "\n".join(f"===== {p.name} (pid {p.pid}) =====\n{p.log()[-6000:]}" for p in self.procs)
+        return "\n".join(
+            f"===== {p.name} (pid {p.pid}) =====\n{p.log()[-6000:]}" for p in self.procs
+        )

@@ -51,7 +51,9 @@ def drop_databases_with_prefix(prefix: str) -> None:
     async def drop_all() -> None:
         conn = await asyncpg.connect(ADMIN_DSN)
         try:
-            names = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", prefix + "%")
+            names = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE $1", prefix + "%"
+            )
             for row in names:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
         finally:

@@ -25,6 +25,8 @@ async def wait_for(
         if until(value):
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}; last value: {value!r}"
+            )
         await asyncio.sleep(interval)
         interval = min(interval * 1.5, 0.25)

@@ -1,0 +1,83 @@
+"""Migrations are tested: upgrading an empty database gives exactly the models' schema."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, text
+
+from orchestrator.storage.database import create_engine
+from orchestrator.storage.migrate import alembic_config, upgrade
+from orchestrator.storage.tables import SCHEMA, metadata
+from tests.support import services
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def empty_database(run_id: str) -> AsyncIterator[str]:
+    name = f"{run_id}_empty"
+    await services.create_database(name)
+    try:
+        yield services.database_url(name)
+    finally:
+        await services.drop_database(name)
+
+
+def _diff(connection: Connection) -> list[object]:
+    context = MigrationContext.configure(
+        connection,
+        opts={
+            "include_schemas": True,
+            "include_name": lambda name, type_, _: type_ != "schema" or name == SCHEMA,
+            "compare_type": True,
+            "version_table_schema": SCHEMA,
+        },
+    )
+    return list(compare_metadata(context, metadata))
+
+
+async def _schema_diff(url: str) -> list[object]:
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(_diff)
+    finally:
+        await engine.dispose()
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": SCHEMA}
+            )
+            return {row.tablename for row in rows}
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrade_from_empty_matches_the_models_exactly(empty_database: str) -> None:
+    await asyncio.to_thread(upgrade, empty_database)
+
+    assert await _schema_diff(empty_database) == []
+    assert await _tables(empty_database) == {t.name for t in metadata.tables.values()} | {
+        "alembic_version"
+    }
+
+
+async def test_downgrade_to_base_and_upgrade_again(empty_database: str) -> None:
+    config = alembic_config(empty_database)
+    await asyncio.to_thread(upgrade, empty_database)
+
+    await asyncio.to_thread(command.downgrade, config, "base")
+    assert await _tables(empty_database) == {"alembic_version"}
+
+    await asyncio.to_thread(upgrade, empty_database)
+    assert await _schema_diff(empty_database) == []
