@@ -143,3 +143,20 @@ async def test_unknown_version_is_404(client: AsyncTestClient[Any]) -> None:
 
     assert response.status_code == 404
     assert "version 9" in response.json()["detail"]
+
+
+async def test_body_over_the_limit_is_413_problem(client: AsyncTestClient[Any], probe: Probe) -> None:
+    big = {"input": {"order_id": "A", "amount": 1, "items": ["x" * 1024] * 1100}}
+
+    response = await client.post("/v1/sagas/order", json=big)
+
+    assert response.status_code == 413
+    assert response.json()["type"] == "urn:warren:problem:request-too-large"
+    assert await probe.count("warren.instances") == 0
+
+
+async def test_openapi_documents_the_routes(client: AsyncTestClient[Any]) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+
+    assert {"/v1/sagas/{name}", "/v1/instances/{instance_id}"} <= set(schema["paths"])
+    assert (await client.get("/schema/swagger")).status_code == 200
