@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
-from orchestrator.engine import Dispatch, InstanceState, Transition
+from orchestrator.engine import Dispatch, InstanceState, Phase, TimerKind, Transition
 from orchestrator.errors import InstanceNotFound
 from orchestrator.messaging.envelope import Command, CommandPayload, encode, new_message_id, utcnow
 from orchestrator.storage.outbox import OutboxMessage, PendingRow, enqueue
@@ -105,6 +105,25 @@ async def save_transition(
         for dispatch in transition.dispatches
     ]
     return await enqueue(conn, commands)
+
+
+async def cancel_timeout(
+    conn: AsyncConnection, instance_id: UUID, step: str, phase: Phase, attempt: int
+) -> None:
+    """Drop the timeout of an attempt that replied. A timer being fired right now is locked:
+    skip it (no lock-order inversion with the firing transaction); it will find the attempt over."""
+    doomed = (
+        select(timers.c.id)
+        .where(
+            timers.c.instance_id == instance_id,
+            timers.c.kind == TimerKind.TIMEOUT.value,
+            timers.c.step == step,
+            timers.c.phase == phase.value,
+            timers.c.attempt == attempt,
+        )
+        .with_for_update(skip_locked=True)
+    )
+    await conn.execute(delete(timers).where(timers.c.id.in_(doomed)))
 
 
 def _command_message(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, select
 
 from orchestrator.engine import Phase, StepReply, TimerFired, TimerKind, decide
-from orchestrator.errors import WarrenError
+from orchestrator.errors import MessageError, WarrenError
 from orchestrator.messaging.broker import Broker
 from orchestrator.messaging.consumer import Consumer
 from orchestrator.messaging.envelope import Reply, utcnow
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from orchestrator.config import Settings
+    from orchestrator.definitions import Saga
     from orchestrator.messaging.envelope import Envelope
     from orchestrator.storage.outbox import PendingRow
 
@@ -82,8 +83,6 @@ class Orchestrator:
 
     async def handle(self, message: Envelope) -> None:
         if not isinstance(message, Reply):
-            from orchestrator.errors import MessageError
-
             raise MessageError(f"orchestrators take replies, not {type(message).__name__.lower()}s")
         pending: list[PendingRow] = []
         async with transaction(self.engine) as conn:
@@ -108,6 +107,10 @@ class Orchestrator:
                 causation_id=message.id,
                 traceparent=message.traceparent,
             )
+            if _has_timeout(definition, message):
+                await instances.cancel_timeout(
+                    conn, message.instance_id, message.step, message.phase, message.attempt
+                )
         crash_point("orchestrator.after_commit")
         await self.relay.publish_committed(pending)
 
@@ -149,3 +152,10 @@ class Orchestrator:
             await conn.execute(delete(timers).where(timers.c.id == row.id))
         await self.relay.publish_committed(pending)
         return True
+
+
+def _has_timeout(definition: Saga, reply: Reply) -> bool:
+    step = definition.step(reply.step)
+    if reply.phase is Phase.FORWARD:
+        return step.timeout_seconds is not None
+    return step.compensation is not None and step.compensation.timeout_seconds is not None

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 _json_encoder = msgspec.json.Encoder()
 
+# serialization_failure, deadlock_detected, admin_shutdown, cannot_connect_now: try again.
+_RETRY_SQLSTATES = {"40001", "40P01", "57P01", "57P03"}
+
 
 def _json_serializer(value: Any) -> str:
     # msgspec understands Structs, datetimes, UUIDs and enums natively.
@@ -58,6 +61,8 @@ async def translate_errors() -> AsyncIterator[None]:
     except sa_exc.DBAPIError as exc:
         if exc.connection_invalidated:
             raise StorageError(f"database connection lost: {exc.orig or exc}") from exc
+        if getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES:
+            raise StorageError(f"transaction aborted, retry it: {exc.orig}") from exc
         raise
     except OSError as exc:
         raise StorageError(f"database unreachable: {exc}") from exc

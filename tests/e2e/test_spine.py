@@ -18,6 +18,8 @@ async def test_happy_path_completes_with_each_effect_once(stack: Stack) -> None:
 
     assert await stack.probe.wait_terminal(instance_id) == "completed"
     assert await stack.probe.ledger(instance_id) == [(s, s) for s in STEP_NAMES]
+    assert await stack.probe.count("warren.timers") == 0  # each step's timeout was dropped
+    assert await stack.probe.count("warren.outbox") == 0
 
     body = (await stack.http.get(f"/v1/instances/{instance_id}")).json()
     assert body["status"] == "completed"
