@@ -9,8 +9,14 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 import aiormq
 from aio_pika import DeliveryMode, Message
-from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+from aio_pika.exceptions import (
+    AMQPError,
+    DeliveryError,
+    ProbableAuthenticationError,
+    PublishError,
+)
 from pamqp.commands import Basic
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from orchestrator.errors import BrokerError, UnroutableMessage
 from orchestrator.messaging.envelope import CONTENT_TYPE
@@ -38,10 +44,19 @@ class Broker:
         self._exchanges: dict[str, AbstractExchange] = {}
         self._declared_pools: set[str] = set()
 
-    async def connect(self) -> None:
+    async def connect(self, *, patience_seconds: float = 30.0) -> None:
+        """Connect, waiting up to `patience_seconds` for a broker that is still starting.
+        After that the connection is robust: aio-pika reconnects and restores channels."""
         try:
-            self._connection = await aio_pika.connect_robust(self.url)
-            self._publisher = await self._connection.channel(
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_worth_waiting_for),
+                wait=wait_exponential(multiplier=0.2, max=3.0),
+                stop=stop_after_delay(patience_seconds),
+                reraise=True,
+            ):
+                with attempt:
+                    self._connection = await aio_pika.connect_robust(self.url)
+            self._publisher = await self.connection.channel(
                 publisher_confirms=True, on_return_raises=True
             )
             await self.topology.declare_base(self._publisher)
@@ -146,6 +161,11 @@ class Broker:
             self._connection = None
             self._publisher = None
             self._exchanges.clear()
+
+
+def _worth_waiting_for(exc: BaseException) -> bool:
+    """A broker still starting refuses connections; wrong credentials will not get better."""
+    return isinstance(exc, AMQPError | OSError) and not isinstance(exc, ProbableAuthenticationError)
 
 
 def _redact(url: str) -> str:
