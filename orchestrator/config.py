@@ -29,6 +29,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """WARREN_API_HOST."""
     api_port: int = 8000
     """WARREN_API_PORT."""
+    max_body_bytes: int = 1024 * 1024
+    """WARREN_MAX_BODY_BYTES: larger request bodies get 413."""
     prefetch: int = 32
     """WARREN_PREFETCH: messages an orchestrator holds at once."""
     outbox_grace_seconds: float = 2.0

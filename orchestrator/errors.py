@@ -7,6 +7,9 @@
     │   ├── SagaNotFound             no definition under that name (or version)
     │   └── InstanceNotFound
     ├── InputInvalid                 saga input fails the definition's JSON Schema
+    ├── Conflict
+    │   ├── IdempotencyConflict      a start reuses a key (or instance id) for another request
+    │   └── InvalidState             an operation the instance's status does not allow
     ├── MessageError                 a message cannot be decoded or has an unknown kind/version
     ├── StorageError                 Postgres failed; retryable (translated from the driver)
     └── BrokerError                  RabbitMQ failed; retryable (translated from aio-pika)
@@ -56,6 +59,18 @@ class InputInvalid(WarrenError):
     def __init__(self, message: str, *, errors: list[str]) -> None:
         super().__init__(message)
         self.errors = errors
+
+
+class Conflict(WarrenError):
+    """The request contradicts what is stored."""
+
+
+class IdempotencyConflict(Conflict):
+    """The idempotency key (or instance id) was used for a different request."""
+
+
+class InvalidState(Conflict):
+    """The instance's status does not allow this operation (e.g. cancelling a finished one)."""
 
 
 class MessageError(WarrenError):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from litestar import Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
     HTTP_422_UNPROCESSABLE_ENTITY,
@@ -19,13 +20,16 @@ from litestar.status_codes import (
 from orchestrator.errors import (
     BrokerError,
     DefinitionError,
+    IdempotencyConflict,
     InputInvalid,
     InstanceNotFound,
+    InvalidState,
     RegistrationConflict,
     SagaNotFound,
     StorageError,
     WarrenError,
 )
+from orchestrator.persistence.queries import CursorInvalid
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -57,6 +61,14 @@ _WARREN_ERRORS: list[tuple[type[WarrenError], int, str, str]] = [
         "definition-conflict",
         "Definition conflicts with a stored one",
     ),
+    (
+        IdempotencyConflict,
+        HTTP_409_CONFLICT,
+        "idempotency-conflict",
+        "Key used for another request",
+    ),
+    (InvalidState, HTTP_409_CONFLICT, "invalid-state", "Not allowed in the instance's status"),
+    (CursorInvalid, HTTP_400_BAD_REQUEST, "cursor-invalid", "Cursor is not valid"),
     (StorageError, HTTP_503_SERVICE_UNAVAILABLE, "database-unavailable", "Database unavailable"),
     (BrokerError, HTTP_503_SERVICE_UNAVAILABLE, "broker-unavailable", "Broker unavailable"),
 ]

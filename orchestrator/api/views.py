@@ -9,17 +9,16 @@ from uuid import UUID
 import msgspec
 
 from orchestrator.messaging.failure import Failure
+from orchestrator.persistence.queries import (
+    DefinitionSummary,
+    HistoryRow,
+    InstanceRow,
+    StoredDefinition,
+)
 
 if TYPE_CHECKING:
     from orchestrator.definitions import Saga
     from orchestrator.engine import InstanceState
-
-
-class StartRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    input: Any = msgspec.field(default_factory=dict)
-    """The saga's input; must satisfy the definition's input schema."""
-    version: int | None = None
-    """Pin a definition version; the latest when omitted."""
 
 
 class StartResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,3 +100,74 @@ def instance_view(definition: Saga, state: InstanceState) -> InstanceView:
         updated_at=state.updated_at,
         steps=steps,
     )
+
+
+class StartBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /v1/sagas/{name}`."""
+
+    input: Any = msgspec.field(default_factory=dict)
+    """The saga's input; must satisfy the definition's input schema."""
+    version: int | None = None
+    """Pin a definition version; the latest when omitted."""
+    instance_id: UUID | None = None
+    """Choose the instance id yourself: starting twice with it is idempotent."""
+    correlation_key: str | None = None
+    """A free key (an order number…) to find the instance by later."""
+
+
+class InstanceList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[InstanceRow]
+    next_cursor: str | None
+    """Pass as `cursor` for the next (older) page; null on the last page."""
+
+
+class HistoryPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[HistoryRow]
+    next_after_seq: int | None
+    """Pass as `after_seq` for the next page; null on the last page."""
+
+
+class CancelBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: str = "cancelled by request"
+
+
+class DefinitionList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[DefinitionSummary]
+
+
+class DefinitionVersions(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    versions: list[StoredDefinition]
+
+
+class RegisterResponse(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    version: int
+    content_hash: str
+    outcome: str
+    """`created` or `unchanged`."""
+
+
+class PoolView(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    queue: str
+    ready: int | None
+    """Commands waiting in the queue; null when the queue does not exist yet."""
+    consumers: int | None
+    """Consumers attached (each worker process holds one per pool it serves)."""
+    in_flight: int
+    """Commands dispatched whose reply has not been applied yet."""
+    dispatched_recently: int
+    failed_recently: int
+    """Attempts that failed (any reason) within the window."""
+    window_seconds: int
+
+
+class PoolList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[PoolView]
+
+
+class Readiness(msgspec.Struct, frozen=True, kw_only=True):
+    status: str
+    database: str
+    broker: str

@@ -2,11 +2,13 @@
 
 from orchestrator.engine.decide import decide, new_instance
 from orchestrator.engine.state import (
+    Cancel,
     Dispatch,
     Event,
     HistoryEvent,
     InstanceState,
     Phase,
+    Resume,
     SagaStatus,
     ScheduleTimer,
     Start,
@@ -19,11 +21,13 @@ from orchestrator.engine.state import (
 )
 
 __all__ = [
+    "Cancel",
     "Dispatch",
     "Event",
     "HistoryEvent",
     "InstanceState",
     "Phase",
+    "Resume",
     "SagaStatus",
     "ScheduleTimer",
     "Start",

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from orchestrator.engine.state import (
+    Cancel,
     Dispatch,
     Event,
     HistoryEvent,
     InstanceState,
     Phase,
+    Resume,
     SagaStatus,
     ScheduleTimer,
     Start,
@@ -62,6 +64,10 @@ def decide(definition: Saga, instance: InstanceState, event: Event, now: datetim
             draft.on_compensation_reply(event)
         case TimerFired():
             draft.on_timer(event)
+        case Cancel():
+            draft.on_cancel(event)
+        case Resume():
+            draft.on_resume()
     return draft.transition()
 
 
@@ -89,9 +95,20 @@ class _Draft:
         **data: Any,
     ) -> int:
         seq = self.instance.seq + len(self.history) + 1
+        pool = None
+        if step is not None and phase is not None:
+            node = self.definition.step(step)
+            pool = node.pool if phase is Phase.FORWARD else node.compensation_pool
         self.history.append(
             HistoryEvent(
-                seq=seq, type=type, at=self.now, step=step, phase=phase, attempt=attempt, data=data
+                seq=seq,
+                type=type,
+                at=self.now,
+                step=step,
+                phase=phase,
+                attempt=attempt,
+                pool=pool,
+                data=data,
             )
         )
         return seq
@@ -137,9 +154,7 @@ class _Draft:
             timeout = step.compensation.timeout_seconds
             self.set_step(step.name, status=StepStatus.COMPENSATING, compensation_attempt=attempt)
             kind = "compensation_dispatched"
-        seq = self.record(
-            kind, step=step.name, phase=phase, attempt=attempt, command=command, pool=pool
-        )
+        seq = self.record(kind, step=step.name, phase=phase, attempt=attempt, command=command)
         self.dispatches.append(
             Dispatch(
                 step=step.name, phase=phase, command=command, pool=pool, attempt=attempt, seq=seq
@@ -295,7 +310,8 @@ class _Draft:
     def compensation_attempt_failed(self, step: Step, attempt: int, failure: Failure) -> None:
         assert step.compensation is not None
         policy = step.compensation.retry
-        if _may_retry(policy, attempt, failure):
+        used = attempt - self.steps[step.name].compensation_attempts_before_resume
+        if _may_retry(policy, used, failure):
             self.retry(step, Phase.COMPENSATE, attempt, failure, policy)
             return
         self.set_step(step.name, status=StepStatus.COMPENSATION_FAILED, compensation_error=failure)
@@ -307,6 +323,41 @@ class _Draft:
             failure=failure,
         )
         self.set_saga(SagaStatus.FAILED, failure)
+
+    # ---- operators --------------------------------------------------------------------------
+
+    def on_cancel(self, cancel: Cancel) -> None:
+        if self.instance.status is not SagaStatus.RUNNING:
+            return  # finished, or already being undone: nothing more to do
+        self.record("saga_cancel_requested", reason=cancel.reason)
+        self.set_saga(
+            SagaStatus.COMPENSATING,
+            Failure(type="Cancelled", message=cancel.reason, retryable=False),
+        )
+        for name, state in list(self.steps.items()):
+            if state.status is StepStatus.RETRY_WAIT:  # will not be tried again
+                self.set_step(
+                    name, status=StepStatus.FAILED, error=_abandoned(), finished_at=self.now
+                )
+        # A step in flight is waited for; if it succeeds, it is compensated too.
+        self.advance_compensation()
+
+    def on_resume(self) -> None:
+        if self.instance.status is not SagaStatus.FAILED:
+            return
+        self.record("saga_resumed")
+        self.set_saga(SagaStatus.COMPENSATING)
+        for name, state in list(self.steps.items()):
+            if state.status is StepStatus.COMPENSATION_FAILED:
+                step = self.definition.step(name)
+                self.set_step(
+                    name,
+                    status=StepStatus.SUCCEEDED,
+                    compensation_attempts_before_resume=state.compensation_attempt,
+                )
+                self.dispatch(step, Phase.COMPENSATE, state.compensation_attempt + 1)
+                return
+        self.advance_compensation()
 
     # ---- timers -------------------------------------------------------------------------------
 

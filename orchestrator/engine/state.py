@@ -66,6 +66,8 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     compensation_attempt: int = 0
     compensation_error: Failure | None = None
     compensated_at: datetime | None = None
+    compensation_attempts_before_resume: int = 0
+    """Compensation attempts made before an operator's last resume: the retry budget restarts."""
 
 
 class InstanceState(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,7 +115,17 @@ class TimerFired(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
 
 
-Event = Start | StepReply | TimerFired
+class Cancel(msgspec.Struct, frozen=True, kw_only=True):
+    """An operator (or client) asks to stop: no new forward steps, undo what was done."""
+
+    reason: str = "cancelled by request"
+
+
+class Resume(msgspec.Struct, frozen=True, kw_only=True):
+    """An operator retries a `failed` instance: its stuck compensation runs again."""
+
+
+Event = Start | StepReply | TimerFired | Cancel | Resume
 
 
 # ---- outputs --------------------------------------------------------------------------------
@@ -126,6 +138,8 @@ class HistoryEvent(msgspec.Struct, frozen=True, kw_only=True):
     step: str | None = None
     phase: Phase | None = None
     attempt: int | None = None
+    pool: str | None = None
+    """The worker pool of the step phase, for per-pool statistics."""
     data: dict[str, Any] = {}
 
 

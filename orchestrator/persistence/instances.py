@@ -6,10 +6,11 @@ into the caller's transaction, so it commits (or vanishes) together with the inb
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from orchestrator.engine import Dispatch, InstanceState, Phase, TimerKind, Transition
 from orchestrator.errors import InstanceNotFound
@@ -37,37 +38,71 @@ async def load(
     return msgspec.convert(state, InstanceState)
 
 
+async def insert_new(
+    conn: AsyncConnection,
+    state: InstanceState,
+    *,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    correlation_key: str | None = None,
+) -> bool:
+    """Insert a started instance's snapshot; False when its id or (saga, idempotency key) is
+    taken. A concurrent start with the same key waits here until the first one commits."""
+    inserted = await conn.execute(
+        pg_insert(instances)
+        .values(
+            id=state.id,
+            saga_name=state.saga,
+            saga_version=state.version,
+            status=state.status.value,
+            seq=state.seq,
+            state=state,
+            created_at=state.created_at,
+            updated_at=state.updated_at,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            correlation_key=correlation_key,
+        )
+        .on_conflict_do_nothing()
+        .returning(instances.c.id)
+    )
+    return inserted.first() is not None
+
+
 async def save_transition(
     conn: AsyncConnection,
     transition: Transition,
     topology: Topology,
     *,
-    created: bool = False,
     causation_id: UUID | None = None,
     traceparent: str | None = None,
 ) -> list[PendingRow]:
-    """Write snapshot, history, timers and commands; return the outbox rows to publish."""
+    """Update the snapshot, then append history, timers and commands (see `append`)."""
     if not transition.history:
         return []
     state = transition.instance
-    columns: dict[str, Any] = {
-        "status": state.status.value,
-        "seq": state.seq,
-        "state": state,
-        "updated_at": state.updated_at,
-    }
-    if created:
-        await conn.execute(
-            insert(instances).values(
-                id=state.id,
-                saga_name=state.saga,
-                saga_version=state.version,
-                created_at=state.created_at,
-                **columns,
-            )
-        )
-    else:
-        await conn.execute(update(instances).where(instances.c.id == state.id).values(**columns))
+    await conn.execute(
+        update(instances)
+        .where(instances.c.id == state.id)
+        .values(status=state.status.value, seq=state.seq, state=state, updated_at=state.updated_at)
+    )
+    return await append(
+        conn, transition, topology, causation_id=causation_id, traceparent=traceparent
+    )
+
+
+async def append(
+    conn: AsyncConnection,
+    transition: Transition,
+    topology: Topology,
+    *,
+    causation_id: UUID | None = None,
+    traceparent: str | None = None,
+) -> list[PendingRow]:
+    """Write history, timers and commands; return the outbox rows to publish after commit."""
+    if not transition.history:
+        return []
+    state = transition.instance
     await conn.execute(
         insert(history),
         [
@@ -78,6 +113,7 @@ async def save_transition(
                 "step": event.step,
                 "phase": event.phase.value if event.phase else None,
                 "attempt": event.attempt,
+                "pool": event.pool,
                 "data": event.data,
                 "recorded_at": event.at,
             }

@@ -1,23 +1,61 @@
-"""Starting an instance: validate, then one transaction (snapshot + history + first command)."""
+"""Starting an instance: validate, then one transaction (snapshot + history + first command).
+
+Idempotent on request: a start with an idempotency key (or a caller-chosen instance id) that
+was used before returns that instance when the request is the same, and is refused when it is
+not. The unique index settles races: the second of two concurrent starts waits for the first
+to commit, then finds its instance.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
+import msgspec
+from sqlalchemy import select
 
 from orchestrator.engine import InstanceState, Start, decide, new_instance
-from orchestrator.errors import InputInvalid
+from orchestrator.errors import IdempotencyConflict, InputInvalid
 from orchestrator.messaging.envelope import new_message_id, utcnow
 from orchestrator.persistence import definitions, instances
 from orchestrator.storage.database import transaction
+from orchestrator.storage.tables import instances as instances_table
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from uuid import UUID
+
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from orchestrator.definitions import Saga
     from orchestrator.messaging.topology import Topology
     from orchestrator.storage.outbox import Relay
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StartRequest:
+    saga: str
+    input: Any
+    version: int | None = None
+    idempotency_key: str | None = None
+    instance_id: UUID | None = None
+    correlation_key: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """What makes two requests "the same" under one key."""
+        canonical = msgspec.json.encode(
+            [self.saga, self.version, self.input, self.correlation_key], order="sorted"
+        )
+        return hashlib.sha256(canonical).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    instance: InstanceState
+    created: bool
+    """False when an earlier identical request already started it."""
 
 
 class SagaStarter:
@@ -27,16 +65,50 @@ class SagaStarter:
         self.topology = topology
         self._validators: dict[tuple[str, int], jsonschema.protocols.Validator] = {}
 
-    async def start(self, name: str, input: Any, *, version: int | None = None) -> InstanceState:
+    async def start(self, request: StartRequest) -> Started:
         async with transaction(self.engine) as conn:
-            definition = await definitions.load(conn, name, version)
-            self.validate_input(definition, input)
+            definition = await definitions.load(conn, request.saga, request.version)
+            self.validate_input(definition, request.input)
             now = utcnow()
-            state = new_instance(definition, new_message_id(), input, now)
-            transition = decide(definition, state, Start(input=input), now)
-            pending = await instances.save_transition(conn, transition, self.topology, created=True)
+            state = new_instance(
+                definition, request.instance_id or new_message_id(), request.input, now
+            )
+            transition = decide(definition, state, Start(input=request.input), now)
+            keyed = request.idempotency_key is not None or request.instance_id is not None
+            inserted = await instances.insert_new(
+                conn,
+                transition.instance,
+                idempotency_key=request.idempotency_key,
+                request_hash=request.fingerprint if keyed else None,
+                correlation_key=request.correlation_key,
+            )
+            if not inserted:
+                return Started(await self._earlier(conn, request), created=False)
+            pending = await instances.append(conn, transition, self.topology)
         await self.relay.publish_committed(pending)
-        return transition.instance
+        return Started(transition.instance, created=True)
+
+    async def _earlier(self, conn: AsyncConnection, request: StartRequest) -> InstanceState:
+        """The instance an earlier request made under the same key or id, if it is the same."""
+        query = select(
+            instances_table.c.id, instances_table.c.saga_name, instances_table.c.request_hash
+        )
+        if request.idempotency_key is not None:
+            query = query.where(
+                instances_table.c.saga_name == request.saga,
+                instances_table.c.idempotency_key == request.idempotency_key,
+            )
+            what = f"idempotency key {request.idempotency_key!r}"
+        else:
+            query = query.where(instances_table.c.id == request.instance_id)
+            what = f"instance id {request.instance_id}"
+        row = (await conn.execute(query)).first()
+        if row is None or row.request_hash != request.fingerprint:
+            raise IdempotencyConflict(
+                f"{what} was already used to start a different request; use a new key "
+                "(or send exactly the same request to get the same instance)"
+            )
+        return await instances.load(conn, row.id)
 
     def validate_input(self, definition: Saga, input: Any) -> None:
         if definition.input_schema is None:

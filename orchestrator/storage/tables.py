@@ -85,8 +85,30 @@ instances = Table(
     Column("state", JSONB, nullable=False, comment="the snapshot: engine InstanceState"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    Index("ix_instances_saga_status_created", "saga_name", "status", "created_at"),
+    Column(
+        "idempotency_key", Text, nullable=True, comment="the caller's key: one instance per key"
+    ),
+    Column("request_hash", Text, nullable=True, comment="what was asked under that key or id"),
+    Column("correlation_key", Text, nullable=True, comment="a free key given at start, to find it"),
+    # Listing is newest first by (created_at, id) with keyset pagination: one index per filter.
+    Index("ix_instances_created", "created_at", "id"),
+    Index("ix_instances_saga_created", "saga_name", "created_at", "id"),
+    Index("ix_instances_status_created", "status", "created_at", "id"),
+    Index("ix_instances_saga_status_created", "saga_name", "status", "created_at", "id"),
     Index("ix_instances_status_updated", "status", "updated_at"),
+    Index(
+        "ix_instances_correlation",
+        "correlation_key",
+        "created_at",
+        postgresql_where=text("correlation_key IS NOT NULL"),
+    ),
+    Index(
+        "uq_instances_idempotency",
+        "saga_name",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
 )
 
 history = Table(
@@ -98,9 +120,16 @@ history = Table(
     Column("step", Text, nullable=True),
     Column("phase", Text, nullable=True),
     Column("attempt", Integer, nullable=True),
+    Column("pool", Text, nullable=True),
     Column("data", JSONB, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("instance_id", "seq"),
+    Index(
+        "ix_history_pool_recorded",
+        "pool",
+        "recorded_at",
+        postgresql_where=text("pool IS NOT NULL"),
+    ),
     comment="Append-only event log per instance; the unique (instance, seq) forbids a fork.",
 )
 

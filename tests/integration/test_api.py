@@ -145,7 +145,9 @@ async def test_unknown_version_is_404(client: AsyncTestClient[Any]) -> None:
     assert "version 9" in response.json()["detail"]
 
 
-async def test_body_over_the_limit_is_413_problem(client: AsyncTestClient[Any], probe: Probe) -> None:
+async def test_body_over_the_limit_is_413_problem(
+    client: AsyncTestClient[Any], probe: Probe
+) -> None:
     big = {"input": {"order_id": "A", "amount": 1, "items": ["x" * 1024] * 1100}}
 
     response = await client.post("/v1/sagas/order", json=big)

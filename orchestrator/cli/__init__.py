@@ -85,6 +85,7 @@ def main(log_level: str) -> None:
     )
     logging.getLogger("aiormq").setLevel(logging.WARNING)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @main.command()
@@ -262,5 +263,7 @@ async def _serve_api(settings: Settings, host: str, port: int, stopping: asyncio
     stopping.set()
 
 
-if __name__ == "__main__":
-    main()
+# The commands that operate sagas through the HTTP API.
+from orchestrator.cli import operate as _operate  # noqa: E402
+
+_operate.register_commands(main)

@@ -1,0 +1,326 @@
+"""Every route of the HTTP API, versioned under /v1. Errors are problem+json (problems.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
+
+from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
+from litestar import Controller, Response, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
+from sqlalchemy import select, text
+
+from orchestrator.api.views import (
+    CancelBody,
+    DefinitionList,
+    DefinitionVersions,
+    HistoryPage,
+    InstanceList,
+    InstanceView,
+    PoolList,
+    PoolView,
+    Readiness,
+    RegisterResponse,
+    StartBody,
+    StartResponse,
+    instance_view,
+)
+from orchestrator.definitions import Saga
+from orchestrator.engine import InstanceState, SagaStatus
+from orchestrator.errors import InstanceNotFound, SagaNotFound, WarrenError
+from orchestrator.persistence import definitions as stored_definitions
+from orchestrator.persistence import instances, queries
+from orchestrator.service.starter import StartRequest
+from orchestrator.storage.database import transaction
+from orchestrator.storage.tables import definitions as definitions_table
+
+if TYPE_CHECKING:
+    from litestar.types import ControllerRouterHandler
+
+POOL_WINDOW_SECONDS = 300
+
+Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size, 1 to 500.")]
+
+
+def _uuid(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError as exc:
+        raise InstanceNotFound(f"no saga instance {raw!r} (not a UUID)") from exc
+
+
+class SagaController(Controller):
+    path = "/v1/sagas"
+    tags = ("instances",)
+
+    @post("/{name:str}", status_code=HTTP_201_CREATED, summary="Start a saga instance")
+    async def start(
+        self,
+        name: FromPath[str],
+        data: JSONBody[StartBody],
+        state: State,
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                required=False,
+                min_length=1,
+                max_length=200,
+                description="Same key and same body: the same instance (200). Different body: 409.",
+            ),
+        ] = None,
+    ) -> Response[StartResponse]:
+        """Start an instance of the latest (or the given) version of saga `name`: 201.
+
+        With an `Idempotency-Key` header (or a caller-chosen `instance_id`), repeating the same
+        request returns the instance it started (200) and a different request under the same
+        key is refused (409). 404 when no such saga is registered; 422 when the body or the
+        input is not valid. Nothing is written when a request is refused."""
+        started = await state.starter.start(
+            StartRequest(
+                saga=name,
+                input=data.input,
+                version=data.version,
+                idempotency_key=idempotency_key,
+                instance_id=data.instance_id,
+                correlation_key=data.correlation_key,
+            )
+        )
+        instance: InstanceState = started.instance
+        body = StartResponse(
+            id=instance.id,
+            saga=instance.saga,
+            version=instance.version,
+            status=instance.status.value,
+            created_at=instance.created_at,
+        )
+        return Response(body, status_code=HTTP_201_CREATED if started.created else HTTP_200_OK)
+
+
+class InstanceController(Controller):
+    path = "/v1/instances"
+    tags = ("instances",)
+
+    @get("/", summary="List instances")
+    async def list(
+        self,
+        state: State,
+        saga: Annotated[str | None, QueryParameter(description="Saga name.")] = None,
+        status: Annotated[SagaStatus | None, QueryParameter(description="Instance status.")] = None,
+        correlation_key: Annotated[
+            str | None, QueryParameter(description="Key given at start.")
+        ] = None,
+        created_after: Annotated[
+            datetime | None, QueryParameter(description="Inclusive, ISO 8601.")
+        ] = None,
+        created_before: Annotated[datetime | None, QueryParameter(description="Exclusive.")] = None,
+        updated_after: Annotated[datetime | None, QueryParameter(description="Inclusive.")] = None,
+        updated_before: Annotated[datetime | None, QueryParameter(description="Exclusive.")] = None,
+        limit: Limit = 50,
+        cursor: Annotated[
+            str | None, QueryParameter(description="`next_cursor` of the previous page.")
+        ] = None,
+    ) -> InstanceList:
+        """Newest first, with cursor pagination that stays correct while instances are written."""
+        where = queries.InstanceFilter(
+            saga=saga,
+            status=status.value if status else None,
+            correlation_key=correlation_key,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+        )
+        async with transaction(state.engine) as conn:
+            items, next_cursor = await queries.list_instances(
+                conn, where, limit=limit, cursor=cursor
+            )
+        return InstanceList(items=items, next_cursor=next_cursor)
+
+    @get("/{instance_id:str}", summary="Read an instance")
+    async def read(self, instance_id: FromPath[str], state: State) -> InstanceView:
+        """Status, each step's state, attempts, results and timestamps. 404 for an unknown id."""
+        key = _uuid(instance_id)
+        async with transaction(state.engine) as conn:
+            snapshot = await instances.load(conn, key)
+            definition = await state.definitions.get(conn, snapshot.saga, snapshot.version)
+        return instance_view(definition, snapshot)
+
+    @get("/{instance_id:str}/history", summary="An instance's event log")
+    async def history(
+        self,
+        instance_id: FromPath[str],
+        state: State,
+        after_seq: Annotated[
+            int, QueryParameter(ge=0, description="Events after this sequence number.")
+        ] = 0,
+        limit: Limit = 200,
+    ) -> HistoryPage:
+        """The append-only history: sequence, type, step, phase, attempt, pool, time, payload."""
+        key = _uuid(instance_id)
+        async with transaction(state.engine) as conn:
+            if not await queries.instance_exists(conn, key):
+                raise InstanceNotFound(f"no saga instance {key}")
+            items = await queries.instance_history(conn, key, after_seq=after_seq, limit=limit)
+        next_after = items[-1].seq if len(items) == limit else None
+        return HistoryPage(items=items, next_after_seq=next_after)
+
+    @post("/{instance_id:str}/cancel", status_code=HTTP_200_OK, summary="Cancel an instance")
+    async def cancel(
+        self, instance_id: FromPath[str], state: State, data: JSONBody[CancelBody | None] = None
+    ) -> InstanceView:
+        """No new forward steps; what was done is compensated (a step in flight that still
+        succeeds is compensated too). The instance ends `compensated`. 409 when it already
+        ended; cancelling one that is compensating changes nothing."""
+        reason = data.reason if data is not None else CancelBody().reason
+        snapshot = await state.operations.cancel(_uuid(instance_id), reason)
+        return await _view(state, snapshot)
+
+    @post("/{instance_id:str}/retry", status_code=HTTP_200_OK, summary="Retry a failed instance")
+    async def retry(self, instance_id: FromPath[str], state: State) -> InstanceView:
+        """For a `failed` instance (a compensation that ran out of attempts): run that
+        compensation again with a fresh retry budget, then the rest in reverse order. 409 for an
+        instance in any other status."""
+        snapshot = await state.operations.retry(_uuid(instance_id))
+        return await _view(state, snapshot)
+
+
+async def _view(state: State, snapshot: InstanceState) -> InstanceView:
+    async with transaction(state.engine) as conn:
+        definition = await state.definitions.get(conn, snapshot.saga, snapshot.version)
+    return instance_view(definition, snapshot)
+
+
+class DefinitionController(Controller):
+    path = "/v1/definitions"
+    tags = ("definitions",)
+
+    @get("/", summary="List saga definitions")
+    async def list(self, state: State) -> DefinitionList:
+        async with transaction(state.engine) as conn:
+            return DefinitionList(items=await queries.list_definitions(conn))
+
+    @get("/{name:str}", summary="Every version of one saga")
+    async def versions(self, name: FromPath[str], state: State) -> DefinitionVersions:
+        """All versions with their steps, pools, compensations and input schema."""
+        async with transaction(state.engine) as conn:
+            found = await queries.definition_versions(conn, name)
+        if not found:
+            raise SagaNotFound(f"no saga {name!r} is registered")
+        return DefinitionVersions(name=name, versions=found)
+
+    @post("/", summary="Register a saga definition")
+    async def register(self, data: JSONBody[Saga], state: State) -> Response[RegisterResponse]:
+        """Same rules as `warren register`: 201 when stored, 200 when the same content is
+        stored already, 409 for different content under an existing version, 422 when the
+        definition is not valid."""
+        async with transaction(state.engine) as conn:
+            outcome = await stored_definitions.register(conn, data)
+        body = RegisterResponse(
+            name=data.name,
+            version=data.version,
+            content_hash=data.content_hash,
+            outcome=outcome.value,
+        )
+        created = outcome is stored_definitions.RegisterOutcome.CREATED
+        return Response(body, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
+
+
+@get("/v1/pools", summary="Worker pools", tags=["pools"])
+async def pools(state: State) -> PoolList:
+    """Each pool named by a registered definition: queue depth, consumers, commands in flight,
+    and commands dispatched / attempts failed in the last five minutes."""
+    cache: stored_definitions.DefinitionCache = state.definitions
+    async with transaction(state.engine) as conn:
+        bodies = (
+            await conn.execute(select(definitions_table.c.name, definitions_table.c.version))
+        ).all()
+        sagas = {(n, v): await cache.get(conn, n, v) for n, v in bodies}
+        activity = await queries.pool_activity(conn, window_seconds=POOL_WINDOW_SECONDS)
+        flying = await queries.steps_in_flight(conn)
+    names = set(activity)
+    for saga in sagas.values():
+        names |= saga.pools
+    in_flight: dict[str, int] = dict.fromkeys(names, 0)
+    for saga_name, version, step_name, status in flying:
+        owner = sagas.get((saga_name, version))
+        if owner is None:
+            continue
+        step = owner.step(step_name)
+        pool = step.pool if status == "running" else step.compensation_pool
+        in_flight[pool] = in_flight.get(pool, 0) + 1
+    items = []
+    for name in sorted(names):
+        ready, consumers = await _queue_counts(state, state.settings.topology.pool_queue(name))
+        act = activity.get(name, queries.PoolActivity(dispatched=0, failed=0))
+        items.append(
+            PoolView(
+                name=name,
+                queue=state.settings.topology.pool_queue(name),
+                ready=ready,
+                consumers=consumers,
+                in_flight=in_flight.get(name, 0),
+                dispatched_recently=act.dispatched,
+                failed_recently=act.failed,
+                window_seconds=POOL_WINDOW_SECONDS,
+            )
+        )
+    return PoolList(items=items)
+
+
+async def _queue_counts(state: State, queue: str) -> tuple[int | None, int | None]:
+    """Ready messages and consumers by a passive declare (a missing queue closes its channel,
+    so each look gets a channel of its own)."""
+    try:
+        channel = await state.broker.connection.channel()
+    except (AMQPError, OSError, WarrenError):
+        return None, None
+    try:
+        declared = await channel.declare_queue(queue, passive=True)
+        result = declared.declaration_result
+        return result.message_count or 0, result.consumer_count or 0
+    except ChannelNotFoundEntity:
+        return None, None
+    except (AMQPError, OSError):
+        return None, None
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+@get("/health/live", summary="Liveness", tags=["health"])
+async def live() -> dict[str, Any]:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+@get("/health/ready", summary="Readiness", tags=["health"])
+async def ready(state: State) -> Response[Readiness]:
+    """200 only when Postgres and RabbitMQ both answer; 503 otherwise."""
+    database = broker = "ok"
+    try:
+        async with transaction(state.engine) as conn:
+            await conn.execute(text("SELECT 1"))
+    except WarrenError as exc:
+        database = f"unavailable: {exc}"
+    try:
+        channel = await state.broker.connection.channel()
+        await channel.close()
+    except (AMQPError, OSError, WarrenError) as exc:
+        broker = f"unavailable: {exc}"
+    ok = database == broker == "ok"
+    body = Readiness(status="ok" if ok else "unavailable", database=database, broker=broker)
+    return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
+
+
+route_handlers: list[ControllerRouterHandler] = [
+    SagaController,
+    InstanceController,
+    DefinitionController,
+    pools,
+    live,
+    ready,
+]

@@ -1,0 +1,333 @@
+"""`warren start | status | history | list | cancel | retry | definitions | pools`: operating
+sagas through the HTTP API (WARREN_API_URL) with the Python client.
+
+Exit codes: 0 done; 1 the API refused or could not be reached (the message says why);
+2 usage error. `start --wait` ends with 0 completed, 3 compensated, 4 failed, 5 still running
+when --timeout ran out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from orchestrator.cli import render
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from orchestrator.api.views import InstanceView
+    from orchestrator.client import WarrenClient
+
+EXIT_BY_STATUS = {"completed": 0, "compensated": 3, "failed": 4}
+EXIT_WAIT_TIMEOUT = 5
+
+api_url_option = click.option(
+    "--api-url",
+    envvar="WARREN_API_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="The Warren API (WARREN_API_URL).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _call(api_url: str, action: Callable[[WarrenClient], Awaitable[Any]]) -> Any:
+    from orchestrator.cli import _user_errors
+    from orchestrator.client import WarrenClient
+
+    async def run() -> Any:
+        async with WarrenClient(api_url) as client:
+            return await action(client)
+
+    with _user_errors():
+        return asyncio.run(run())
+
+
+def _read_input(raw: str) -> Any:
+    """JSON text, or @path to a JSON file."""
+    text = raw
+    if raw.startswith("@"):
+        try:
+            text = Path(raw[1:]).read_text()
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot read {raw[1:]}: {exc.strerror}", param_hint="--input"
+            ) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--input") from exc
+
+
+@click.command()
+@click.argument("name")
+@click.option(
+    "--input", "input_", default="{}", show_default=True, help="JSON input, or @file.json."
+)
+@click.option("--idempotency-key", help="Repeat the command with it safely: one instance per key.")
+@click.option("--version", type=int, help="Pin a definition version (default: the latest).")
+@click.option("--correlation-key", help="A key to find the instance by later.")
+@click.option(
+    "--wait", is_flag=True, help="Show progress until the instance ends; exit code says how."
+)
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits.")
+@api_url_option
+@json_option
+def start(
+    name: str,
+    input_: str,
+    idempotency_key: str | None,
+    version: int | None,
+    correlation_key: str | None,
+    wait: bool,
+    timeout: float,
+    api_url: str,
+    as_json: bool,
+) -> None:
+    """Start saga NAME."""
+    payload = _read_input(input_)
+
+    async def action(client: WarrenClient) -> tuple[Any, InstanceView | None]:
+        started = await client.start(
+            name,
+            payload,
+            idempotency_key=idempotency_key,
+            version=version,
+            correlation_key=correlation_key,
+        )
+        if not as_json:
+            how = "started" if started.created else "already started by an identical request"
+            click.echo(f"{started.id}  {started.saga} v{started.version}  {how}")
+        if not wait:
+            return started, None
+        shown: dict[str, str] = {}
+
+        def progress(view: InstanceView) -> None:
+            if as_json:
+                return
+            for step in view.steps:
+                state = f"{step.status}:{step.attempts}"
+                if shown.get(step.name) != state and step.status != "pending":
+                    shown[step.name] = state
+                    click.echo(
+                        f"  {step.name:<24} {render.status(step.status)}  attempt {step.attempts}"
+                    )
+
+        final = await client.wait(started.id, timeout=timeout, on_update=progress)
+        return started, final
+
+    from orchestrator.client import WaitTimeout
+
+    try:
+        started, final = _call_raw(api_url, action)
+    except WaitTimeout as exc:
+        click.echo(str(exc), err=True)
+        raise SystemExit(EXIT_WAIT_TIMEOUT) from exc
+    if final is None:
+        if as_json:
+            render.emit_json(started)
+        return
+    if as_json:
+        render.emit_json(final)
+    else:
+        click.echo(f"ended {render.status(final.status)}")
+    raise SystemExit(EXIT_BY_STATUS.get(final.status, 1))
+
+
+def _call_raw(api_url: str, action: Callable[[WarrenClient], Awaitable[Any]]) -> Any:
+    """Like _call, but lets WaitTimeout through for its own exit code."""
+    from orchestrator.client import WaitTimeout
+
+    try:
+        return _call(api_url, action)
+    except click.ClickException as exc:
+        if isinstance(exc.__cause__, WaitTimeout):
+            raise exc.__cause__ from None
+        raise
+
+
+@click.command()
+@click.argument("instance_id")
+@api_url_option
+@json_option
+def status(instance_id: str, api_url: str, as_json: bool) -> None:
+    """Show an instance: status and every step."""
+    view = _call(api_url, lambda c: c.get(instance_id))
+    render.emit_json(view) if as_json else render.instance(view)
+
+
+@click.command()
+@click.argument("instance_id")
+@api_url_option
+@json_option
+def history(instance_id: str, api_url: str, as_json: bool) -> None:
+    """Show an instance's event log as a timeline."""
+
+    async def action(client: WarrenClient) -> list[Any]:
+        items: list[Any] = []
+        after = 0
+        while True:
+            page = await client.history(instance_id, after_seq=after)
+            items.extend(page.items)
+            if page.next_after_seq is None:
+                return items
+            after = page.next_after_seq
+
+    rows = _call(api_url, action)
+    render.emit_json(rows) if as_json else render.history(rows)
+
+
+@click.command(name="list")
+@click.option("--saga", help="Only this saga.")
+@click.option(
+    "--status",
+    "status_",
+    type=click.Choice(["running", "completed", "compensating", "compensated", "failed"]),
+    help="Only this status.",
+)
+@click.option("--correlation-key", help="Only instances started with this key.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--cursor", help="The next_cursor of a previous page.")
+@api_url_option
+@json_option
+def list_instances(
+    saga: str | None,
+    status_: str | None,
+    correlation_key: str | None,
+    limit: int,
+    cursor: str | None,
+    api_url: str,
+    as_json: bool,
+) -> None:
+    """List instances, newest first."""
+    page = _call(
+        api_url,
+        lambda c: c.list(
+            saga=saga, status=status_, correlation_key=correlation_key, limit=limit, cursor=cursor
+        ),
+    )
+    if as_json:
+        render.emit_json(page)
+        return
+    render.table(
+        ["ID", "SAGA", "STATUS", "CREATED", "UPDATED", "CORRELATION"],
+        [
+            [
+                str(i.id),
+                f"{i.saga} v{i.version}",
+                render.status(i.status),
+                render.when(i.created_at),
+                render.when(i.updated_at),
+                i.correlation_key or "",
+            ]
+            for i in page.items
+        ],
+    )
+    if page.next_cursor:
+        click.echo(f"\nmore: --cursor {page.next_cursor}")
+
+
+@click.command()
+@click.argument("instance_id")
+@click.option("--reason", default=None, help="Recorded in the history.")
+@api_url_option
+@json_option
+def cancel(instance_id: str, reason: str | None, api_url: str, as_json: bool) -> None:
+    """Cancel an instance: no new steps, compensate what was done."""
+    view = _call(api_url, lambda c: c.cancel(instance_id, reason))
+    render.emit_json(view) if as_json else render.instance(view)
+
+
+@click.command()
+@click.argument("instance_id")
+@api_url_option
+@json_option
+def retry(instance_id: str, api_url: str, as_json: bool) -> None:
+    """Retry a failed instance: resume its stuck compensation."""
+    view = _call(api_url, lambda c: c.retry(instance_id))
+    render.emit_json(view) if as_json else render.instance(view)
+
+
+@click.command()
+@click.argument("name", required=False)
+@api_url_option
+@json_option
+def definitions(name: str | None, api_url: str, as_json: bool) -> None:
+    """List saga definitions, or show every version of NAME."""
+    if name is None:
+        found = _call(api_url, lambda c: c.definitions())
+        if as_json:
+            render.emit_json(found)
+            return
+        render.table(
+            ["NAME", "LATEST", "VERSIONS", "REGISTERED"],
+            [
+                [
+                    d.name,
+                    str(d.latest_version),
+                    ",".join(map(str, d.versions)),
+                    render.when(d.registered_at),
+                ]
+                for d in found.items
+            ],
+        )
+        return
+    detail = _call(api_url, lambda c: c.definition(name))
+    if as_json:
+        render.emit_json(detail)
+        return
+    for stored in detail.versions:
+        click.echo(
+            click.style(f"{detail.name} v{stored.version}", bold=True)
+            + f"  {stored.content_hash[:12]}"
+        )
+        rows = []
+        for step in stored.body["steps"]:
+            comp = step.get("compensation") or {}
+            rows.append(
+                [
+                    step["name"],
+                    step["pool"],
+                    step.get("command") or step["name"],
+                    comp.get("command", "") if comp else "",
+                    str(step["retry"]["max_attempts"]),
+                    str(step.get("timeout_seconds") or ""),
+                ]
+            )
+        render.table(["STEP", "POOL", "COMMAND", "COMPENSATION", "ATTEMPTS", "TIMEOUT"], rows)
+        click.echo()
+
+
+@click.command()
+@api_url_option
+@json_option
+def pools(api_url: str, as_json: bool) -> None:
+    """Worker pools: queue depth, consumers, in flight, recent activity."""
+    found = _call(api_url, lambda c: c.pools())
+    if as_json:
+        render.emit_json(found)
+        return
+    render.table(
+        ["POOL", "READY", "CONSUMERS", "IN FLIGHT", "DISPATCHED 5M", "FAILED 5M"],
+        [
+            [
+                p.name,
+                "-" if p.ready is None else str(p.ready),
+                "-" if p.consumers is None else str(p.consumers),
+                str(p.in_flight),
+                str(p.dispatched_recently),
+                str(p.failed_recently),
+            ]
+            for p in found.items
+        ],
+    )
+
+
+def register_commands(group: click.Group) -> None:
+    for command in (start, status, history, list_instances, cancel, retry, definitions, pools):
+        group.add_command(command)

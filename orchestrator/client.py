@@ -1,0 +1,244 @@
+"""A small async client for the Warren HTTP API: start sagas from Python, read, wait, operate.
+
+    async with WarrenClient("http://127.0.0.1:8000") as warren:
+        started = await warren.start("order", {"order_id": "A-1", "amount": 30},
+                                     idempotency_key="A-1")
+        done = await warren.wait(started.id, timeout=60)
+        print(done.status)
+
+The `warren` command line uses it. Errors are `ApiError` (the problem details the API sent) or
+`ApiUnreachable`; both are `WarrenError`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
+
+import httpx
+import msgspec
+
+from orchestrator.api.views import (
+    DefinitionList,
+    DefinitionVersions,
+    HistoryPage,
+    InstanceList,
+    InstanceView,
+    PoolList,
+    RegisterResponse,
+    StartResponse,
+)
+from orchestrator.errors import WarrenError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from orchestrator.definitions import Saga
+
+__all__ = ["ApiError", "ApiUnreachable", "StartResult", "WaitTimeout", "WarrenClient"]
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+TERMINAL = frozenset({"completed", "compensated", "failed"})
+T = TypeVar("T")
+
+
+class ApiError(WarrenError):
+    """The API refused the request; `status`, `type` and `detail` come from its problem body."""
+
+    def __init__(self, status: int, type: str, detail: str, body: dict[str, Any]) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.type = type
+        self.body = body
+
+
+class ApiUnreachable(WarrenError):
+    """No answer from the API at all."""
+
+    retryable = True
+
+
+class WaitTimeout(WarrenError):
+    """The instance did not end within the time given."""
+
+
+class StartResult(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    saga: str
+    version: int
+    status: str
+    created: bool
+    """False when an identical earlier request (same idempotency key) had started it."""
+
+
+class WarrenClient:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("WARREN_API_URL") or DEFAULT_API_URL).rstrip(
+            "/"
+        )
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    async def __aenter__(self) -> WarrenClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    # ---- instances ----------------------------------------------------------------------------
+
+    async def start(
+        self,
+        saga: str,
+        input: Any,
+        *,
+        idempotency_key: str | None = None,
+        version: int | None = None,
+        instance_id: UUID | None = None,
+        correlation_key: str | None = None,
+    ) -> StartResult:
+        body: dict[str, Any] = {"input": input}
+        if version is not None:
+            body["version"] = version
+        if instance_id is not None:
+            body["instance_id"] = str(instance_id)
+        if correlation_key is not None:
+            body["correlation_key"] = correlation_key
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        response = await self._request("POST", f"/v1/sagas/{saga}", json=body, headers=headers)
+        started = msgspec.convert(response.json(), StartResponse)
+        return StartResult(
+            id=started.id,
+            saga=started.saga,
+            version=started.version,
+            status=started.status,
+            created=response.status_code == 201,
+        )
+
+    async def get(self, instance_id: UUID | str) -> InstanceView:
+        return await self._get(f"/v1/instances/{instance_id}", InstanceView)
+
+    async def history(
+        self, instance_id: UUID | str, *, after_seq: int = 0, limit: int = 500
+    ) -> HistoryPage:
+        params = {"after_seq": after_seq, "limit": limit}
+        return await self._get(f"/v1/instances/{instance_id}/history", HistoryPage, params=params)
+
+    async def list(
+        self,
+        *,
+        saga: str | None = None,
+        status: str | None = None,
+        correlation_key: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> InstanceList:
+        params = {
+            k: v
+            for k, v in {
+                "saga": saga,
+                "status": status,
+                "correlation_key": correlation_key,
+                "limit": limit,
+                "cursor": cursor,
+            }.items()
+            if v is not None
+        }
+        return await self._get("/v1/instances", InstanceList, params=params)
+
+    async def wait(
+        self,
+        instance_id: UUID | str,
+        *,
+        timeout: float = 300.0,  # noqa: ASYNC109 - a deadline for the whole poll, documented
+        poll_interval: float = 0.25,
+        on_update: Callable[[InstanceView], None] | None = None,
+    ) -> InstanceView:
+        """Poll until the instance ends (completed, compensated or failed); `on_update` sees
+        every snapshot that differs from the last one."""
+        deadline = time.monotonic() + timeout
+        last: InstanceView | None = None
+        while True:
+            view = await self.get(instance_id)
+            if on_update is not None and view != last:
+                on_update(view)
+            last = view
+            if view.status in TERMINAL:
+                return view
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(
+                    f"instance {instance_id} is still {view.status} after {timeout:.0f}s"
+                )
+            await asyncio.sleep(poll_interval)
+
+    async def cancel(self, instance_id: UUID | str, reason: str | None = None) -> InstanceView:
+        body = {"reason": reason} if reason else None
+        response = await self._request("POST", f"/v1/instances/{instance_id}/cancel", json=body)
+        return msgspec.convert(response.json(), InstanceView)
+
+    async def retry(self, instance_id: UUID | str) -> InstanceView:
+        response = await self._request("POST", f"/v1/instances/{instance_id}/retry")
+        return msgspec.convert(response.json(), InstanceView)
+
+    # ---- definitions and pools ----------------------------------------------------------------
+
+    async def definitions(self) -> DefinitionList:
+        return await self._get("/v1/definitions", DefinitionList)
+
+    async def definition(self, name: str) -> DefinitionVersions:
+        return await self._get(f"/v1/definitions/{name}", DefinitionVersions)
+
+    async def register(self, saga: Saga) -> RegisterResponse:
+        response = await self._request(
+            "POST",
+            "/v1/definitions",
+            content=saga.to_json(),
+            headers={"content-type": "application/json"},
+        )
+        return msgspec.convert(response.json(), RegisterResponse)
+
+    async def pools(self) -> PoolList:
+        return await self._get("/v1/pools", PoolList)
+
+    # ---- plumbing -----------------------------------------------------------------------------
+
+    async def _get(self, path: str, type: type[T], params: dict[str, Any] | None = None) -> T:
+        response = await self._request("GET", path, params=params)
+        return msgspec.convert(response.json(), type, strict=False)
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(
+                f"cannot reach the Warren API at {self.base_url} ({exc.__class__.__name__}); "
+                "is `warren api` running? Set WARREN_API_URL to point elsewhere."
+            ) from exc
+        if response.status_code >= 400:
+            raise _api_error(response)
+        return response
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    detail = str(body.get("detail") or response.reason_phrase or "request failed")
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors:
+        detail += ": " + "; ".join(str(e) for e in errors)
+    return ApiError(response.status_code, str(body.get("type", "about:blank")), detail, body)

@@ -1,0 +1,67 @@
+"""Operator actions on one instance, under the same transaction rules as everything else."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from orchestrator.engine import Cancel, Event, InstanceState, Resume, SagaStatus, decide
+from orchestrator.errors import InvalidState
+from orchestrator.messaging.envelope import utcnow
+from orchestrator.persistence import instances
+from orchestrator.storage.database import transaction
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from uuid import UUID
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from orchestrator.messaging.topology import Topology
+    from orchestrator.persistence.definitions import DefinitionCache
+    from orchestrator.storage.outbox import Relay
+
+
+class Operations:
+    def __init__(
+        self, engine: AsyncEngine, relay: Relay, topology: Topology, definitions: DefinitionCache
+    ) -> None:
+        self.engine = engine
+        self.relay = relay
+        self.topology = topology
+        self.definitions = definitions
+
+    async def cancel(self, instance_id: UUID, reason: str) -> InstanceState:
+        """Stop forward progress and compensate what was done. Idempotent while compensating."""
+
+        def check(state: InstanceState) -> None:
+            if state.status.terminal:
+                raise InvalidState(
+                    f"instance {instance_id} already ended ({state.status.value}); "
+                    "nothing to cancel"
+                )
+
+        return await self._apply(instance_id, Cancel(reason=reason), check)
+
+    async def retry(self, instance_id: UUID) -> InstanceState:
+        """Resume the compensation that a `failed` instance is stuck on."""
+
+        def check(state: InstanceState) -> None:
+            if state.status is not SagaStatus.FAILED:
+                raise InvalidState(
+                    f"instance {instance_id} is {state.status.value}; only failed instances "
+                    "can be retried"
+                )
+
+        return await self._apply(instance_id, Resume(), check)
+
+    async def _apply(
+        self, instance_id: UUID, event: Event, check: Callable[[InstanceState], None]
+    ) -> InstanceState:
+        async with transaction(self.engine) as conn:
+            state = await instances.load(conn, instance_id, for_update=True)
+            check(state)
+            definition = await self.definitions.get(conn, state.saga, state.version)
+            transition = decide(definition, state, event, utcnow())
+            pending = await instances.save_transition(conn, transition, self.topology)
+        await self.relay.publish_committed(pending)
+        return transition.instance
