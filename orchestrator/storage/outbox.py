@@ -131,6 +131,8 @@ class Relay:
 
     async def _publish(self, rows: list[PendingRow]) -> list[int]:
         """Publish concurrently (one round of confirms); return the ids the broker confirmed."""
+        if not rows:
+            return []
         results = await asyncio.gather(
             *(
                 self.broker.publish(
