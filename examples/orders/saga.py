@@ -3,7 +3,9 @@
 The input decides whether and where it fails, so you can watch a compensation:
 ``{"order_id": "A-1", "amount": 30, "fail_at": "charge"}`` fails at `charge` for good
 (a business failure), then releases the stock and the credit, newest first.
-``"transient_failures": {"reserve_stock": 2}`` makes that step crash twice before it succeeds.
+``"transient_failures": {"reserve_stock": 2}`` makes that step crash twice before it succeeds;
+``"compensation_failures": {"reserve_credit": 5}`` makes that compensation crash five times, more
+than its three attempts: the instance ends `failed`, and `warren retry` resumes it.
 """
 
 from orchestrator.definitions import Compensation, RetryPolicy, Saga, Step
@@ -30,6 +32,11 @@ order_saga = Saga(
                 "propertyNames": {"enum": STEP_NAMES},
                 "additionalProperties": {"type": "integer", "minimum": 0},
             },
+            "compensation_failures": {
+                "type": "object",
+                "propertyNames": {"enum": STEP_NAMES},
+                "additionalProperties": {"type": "integer", "minimum": 0},
+            },
         },
         "additionalProperties": False,
     },
@@ -37,21 +44,21 @@ order_saga = Saga(
         Step(
             name="reserve_credit",
             pool="payments",
-            compensation=Compensation(command="release_credit"),
+            compensation=Compensation(command="release_credit", retry=QUICK_RETRY),
             retry=QUICK_RETRY,
             timeout_seconds=30,
         ),
         Step(
             name="reserve_stock",
             pool="inventory",
-            compensation=Compensation(command="release_stock"),
+            compensation=Compensation(command="release_stock", retry=QUICK_RETRY),
             retry=QUICK_RETRY,
             timeout_seconds=30,
         ),
         Step(
             name="charge",
             pool="payments",
-            compensation=Compensation(command="refund"),
+            compensation=Compensation(command="refund", retry=QUICK_RETRY),
             retry=QUICK_RETRY,
             timeout_seconds=30,
         ),

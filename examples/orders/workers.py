@@ -53,9 +53,10 @@ async def create_ledger(engine: AsyncEngine) -> None:
 
 async def _apply(ctx: StepContext, action: str) -> dict[str, Any]:
     """Fail as the input asks, else write the ledger row in the step's transaction."""
-    transient = ctx.input.get("transient_failures", {}).get(ctx.step, 0)
-    if ctx.phase == "forward" and ctx.attempt <= transient:
-        raise RuntimeError(f"transient fault in {ctx.step} (attempt {ctx.attempt} of {transient})")
+    faults = "transient_failures" if ctx.phase == "forward" else "compensation_failures"
+    crashes = ctx.input.get(faults, {}).get(ctx.step, 0)
+    if ctx.attempt <= crashes:
+        raise RuntimeError(f"{faults[:-1]} in {ctx.command} (attempt {ctx.attempt} of {crashes})")
     if ctx.phase == "forward" and ctx.input.get("fail_at") == ctx.step:
         raise StepFailed(f"{ctx.step} refused order {ctx.input['order_id']}", type="OrderRejected")
     amount = ctx.input["amount"]

@@ -9,7 +9,11 @@ from tests.conftest import Stack
 
 pytestmark = pytest.mark.e2e
 
-COMPENSATION_OF = {"reserve_credit": "release_credit", "reserve_stock": "release_stock", "charge": "refund"}
+COMPENSATION_OF = {
+    "reserve_credit": "release_credit",
+    "reserve_stock": "release_stock",
+    "charge": "refund",
+}
 
 
 async def test_happy_path_completes_with_each_effect_once(stack: Stack) -> None:
@@ -33,8 +37,10 @@ async def test_happy_path_completes_with_each_effect_once(stack: Stack) -> None:
 
 async def test_failure_at_each_step_compensates_completed_steps_in_reverse(stack: Stack) -> None:
     await stack.up()
-    started = {fail_at: await stack.start({"order_id": f"F-{fail_at}", "amount": 5, "fail_at": fail_at})
-               for fail_at in STEP_NAMES}
+    started = {
+        fail_at: await stack.start({"order_id": f"F-{fail_at}", "amount": 5, "fail_at": fail_at})
+        for fail_at in STEP_NAMES
+    }
 
     for position, (fail_at, instance_id) in enumerate(started.items()):
         assert await stack.probe.wait_terminal(instance_id) == "compensated"

@@ -1,0 +1,202 @@
+"""The `warren` command line against a running API and stack: real processes, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+def warren(
+    stack: Stack, *args: str, api_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    settings = stack.probe.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}
+    env["WARREN_API_URL"] = api_url or f"http://{settings.api_host}:{settings.api_port}"
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+async def test_start_wait_exit_codes_and_reads(stack: Stack, tmp_path: Path) -> None:
+    await stack.up()
+    order_file = tmp_path / "order.json"
+    order_file.write_text(json.dumps({"order_id": "C-1", "amount": 12}))
+
+    done = warren(
+        stack,
+        "start",
+        "order",
+        "--input",
+        f"@{order_file}",
+        "--correlation-key",
+        "cust-1",
+        "--wait",
+    )
+    undone = warren(
+        stack,
+        "start",
+        "order",
+        "--input",
+        '{"order_id": "C-2", "amount": 1, "fail_at": "ship"}',
+        "--wait",
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "ended completed" in done.stdout
+    assert "reserve_credit" in done.stdout
+    assert undone.returncode == 3, undone.stderr
+    assert "ended compensated" in undone.stdout
+
+    listed = json.loads(warren(stack, "list", "--correlation-key", "cust-1", "--json").stdout)
+    [item] = listed["items"]
+    assert item["status"] == "completed"
+    status = warren(stack, "status", item["id"])
+    assert status.returncode == 0
+    assert "completed" in status.stdout
+    assert "reserve_stock" in status.stdout
+    history = warren(stack, "history", item["id"], "--json")
+    assert [e["type"] for e in json.loads(history.stdout)][-1] == "saga_completed"
+    assert (
+        "saga_completed" not in warren(stack, "history", item["id"]).stdout
+    )  # people see "completed"
+
+    table = warren(stack, "list", "--status", "compensated")
+    assert "compensated" in table.stdout
+    assert table.stdout.count("\n") == 2
+
+
+async def test_idempotency_key_from_the_command_line(stack: Stack) -> None:
+    await stack.api()
+    args = (
+        "start",
+        "order",
+        "--input",
+        '{"order_id": "K", "amount": 1}',
+        "--idempotency-key",
+        "k-1",
+        "--json",
+    )
+
+    first, again = warren(stack, *args), warren(stack, *args)
+    other = warren(
+        stack,
+        "start",
+        "order",
+        "--input",
+        '{"order_id": "K", "amount": 2}',
+        "--idempotency-key",
+        "k-1",
+    )
+
+    assert json.loads(first.stdout)["id"] == json.loads(again.stdout)["id"]
+    assert other.returncode == 1
+    assert "already used" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
+async def test_retry_resumes_a_failed_compensation(stack: Stack) -> None:
+    await stack.up()
+    crash_5_times = '{"order_id": "F", "amount": 1, "fail_at": "charge", "compensation_failures": {"reserve_credit": 5}}'
+
+    failed = warren(stack, "start", "order", "--input", crash_5_times, "--wait", "--json")
+    assert failed.returncode == 4, failed.stderr
+    view = json.loads(failed.stdout)
+    credit = next(s for s in view["steps"] if s["name"] == "reserve_credit")
+    assert credit["status"] == "compensation_failed"
+    assert credit["compensation"]["attempts"] == 3
+
+    retried = warren(stack, "retry", view["id"], "--json")
+    assert retried.returncode == 0, retried.stderr
+    assert json.loads(retried.stdout)["status"] == "compensating"
+    assert await stack.probe.wait_terminal(view["id"]) == "compensated"
+    final = json.loads(warren(stack, "status", view["id"], "--json").stdout)
+    credit = next(s for s in final["steps"] if s["name"] == "reserve_credit")
+    assert credit["compensation"]["attempts"] == 6  # 3, then a fresh budget: 4 and 5 crash, 6 works
+    assert await stack.probe.ledger(view["id"]) == [
+        ("reserve_credit", "reserve_credit"),
+        ("reserve_stock", "reserve_stock"),
+        ("reserve_stock", "release_stock"),
+        ("reserve_credit", "release_credit"),
+    ]
+
+
+async def test_operator_commands_and_their_errors(stack: Stack) -> None:
+    await stack.up()
+    started = json.loads(
+        warren(
+            stack, "start", "order", "--input", '{"order_id": "O", "amount": 1}', "--json"
+        ).stdout
+    )
+    await stack.probe.wait_terminal(started["id"])
+
+    cancel_ended = warren(stack, "cancel", started["id"])
+    retry_completed = warren(stack, "retry", started["id"])
+    unknown = warren(stack, "status", "01a21b96-2d5d-70f9-a41e-b1032d1c8a2b")
+    bad_input = warren(stack, "start", "order", "--input", "{nope")
+    unreachable = warren(stack, "pools", api_url="http://127.0.0.1:1")
+    pools = json.loads(warren(stack, "pools", "--json").stdout)
+    definitions = warren(stack, "definitions")
+    detail = warren(stack, "definitions", "order")
+
+    assert cancel_ended.returncode == 1
+    assert "already ended" in cancel_ended.stderr
+    assert retry_completed.returncode == 1
+    assert "only failed instances" in retry_completed.stderr
+    assert unknown.returncode == 1
+    assert "no saga instance" in unknown.stderr
+    assert bad_input.returncode == 2
+    assert "not valid JSON" in bad_input.stderr
+    assert unreachable.returncode == 1
+    assert "cannot reach the Warren API" in unreachable.stderr
+    for result in (cancel_ended, retry_completed, unknown, bad_input, unreachable):
+        assert "Traceback" not in result.stderr
+    assert {p["name"]: p["consumers"] for p in pools["items"]} == {
+        "payments": 1,
+        "inventory": 1,
+        "shipping": 1,
+    }
+    assert "order" in definitions.stdout
+    assert "release_credit" in detail.stdout
+
+
+def test_every_command_has_help() -> None:
+    commands = [
+        "api",
+        "cancel",
+        "definitions",
+        "dev",
+        "history",
+        "list",
+        "migrate",
+        "orchestrator",
+        "pools",
+        "register",
+        "retry",
+        "start",
+        "status",
+        "worker",
+    ]
+    for command in commands:
+        result = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Usage:" in result.stdout
