@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -26,7 +27,8 @@ async def test_live_example_runs(stack: Stack, tmp_path: Path, where: str, code:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}
     env["WARREN_API_URL"] = f"http://{settings.api_host}:{settings.api_port}"
 
-    result = subprocess.run(
+    result = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, str(script)],
         env=env,
         capture_output=True,
