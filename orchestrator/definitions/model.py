@@ -9,6 +9,7 @@ no callables, no pickles, no `eval`. Every node carries a `kind` tag so that lat
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -39,10 +40,22 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         """Seconds to wait before `attempt` (2 for the first retry)."""
         if attempt <= 1:
             return 0.0
-        delay = self.initial_interval_seconds * self.backoff_coefficient ** (attempt - 2)
+        try:
+            delay = self.initial_interval_seconds * self.backoff_coefficient ** (attempt - 2)
+        except OverflowError:  # a very long retry: far past the cap anyway
+            return float(self.max_interval_seconds)
         return float(min(delay, self.max_interval_seconds))
 
     def _check(self, where: str) -> None:
+        numbers = (
+            self.initial_interval_seconds,
+            self.max_interval_seconds,
+            self.backoff_coefficient,
+        )
+        if not all(math.isfinite(n) for n in numbers):
+            raise DefinitionError(
+                f"{where}: retry intervals and coefficient must be finite numbers"
+            )
         if self.max_attempts < 1:
             raise DefinitionError(f"{where}: retry.max_attempts must be at least 1")
         if self.initial_interval_seconds < 0 or self.max_interval_seconds < 0:
@@ -145,7 +158,7 @@ class Saga(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     def from_json(cls, data: bytes | str) -> Saga:
         try:
             return msgspec.json.decode(data, type=cls)
-        except msgspec.ValidationError as exc:
+        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
             raise DefinitionError(f"stored definition is not valid: {exc}") from exc
 
 
@@ -193,8 +206,8 @@ def _validate_step(step: Step, where: str) -> None:
 
 
 def _check_timeout(timeout: float | None, where: str) -> None:
-    if timeout is not None and timeout <= 0:
-        raise DefinitionError(f"{where}: timeout_seconds must be positive")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise DefinitionError(f"{where}: timeout_seconds must be positive and finite")
 
 
 def _check_pool(pool: str, where: str) -> None:

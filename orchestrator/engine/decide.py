@@ -95,10 +95,7 @@ class _Draft:
         **data: Any,
     ) -> int:
         seq = self.instance.seq + len(self.history) + 1
-        pool = None
-        if step is not None and phase is not None:
-            node = self.definition.step(step)
-            pool = node.pool if phase is Phase.FORWARD else node.compensation_pool
+        pool = self.pool_of(step, phase)
         self.history.append(
             HistoryEvent(
                 seq=seq,
@@ -112,6 +109,16 @@ class _Draft:
             )
         )
         return seq
+
+    def pool_of(self, step: str | None, phase: Phase | None) -> str | None:
+        """The pool a step phase runs on; None when the definition has no such step phase
+        (a stray reply names whatever it likes)."""
+        node = next((s for s in self.definition.steps if s.name == step), None)
+        if node is None or phase is None:
+            return None
+        if phase is Phase.FORWARD:
+            return node.pool
+        return node.compensation_pool if node.compensation is not None else None
 
     def set_step(self, name: str, **changes: Any) -> None:
         self.steps[name] = replace(self.steps[name], **changes)
@@ -180,6 +187,8 @@ class _Draft:
     # ---- forward ------------------------------------------------------------------------------
 
     def on_start(self) -> None:
+        if self.instance.seq != 0:
+            return  # started already: a second Start changes nothing
         self.record("saga_started", version=self.definition.version)
         self.advance()
 
