@@ -22,6 +22,7 @@ import httpx
 import msgspec
 
 from orchestrator.api.views import (
+    DeadLetterList,
     DefinitionList,
     DefinitionVersions,
     HistoryPage,
@@ -32,6 +33,7 @@ from orchestrator.api.views import (
     StartResponse,
 )
 from orchestrator.errors import WarrenError
+from orchestrator.persistence.dead_letters import DeadLetterDetail
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -210,6 +212,38 @@ class WarrenClient:
 
     async def pools(self) -> PoolList:
         return await self._get("/v1/pools", PoolList)
+
+    # ---- dead letters -------------------------------------------------------------------------
+
+    async def dead_letters(
+        self,
+        *,
+        kind: str | None = None,
+        instance_id: UUID | str | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> DeadLetterList:
+        params = {
+            k: v
+            for k, v in {
+                "kind": kind,
+                "instance_id": str(instance_id) if instance_id else None,
+                "before_id": before_id,
+                "limit": limit,
+            }.items()
+            if v is not None
+        }
+        return await self._get("/v1/dead-letters", DeadLetterList, params=params)
+
+    async def dead_letter(self, letter_id: int) -> DeadLetterDetail:
+        return await self._get(f"/v1/dead-letters/{letter_id}", DeadLetterDetail)
+
+    async def replay_dead_letter(self, letter_id: int) -> DeadLetterDetail:
+        response = await self._request("POST", f"/v1/dead-letters/{letter_id}/replay")
+        return msgspec.convert(response.json(), DeadLetterDetail, strict=False)
+
+    async def delete_dead_letter(self, letter_id: int) -> None:
+        await self._request("DELETE", f"/v1/dead-letters/{letter_id}")
 
     # ---- plumbing -----------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.engine = engine
         app.state.broker = broker
         app.state.definitions = definitions
+        app.state.relay = relay
         app.state.starter = SagaStarter(engine, relay, settings.topology)
         app.state.operations = Operations(engine, relay, settings.topology, definitions)
         try:

@@ -29,6 +29,7 @@ from orchestrator.errors import (
     StorageError,
     WarrenError,
 )
+from orchestrator.persistence.dead_letters import DeadLetterNotFound
 from orchestrator.persistence.queries import CursorInvalid
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ _WARREN_ERRORS: list[tuple[type[WarrenError], int, str, str]] = [
     ),
     (InvalidState, HTTP_409_CONFLICT, "invalid-state", "Not allowed in the instance's status"),
     (CursorInvalid, HTTP_400_BAD_REQUEST, "cursor-invalid", "Cursor is not valid"),
+    (DeadLetterNotFound, HTTP_404_NOT_FOUND, "dead-letter-not-found", "Dead letter not found"),
     (StorageError, HTTP_503_SERVICE_UNAVAILABLE, "database-unavailable", "Database unavailable"),
     (BrokerError, HTTP_503_SERVICE_UNAVAILABLE, "broker-unavailable", "Broker unavailable"),
 ]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
@@ -15,6 +15,7 @@ from sqlalchemy import select, text
 
 from orchestrator.api.views import (
     CancelBody,
+    DeadLetterList,
     DefinitionList,
     DefinitionVersions,
     HistoryPage,
@@ -31,8 +32,8 @@ from orchestrator.api.views import (
 from orchestrator.definitions import Saga
 from orchestrator.engine import InstanceState, SagaStatus
 from orchestrator.errors import InstanceNotFound, SagaNotFound, WarrenError
+from orchestrator.persistence import dead_letters, instances, queries
 from orchestrator.persistence import definitions as stored_definitions
-from orchestrator.persistence import instances, queries
 from orchestrator.service.starter import StartRequest
 from orchestrator.storage.database import transaction
 from orchestrator.storage.tables import definitions as definitions_table
@@ -316,7 +317,57 @@ async def ready(state: State) -> Response[Readiness]:
     return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
 
 
+class DeadLetterController(Controller):
+    path = "/v1/dead-letters"
+    tags = ("dead letters",)
+
+    @get("/", summary="List dead letters")
+    async def list(
+        self,
+        state: State,
+        kind: Annotated[
+            Literal["command", "reply"] | None, QueryParameter(description="Message kind.")
+        ] = None,
+        instance_id: Annotated[UUID | None, QueryParameter(description="Instance.")] = None,
+        before_id: Annotated[
+            int | None, QueryParameter(ge=1, description="`next_before_id` of the previous page.")
+        ] = None,
+        limit: Limit = 50,
+    ) -> DeadLetterList:
+        """Messages parked in the dead-letter queue (poison, or over the delivery limit), newest
+        first, with their reason and origin."""
+        async with transaction(state.engine) as conn:
+            items = await dead_letters.list_dead_letters(
+                conn, kind=kind, instance_id=instance_id, before_id=before_id, limit=limit
+            )
+        next_before = items[-1].id if len(items) == limit else None
+        return DeadLetterList(items=items, next_before_id=next_before)
+
+    @get("/{letter_id:int}", summary="Read a dead letter")
+    async def read(self, letter_id: FromPath[int], state: State) -> dead_letters.DeadLetterDetail:
+        """With its body (as text) and headers."""
+        async with transaction(state.engine) as conn:
+            return await dead_letters.get_dead_letter(conn, letter_id)
+
+    @post("/{letter_id:int}/replay", status_code=HTTP_200_OK, summary="Replay a dead letter")
+    async def replay(self, letter_id: FromPath[int], state: State) -> dead_letters.DeadLetterDetail:
+        """Publish the message again to the exchange and routing key it came from (through the
+        outbox) and mark it replayed. 409 when its origin is unknown."""
+        async with transaction(state.engine) as conn:
+            pending = await dead_letters.replay(conn, letter_id)
+        await state.relay.publish_committed(pending)
+        async with transaction(state.engine) as conn:
+            return await dead_letters.get_dead_letter(conn, letter_id)
+
+    @delete("/{letter_id:int}", summary="Delete a dead letter")
+    async def remove(self, letter_id: FromPath[int], state: State) -> None:
+        """Forget it (204)."""
+        async with transaction(state.engine) as conn:
+            await dead_letters.delete_dead_letter(conn, letter_id)
+
+
 route_handlers: list[ControllerRouterHandler] = [
+    DeadLetterController,
     SagaController,
     InstanceController,
     DefinitionController,

@@ -9,6 +9,7 @@ from uuid import UUID
 import msgspec
 
 from orchestrator.messaging.failure import Failure
+from orchestrator.persistence.dead_letters import DeadLetterRow
 from orchestrator.persistence.queries import (
     DefinitionSummary,
     HistoryRow,
@@ -171,3 +172,9 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     database: str
     broker: str
+
+
+class DeadLetterList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[DeadLetterRow]
+    next_before_id: int | None
+    """Pass as `before_id` for the next (older) page; null on the last page."""

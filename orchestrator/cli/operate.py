@@ -328,6 +328,107 @@ def pools(api_url: str, as_json: bool) -> None:
     )
 
 
+@click.group(name="dead-letters")
+def dead_letters() -> None:
+    """Messages parked in the dead-letter queue: list, show, replay, delete."""
+
+
+@dead_letters.command(name="list")
+@click.option("--kind", type=click.Choice(["command", "reply"]), help="Only this kind.")
+@click.option("--instance", "instance_id", help="Only this instance.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--before", "before_id", type=int, help="The next_before_id of a previous page.")
+@api_url_option
+@json_option
+def dead_letters_list(
+    kind: str | None,
+    instance_id: str | None,
+    limit: int,
+    before_id: int | None,
+    api_url: str,
+    as_json: bool,
+) -> None:
+    """List dead letters, newest first."""
+    page = _call(
+        api_url,
+        lambda c: c.dead_letters(
+            kind=kind, instance_id=instance_id, before_id=before_id, limit=limit
+        ),
+    )
+    if as_json:
+        render.emit_json(page)
+        return
+    render.table(
+        ["ID", "RECEIVED", "KIND", "INSTANCE", "FROM", "REASON", "REPLAYED"],
+        [
+            [
+                str(d.id),
+                render.when(d.received_at),
+                d.kind or "?",
+                str(d.instance_id or ""),
+                d.origin_queue or f"{d.origin_exchange or ''}/{d.origin_routing_key or ''}",
+                d.reason[:60],
+                render.when(d.replayed_at) if d.replayed_at else "",
+            ]
+            for d in page.items
+        ],
+    )
+    if page.next_before_id:
+        click.echo(f"\nmore: --before {page.next_before_id}")
+
+
+@dead_letters.command(name="show")
+@click.argument("letter_id", type=int)
+@api_url_option
+@json_option
+def dead_letters_show(letter_id: int, api_url: str, as_json: bool) -> None:
+    """Show one dead letter with its body and headers."""
+    letter = _call(api_url, lambda c: c.dead_letter(letter_id))
+    if as_json:
+        render.emit_json(letter)
+        return
+    kind = letter.kind or "undecodable"
+    click.echo(f"dead letter {letter.id}  {kind}  received {render.when(letter.received_at)}")
+    click.echo(f"reason: {letter.reason}")
+    origin = f"{letter.origin_exchange} / {letter.origin_routing_key}"
+    click.echo(f"from:   {origin} ({letter.origin_queue or '-'})")
+    click.echo(f"body:   {letter.body}")
+
+
+@dead_letters.command(name="replay")
+@click.argument("letter_id", type=int)
+@api_url_option
+@json_option
+def dead_letters_replay(letter_id: int, api_url: str, as_json: bool) -> None:
+    """Publish a dead letter again to where it came from."""
+    letter = _call(api_url, lambda c: c.replay_dead_letter(letter_id))
+    if as_json:
+        render.emit_json(letter)
+    else:
+        origin = f"{letter.origin_exchange} / {letter.origin_routing_key}"
+        click.echo(f"replayed dead letter {letter.id} to {origin}")
+
+
+@dead_letters.command(name="delete")
+@click.argument("letter_id", type=int)
+@api_url_option
+def dead_letters_delete(letter_id: int, api_url: str) -> None:
+    """Forget a dead letter."""
+    _call(api_url, lambda c: c.delete_dead_letter(letter_id))
+    click.echo(f"deleted dead letter {letter_id}")
+
+
 def register_commands(group: click.Group) -> None:
-    for command in (start, status, history, list_instances, cancel, retry, definitions, pools):
+    commands: list[click.Command] = [
+        start,
+        status,
+        history,
+        list_instances,
+        cancel,
+        retry,
+        definitions,
+        pools,
+        dead_letters,
+    ]
+    for command in commands:
         group.add_command(command)

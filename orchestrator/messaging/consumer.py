@@ -34,12 +34,25 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, WarrenError) and exc.retryable
 
 
+def envelopes(
+    handle: Callable[[Envelope], Awaitable[None]],
+) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+    """Adapt an envelope handler: decode first (a `MessageError` makes the message poison)."""
+
+    async def decode_then_handle(message: AbstractIncomingMessage) -> None:
+        await handle(decode(message.body))
+
+    return decode_then_handle
+
+
 class Consumer:
+    """Consumes one queue with `handle(message)`; see the module docstring for the rules."""
+
     def __init__(
         self,
         broker: Broker,
         declare: Callable[[AbstractChannel], Awaitable[AbstractQueue]],
-        handle: Callable[[Envelope], Awaitable[None]],
+        handle: Callable[[AbstractIncomingMessage], Awaitable[None]],
         *,
         prefetch: int,
         retry_seconds: float = 60.0,
@@ -95,11 +108,6 @@ class Consumer:
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
         try:
-            envelope = decode(message.body)
-        except MessageError as exc:
-            await self._park(message, str(exc))
-            return
-        try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(_transient),
                 wait=wait_exponential(multiplier=0.1, max=5.0),
@@ -107,7 +115,7 @@ class Consumer:
                 reraise=True,
             ):
                 with attempt:
-                    await self.handle(envelope)
+                    await self.handle(message)
         except WarrenError as exc:
             if exc.retryable:
                 log.error(
@@ -118,7 +126,10 @@ class Consumer:
                 )
                 await message.nack(requeue=True)
             else:
-                await self._park(message, f"{type(exc).__name__}: {exc}")
+                reason = (
+                    str(exc) if isinstance(exc, MessageError) else f"{type(exc).__name__}: {exc}"
+                )
+                await self._park(message, reason)
             return
         await message.ack()
 

@@ -76,6 +76,10 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
         )
         await dlq.bind(dlx)
 
+    async def declare_dead_letters(self, channel: AbstractChannel) -> AbstractQueue:
+        await self.declare_base(channel)
+        return await channel.get_queue(self.dead_letter_queue, ensure=False)
+
     async def declare_pool(self, channel: AbstractChannel, pool: str) -> AbstractQueue:
         await self.declare_base(channel)
         queue = await channel.declare_queue(

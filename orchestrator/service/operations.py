@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orchestrator.engine import Cancel, Event, InstanceState, Resume, SagaStatus, decide
+from orchestrator.engine import Cancel, Event, InstanceState, Resume, SagaStatus
 from orchestrator.errors import InvalidState
-from orchestrator.messaging.envelope import utcnow
-from orchestrator.persistence import instances
+from orchestrator.service.transitions import apply_event
 from orchestrator.storage.database import transaction
 
 if TYPE_CHECKING:
@@ -58,10 +57,8 @@ class Operations:
         self, instance_id: UUID, event: Event, check: Callable[[InstanceState], None]
     ) -> InstanceState:
         async with transaction(self.engine) as conn:
-            state = await instances.load(conn, instance_id, for_update=True)
-            check(state)
-            definition = await self.definitions.get(conn, state.saga, state.version)
-            transition = decide(definition, state, event, utcnow())
-            pending = await instances.save_transition(conn, transition, self.topology)
+            transition, pending = await apply_event(
+                conn, self.definitions, self.topology, instance_id, event, check=check
+            )
         await self.relay.publish_committed(pending)
         return transition.instance

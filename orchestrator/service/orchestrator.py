@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 
-from orchestrator.engine import Phase, StepReply, TimerFired, TimerKind, decide
+from orchestrator.engine import Phase, StepReply, TimerFired, TimerKind
 from orchestrator.errors import MessageError, WarrenError
 from orchestrator.messaging.broker import Broker
-from orchestrator.messaging.consumer import Consumer
+from orchestrator.messaging.consumer import Consumer, envelopes
 from orchestrator.messaging.envelope import Reply, utcnow
 from orchestrator.messaging.faults import crash_point
-from orchestrator.persistence import instances
 from orchestrator.persistence.definitions import DefinitionCache
+from orchestrator.service.dead_letters import DeadLetterRecorder
+from orchestrator.service.transitions import apply_event
 from orchestrator.storage import inbox
 from orchestrator.storage.database import create_engine, transaction
 from orchestrator.storage.outbox import Relay
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from orchestrator.config import Settings
-    from orchestrator.definitions import Saga
     from orchestrator.messaging.envelope import Envelope
     from orchestrator.storage.outbox import PendingRow
 
@@ -53,14 +53,21 @@ class Orchestrator:
         self.consumer = Consumer(
             self.broker,
             self.topology.declare_orchestrator,
-            self.handle,
+            envelopes(self.handle),
             prefetch=settings.prefetch,
+        )
+        self.dead_letters = Consumer(
+            self.broker,
+            self.topology.declare_dead_letters,
+            DeadLetterRecorder(self.engine, self.relay, self.topology, self.definitions).record,
+            prefetch=16,
         )
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Serve until `stopping` is set, then drain and close."""
         await self.broker.connect()
         await self.consumer.start()
+        await self.dead_letters.start()
         interval = self.settings.sweep_interval_seconds
         background = [
             asyncio.create_task(self.relay.run_sweeper(stopping, interval_seconds=interval)),
@@ -70,7 +77,8 @@ class Orchestrator:
         try:
             await stopping.wait()
         finally:
-            await self.consumer.stop(self.settings.shutdown_grace_seconds)
+            grace = self.settings.shutdown_grace_seconds
+            await asyncio.gather(self.consumer.stop(grace), self.dead_letters.stop(grace))
             for task in background:
                 task.cancel()
             for task in background:
@@ -89,8 +97,6 @@ class Orchestrator:
             if not await inbox.claim(conn, INBOX_CONSUMER, message.id):
                 log.info("duplicate reply %s dropped", message.id)
                 return
-            state = await instances.load(conn, message.instance_id, for_update=True)
-            definition = await self.definitions.get(conn, state.saga, state.version)
             event = StepReply(
                 step=message.step,
                 phase=message.phase,
@@ -99,18 +105,15 @@ class Orchestrator:
                 result=message.payload.result,
                 failure=message.payload.failure,
             )
-            transition = decide(definition, state, event, utcnow())
-            pending = await instances.save_transition(
+            _, pending = await apply_event(
                 conn,
-                transition,
+                self.definitions,
                 self.topology,
+                message.instance_id,
+                event,
                 causation_id=message.id,
                 traceparent=message.traceparent,
             )
-            if _has_timeout(definition, message):
-                await instances.cancel_timeout(
-                    conn, message.instance_id, message.step, message.phase, message.attempt
-                )
         crash_point("orchestrator.after_commit")
         await self.relay.publish_committed(pending)
 
@@ -140,22 +143,17 @@ class Orchestrator:
             ).first()
             if row is None:
                 return False
-            state = await instances.load(conn, row.instance_id, for_update=True)
-            definition = await self.definitions.get(conn, state.saga, state.version)
             event = TimerFired(
                 kind=TimerKind(row.kind), step=row.step, phase=Phase(row.phase), attempt=row.attempt
             )
-            transition = decide(definition, state, event, utcnow())
-            pending = await instances.save_transition(
-                conn, transition, self.topology, traceparent=row.traceparent
+            _, pending = await apply_event(
+                conn,
+                self.definitions,
+                self.topology,
+                row.instance_id,
+                event,
+                traceparent=row.traceparent,
             )
             await conn.execute(delete(timers).where(timers.c.id == row.id))
         await self.relay.publish_committed(pending)
         return True
-
-
-def _has_timeout(definition: Saga, reply: Reply) -> bool:
-    step = definition.step(reply.step)
-    if reply.phase is Phase.FORWARD:
-        return step.timeout_seconds is not None
-    return step.compensation is not None and step.compensation.timeout_seconds is not None

@@ -147,3 +147,24 @@ timers = Table(
     Index("ix_timers_due_at", "due_at"),
     comment="Durable timers; a row is deleted in the transaction that fires it.",
 )
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("message_id", Text, nullable=True),
+    Column("kind", Text, nullable=True, comment="command, reply, or null when it did not decode"),
+    Column("instance_id", UUID(as_uuid=True), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("origin_exchange", Text, nullable=True),
+    Column("origin_routing_key", Text, nullable=True),
+    Column("origin_queue", Text, nullable=True),
+    Column("body", LargeBinary, nullable=False),
+    Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("replayed_at", DateTime(timezone=True), nullable=True),
+    Index(
+        "ix_dead_letters_instance", "instance_id", postgresql_where=text("instance_id IS NOT NULL")
+    ),
+    comment="Messages parked in the dead-letter queue, recorded with their reason and origin.",
+)

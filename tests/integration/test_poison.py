@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aio_pika
 import pytest
+from sqlalchemy import text
 
 from orchestrator.config import Settings
 from orchestrator.messaging.envelope import (
@@ -48,26 +50,17 @@ async def _publish_reply_body(settings: Settings, body: bytes) -> None:
         await connection.close()
 
 
-async def _dead_letters(
-    settings: Settings, expected: int
-) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    connection = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        queue = await channel.get_queue(settings.topology.dead_letter_queue)
-        found: list[aio_pika.abc.AbstractIncomingMessage] = []
+async def _dead_letters(probe: Probe, expected: int) -> list[dict[str, Any]]:
+    """Rows the orchestrator's dead-letter recorder wrote."""
 
-        async def take() -> int:
-            message = await queue.get(fail=False)
-            if message is not None:
-                found.append(message)
-                await message.ack()
-            return len(found)
+    async def rows() -> list[dict[str, Any]]:
+        async with probe.engine.connect() as conn:
+            result = await conn.execute(text("SELECT * FROM warren.dead_letters ORDER BY id"))
+            return [dict(r._mapping) for r in result]
 
-        await wait_for(take, lambda n: n >= expected, timeout=15, what="dead letters")
-        return found
-    finally:
-        await connection.close()
+    return await wait_for(
+        rows, lambda found: len(found) >= expected, timeout=15, what="dead letters"
+    )
 
 
 @pytest.mark.usefixtures("orchestrator")
@@ -76,17 +69,23 @@ async def test_undecodable_message_is_dead_lettered_with_its_reason(
 ) -> None:
     await _publish_reply_body(settings, b"\x00 definitely not json")
 
-    [letter] = await _dead_letters(settings, 1)
+    [letter] = await _dead_letters(probe, 1)
 
-    assert letter.body == b"\x00 definitely not json"
-    assert "undecodable message" in str(letter.headers["x-warren-reason"])
-    assert letter.headers["x-warren-origin-exchange"] == settings.topology.replies_exchange
+    assert letter["body"] == b"\x00 definitely not json"
+    assert letter["kind"] is None
+    assert "undecodable message" in letter["reason"]
+    assert letter["origin_exchange"] == settings.topology.replies_exchange
+    assert letter["origin_routing_key"] == REPLY_ROUTING_KEY
     ready, _ = await probe.queue(settings.topology.orchestrator_queue)
     assert ready == 0
+    dlq_ready, _ = await probe.queue(settings.topology.dead_letter_queue)
+    assert dlq_ready == 0  # recorded, then acked
 
 
 @pytest.mark.usefixtures("orchestrator")
-async def test_reply_for_an_unknown_instance_is_dead_lettered(settings: Settings) -> None:
+async def test_reply_for_an_unknown_instance_is_dead_lettered(
+    settings: Settings, probe: Probe
+) -> None:
     reply = Reply(
         id=new_message_id(),
         saga="order",
@@ -103,15 +102,19 @@ async def test_reply_for_an_unknown_instance_is_dead_lettered(settings: Settings
     )
     await _publish_reply_body(settings, encode(reply))
 
-    [letter] = await _dead_letters(settings, 1)
+    [letter] = await _dead_letters(probe, 1)
 
-    assert "InstanceNotFound" in str(letter.headers["x-warren-reason"])
+    assert "InstanceNotFound" in letter["reason"]
+    assert letter["kind"] == "reply"
+    assert letter["instance_id"] == reply.instance_id
 
 
 @pytest.mark.usefixtures("orchestrator")
-async def test_unsupported_envelope_version_is_dead_lettered(settings: Settings) -> None:
+async def test_unsupported_envelope_version_is_dead_lettered(
+    settings: Settings, probe: Probe
+) -> None:
     await _publish_reply_body(settings, b'{"kind": "reply", "v": 99}')
 
-    [letter] = await _dead_letters(settings, 1)
+    [letter] = await _dead_letters(probe, 1)
 
-    assert "unsupported envelope version 99" in str(letter.headers["x-warren-reason"])
+    assert "unsupported envelope version 99" in letter["reason"]

@@ -1,0 +1,132 @@
+"""Recorded dead letters: list, read, replay (through the outbox), delete."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import msgspec
+from sqlalchemy import delete, select, update
+
+from orchestrator.errors import InvalidState, NotFound
+from orchestrator.messaging.envelope import new_message_id, utcnow
+from orchestrator.storage.outbox import OutboxMessage, PendingRow, enqueue
+from orchestrator.storage.tables import dead_letters
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+class DeadLetterNotFound(NotFound):
+    """No recorded dead letter with that id."""
+
+
+class DeadLetterRow(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    message_id: str | None
+    kind: str | None
+    """`command`, `reply`, or null when the body did not decode."""
+    instance_id: UUID | None
+    reason: str
+    origin_exchange: str | None
+    origin_routing_key: str | None
+    origin_queue: str | None
+    received_at: datetime
+    replayed_at: datetime | None
+
+
+class DeadLetterDetail(DeadLetterRow, frozen=True, kw_only=True):
+    body: str
+    """The message body as text (invalid UTF-8 replaced)."""
+    headers: dict[str, Any]
+
+
+_SUMMARY = [
+    dead_letters.c.id,
+    dead_letters.c.message_id,
+    dead_letters.c.kind,
+    dead_letters.c.instance_id,
+    dead_letters.c.reason,
+    dead_letters.c.origin_exchange,
+    dead_letters.c.origin_routing_key,
+    dead_letters.c.origin_queue,
+    dead_letters.c.received_at,
+    dead_letters.c.replayed_at,
+]
+
+
+async def list_dead_letters(
+    conn: AsyncConnection,
+    *,
+    kind: str | None,
+    instance_id: UUID | None,
+    before_id: int | None,
+    limit: int,
+) -> list[DeadLetterRow]:
+    """Newest first; page with `before_id` (the last id of the previous page)."""
+    c = dead_letters.c
+    query = select(*_SUMMARY).order_by(c.id.desc()).limit(limit)
+    if kind is not None:
+        query = query.where(c.kind == kind)
+    if instance_id is not None:
+        query = query.where(c.instance_id == instance_id)
+    if before_id is not None:
+        query = query.where(c.id < before_id)
+    return [DeadLetterRow(**row._mapping) for row in await conn.execute(query)]
+
+
+async def get_dead_letter(conn: AsyncConnection, letter_id: int) -> DeadLetterDetail:
+    row = (
+        await conn.execute(
+            select(*_SUMMARY, dead_letters.c.body, dead_letters.c.headers).where(
+                dead_letters.c.id == letter_id
+            )
+        )
+    ).first()
+    if row is None:
+        raise DeadLetterNotFound(f"no dead letter {letter_id}")
+    values = dict(row._mapping)
+    values["body"] = bytes(values["body"]).decode("utf-8", errors="replace")
+    return DeadLetterDetail(**values)
+
+
+async def replay(conn: AsyncConnection, letter_id: int) -> list[PendingRow]:
+    """Send the message back where it came from (through the outbox) and mark it replayed."""
+    row = (
+        await conn.execute(
+            select(dead_letters).where(dead_letters.c.id == letter_id).with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise DeadLetterNotFound(f"no dead letter {letter_id}")
+    if row.origin_exchange is None or row.origin_routing_key is None:
+        raise InvalidState(f"dead letter {letter_id} has no known origin to replay it to")
+    try:
+        message_id = UUID(row.message_id)
+    except (TypeError, ValueError):
+        message_id = new_message_id()
+    pending = await enqueue(
+        conn,
+        [
+            OutboxMessage(
+                message_id=message_id,
+                exchange=row.origin_exchange,
+                routing_key=row.origin_routing_key,
+                body=bytes(row.body),
+                headers={"x-warren-replay-of": str(letter_id)},
+            )
+        ],
+    )
+    await conn.execute(
+        update(dead_letters).where(dead_letters.c.id == letter_id).values(replayed_at=utcnow())
+    )
+    return pending
+
+
+async def delete_dead_letter(conn: AsyncConnection, letter_id: int) -> None:
+    deleted = await conn.execute(
+        delete(dead_letters).where(dead_letters.c.id == letter_id).returning(dead_letters.c.id)
+    )
+    if deleted.first() is None:
+        raise DeadLetterNotFound(f"no dead letter {letter_id}")

@@ -1,0 +1,143 @@
+"""The dead-letter recorder: every message parked in the dead-letter queue is recorded in
+Postgres with its reason and origin, then acked.
+
+A dead-lettered *command* also fails its attempt (non-retryable `DeadLettered`), in the same
+transaction: without a reply its saga would wait forever, so it compensates instead. Replaying
+such a command later is recorded but changes nothing (that attempt is over). Replaying a
+dead-lettered *reply* is what moves a stuck instance on.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert
+
+from orchestrator.engine import StepReply
+from orchestrator.errors import InstanceNotFound, MessageError
+from orchestrator.messaging.envelope import Command, Reply, decode
+from orchestrator.messaging.failure import Failure
+from orchestrator.service.transitions import apply_event
+from orchestrator.storage.database import transaction
+from orchestrator.storage.tables import dead_letters
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractIncomingMessage
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+    from orchestrator.messaging.envelope import Envelope
+    from orchestrator.messaging.topology import Topology
+    from orchestrator.persistence.definitions import DefinitionCache
+    from orchestrator.storage.outbox import PendingRow, Relay
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetterRecorder:
+    def __init__(
+        self, engine: AsyncEngine, relay: Relay, topology: Topology, definitions: DefinitionCache
+    ) -> None:
+        self.engine = engine
+        self.relay = relay
+        self.topology = topology
+        self.definitions = definitions
+
+    async def record(self, message: AbstractIncomingMessage) -> None:
+        headers = _jsonable(dict(message.headers or {}))
+        reason, exchange, routing_key, queue = _origin(headers)
+        try:
+            envelope: Envelope | None = decode(message.body)
+        except MessageError:
+            envelope = None
+        pending: list[PendingRow] = []
+        async with transaction(self.engine) as conn:
+            await conn.execute(
+                insert(dead_letters).values(
+                    message_id=message.message_id,
+                    kind=_kind(envelope),
+                    instance_id=envelope.instance_id if envelope else None,
+                    reason=reason,
+                    origin_exchange=exchange,
+                    origin_routing_key=routing_key,
+                    origin_queue=queue,
+                    body=message.body,
+                    headers=headers,
+                )
+            )
+            if isinstance(envelope, Command):
+                pending = await self._fail_attempt(conn, envelope, reason)
+        log.warning("dead letter recorded: %s (%s)", message.message_id, reason)
+        await self.relay.publish_committed(pending)
+
+    async def _fail_attempt(
+        self, conn: AsyncConnection, command: Command, reason: str
+    ) -> list[PendingRow]:
+        failure = Failure(type="DeadLettered", message=reason, retryable=False)
+        event = StepReply(
+            step=command.step,
+            phase=command.phase,
+            attempt=command.attempt,
+            ok=False,
+            failure=failure,
+        )
+        try:
+            _, pending = await apply_event(
+                conn,
+                self.definitions,
+                self.topology,
+                command.instance_id,
+                event,
+                causation_id=command.id,
+            )
+        except InstanceNotFound:
+            return []
+        return pending
+
+
+def _kind(envelope: Envelope | None) -> str | None:
+    if isinstance(envelope, Command):
+        return "command"
+    if isinstance(envelope, Reply):
+        return "reply"
+    return None
+
+
+def _origin(headers: dict[str, Any]) -> tuple[str, str | None, str | None, str | None]:
+    """Reason and origin: ours when Warren parked it, else RabbitMQ's `x-death` record."""
+    if "x-warren-reason" in headers:
+        return (
+            str(headers["x-warren-reason"]),
+            headers.get("x-warren-origin-exchange") or None,
+            headers.get("x-warren-origin-routing-key") or None,
+            None,
+        )
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        death = deaths[0]
+        keys = death.get("routing-keys") or []
+        why = str(death.get("reason", "unknown"))
+        queue = death.get("queue")
+        text = (
+            f"{why} in queue {queue}"
+            if why != "delivery_limit"
+            else (f"delivered too many times (delivery limit) from queue {queue}")
+        )
+        return text, death.get("exchange") or None, keys[0] if keys else None, queue
+    return "dead-lettered (no reason given)", None, None, None
+
+
+def _jsonable(value: Any) -> Any:
+    """AMQP header values as JSON: bytes become text, times ISO strings."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
