@@ -85,16 +85,20 @@ async def database(run_id: str, template_db: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def settings(database: str, amqp_url: str) -> Settings:
-    return Settings(
-        database_url=database,
-        amqp_url=amqp_url,
-        namespace=f"t{next(_counter)}",
-        api_port=free_port(),
-        outbox_grace_seconds=0.5,
-        sweep_interval_seconds=0.2,
-        shutdown_grace_seconds=10.0,
-    )
+def settings(request: pytest.FixtureRequest, database: str, amqp_url: str) -> Settings:
+    """Per-test settings; `@pytest.mark.warren_settings(delivery_limit=2)` overrides fields."""
+    marker = request.node.get_closest_marker("warren_settings")
+    overrides: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    defaults: dict[str, Any] = {
+        "database_url": database,
+        "amqp_url": amqp_url,
+        "namespace": f"t{next(_counter)}",
+        "api_port": free_port(),
+        "outbox_grace_seconds": 0.5,
+        "sweep_interval_seconds": 0.2,
+        "shutdown_grace_seconds": 10.0,
+    }
+    return Settings(**{**defaults, **overrides})
 
 
 @pytest.fixture

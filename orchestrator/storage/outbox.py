@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class _NotAllPublished(WarrenError):
+    """Some rows were not confirmed: roll their delete back."""
+
+
 class OutboxMessage(msgspec.Struct, frozen=True, kw_only=True):
     message_id: UUID
     exchange: str
@@ -79,14 +83,27 @@ class Relay:
         self.batch_size = batch_size
 
     async def publish_committed(self, rows: list[PendingRow]) -> None:
-        """Right after a commit: publish and delete. A failure leaves the rows to the sweeper."""
+        """Right after a commit: claim the rows by deleting them, publish, then commit the delete.
+
+        The delete locks the rows, so a sweeper skips them instead of publishing them a second
+        time; a row the sweeper holds already is gone when our delete gets it, and is skipped.
+        Any publish failure rolls the delete back: the rows stay for the sweeper."""
         if not rows:
             return
         try:
-            published = await self._publish(rows)
-            if published:
-                async with transaction(self.engine) as conn:
-                    await conn.execute(delete(outbox).where(outbox.c.id.in_(published)))
+            async with transaction(self.engine) as conn:
+                claimed = await conn.execute(
+                    delete(outbox)
+                    .where(outbox.c.id.in_([row.id for row in rows]))
+                    .returning(outbox.c.id)
+                )
+                mine = {row.id for row in claimed}
+                ours = [row for row in rows if row.id in mine]
+                published = await self._publish(ours)
+                if len(published) != len(ours):
+                    raise _NotAllPublished(
+                        f"{len(ours) - len(published)} of {len(ours)} not confirmed"
+                    )
         except WarrenError as exc:
             log.warning("outbox publish deferred to the sweeper: %s", exc)
 
