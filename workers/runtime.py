@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.errors import MessageError, WarrenError
 from orchestrator.messaging.broker import Broker
-from orchestrator.messaging.consumer import Consumer
+from orchestrator.messaging.consumer import Consumer, envelopes
 from orchestrator.messaging.envelope import Command, ReplyPayload, encode, reply_to
 from orchestrator.messaging.failure import Failure
 from orchestrator.messaging.faults import crash_point
@@ -82,7 +82,7 @@ class WorkerRunner:
             Consumer(
                 self.broker,
                 partial(self.topology.declare_pool, pool=pool),
-                partial(self.handle, pool),
+                envelopes(partial(self.handle, pool)),
                 prefetch=concurrency,
             )
             for pool in self.pools
