@@ -35,22 +35,31 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """No delay grows beyond this."""
     non_retryable_errors: tuple[str, ...] = ()
     """Error type names (as the worker reports them) that fail the step at once."""
+    jitter: float = 0.0
+    """Spread each delay by up to this fraction either way (0.2: ±20%), so that many instances
+    failing together do not retry together. Deterministic per instance, step and attempt."""
 
-    def delay_before(self, attempt: int) -> float:
-        """Seconds to wait before `attempt` (2 for the first retry)."""
+    def delay_before(self, attempt: int, *, salt: str = "") -> float:
+        """Seconds to wait before `attempt` (2 for the first retry); `salt` picks the jitter."""
         if attempt <= 1:
             return 0.0
         try:
             delay = self.initial_interval_seconds * self.backoff_coefficient ** (attempt - 2)
         except OverflowError:  # a very long retry: far past the cap anyway
-            return float(self.max_interval_seconds)
-        return float(min(delay, self.max_interval_seconds))
+            delay = self.max_interval_seconds
+        delay = min(delay, self.max_interval_seconds)
+        if self.jitter:
+            digest = hashlib.sha256(f"{salt}:{attempt}".encode()).digest()
+            spread = int.from_bytes(digest[:8]) / 2**64 * 2 - 1  # in [-1, 1)
+            delay = min(delay * (1 + self.jitter * spread), self.max_interval_seconds)
+        return float(delay)
 
     def _check(self, where: str) -> None:
         numbers = (
             self.initial_interval_seconds,
             self.max_interval_seconds,
             self.backoff_coefficient,
+            self.jitter,
         )
         if not all(math.isfinite(n) for n in numbers):
             raise DefinitionError(
@@ -62,10 +71,12 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise DefinitionError(f"{where}: retry intervals cannot be negative")
         if self.backoff_coefficient < 1:
             raise DefinitionError(f"{where}: retry.backoff_coefficient must be at least 1")
+        if not 0 <= self.jitter <= 1:
+            raise DefinitionError(f"{where}: retry.jitter must be between 0 and 1")
 
 
 DEFAULT_STEP_RETRY = RetryPolicy()
-# A compensation must eventually succeed, so it keeps trying for longer (about 5 minutes).
+# A compensation must eventually succeed, so it keeps trying for longer (about 3.5 minutes).
 DEFAULT_COMPENSATION_RETRY = RetryPolicy(
     max_attempts=12,
     initial_interval_seconds=1.0,
@@ -104,6 +115,8 @@ class Step(
     retry: RetryPolicy = DEFAULT_STEP_RETRY
     timeout_seconds: float | None = None
     """Start-to-close time of one attempt; past it the attempt counts as failed."""
+    delay_seconds: float | None = None
+    """Run no earlier than this long after the step before it completed."""
 
     @property
     def command_name(self) -> str:
@@ -129,6 +142,8 @@ class Saga(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     input_schema: dict[str, Any] | None = None
     """JSON Schema (2020-12) the input must satisfy to start an instance."""
     description: str = ""
+    deadline_seconds: float | None = None
+    """Past this long after its start, a still-running instance stops and compensates."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, tuple):  # accept any sequence; store a tuple
@@ -178,6 +193,7 @@ def _validate(saga: Saga) -> None:
             raise DefinitionError(f"saga {saga.name!r}: step name {step.name!r} is used twice")
         seen.add(step.name)
         _validate_step(step, f"saga {saga.name!r}, step {step.name!r}")
+    _check_duration(saga.deadline_seconds, f"saga {saga.name!r}", "deadline_seconds")
     if saga.input_schema is not None:
         try:
             jsonschema.Draft202012Validator.check_schema(saga.input_schema)
@@ -195,6 +211,7 @@ def _validate_step(step: Step, where: str) -> None:
         raise DefinitionError(f"{where}: command is empty; omit it to use the step name")
     step.retry._check(where)
     _check_timeout(step.timeout_seconds, where)
+    _check_duration(step.delay_seconds, where, "delay_seconds")
     comp = step.compensation
     if comp is not None:
         if not comp.command.strip():
@@ -203,6 +220,11 @@ def _validate_step(step: Step, where: str) -> None:
             _check_pool(comp.pool, where)
         comp.retry._check(f"{where} (compensation)")
         _check_timeout(comp.timeout_seconds, f"{where} (compensation)")
+
+
+def _check_duration(value: float | None, where: str, field: str) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise DefinitionError(f"{where}: {field} must be positive and finite")
 
 
 def _check_timeout(timeout: float | None, where: str) -> None:

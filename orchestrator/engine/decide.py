@@ -125,8 +125,8 @@ class _Draft:
 
     def set_saga(self, status: SagaStatus, failure: Failure | None = None) -> None:
         changes: dict[str, Any] = {"status": status}
-        if failure is not None:
-            changes["failure"] = failure
+        if failure is not None and self.instance.failure is None:
+            changes["failure"] = failure  # the first cause stays; later ones are in the history
         self.instance = replace(self.instance, **changes)
         data: dict[str, Any] = {"failure": failure} if failure else {}
         self.record(f"saga_{status.value}", **data)
@@ -171,11 +171,13 @@ class _Draft:
             self.schedule(TimerKind.TIMEOUT, step, phase, attempt, timeout)
 
     def schedule(
-        self, kind: TimerKind, step: Step, phase: Phase, attempt: int, delay: float
+        self, kind: TimerKind, step: Step | None, phase: Phase, attempt: int, delay: float
     ) -> None:
+        """A durable timer; `step` is None for the saga's own (its deadline)."""
         due = self.now + timedelta(seconds=delay)
+        name = step.name if step is not None else ""
         self.timers.append(
-            ScheduleTimer(kind=kind, step=step.name, phase=phase, attempt=attempt, due_at=due)
+            ScheduleTimer(kind=kind, step=name, phase=phase, attempt=attempt, due_at=due)
         )
 
     def next_pending(self) -> Step | None:
@@ -190,23 +192,35 @@ class _Draft:
         if self.instance.seq != 0:
             return  # started already: a second Start changes nothing
         self.record("saga_started", version=self.definition.version)
+        if self.definition.deadline_seconds is not None:
+            self.schedule(
+                TimerKind.DEADLINE, None, Phase.FORWARD, 0, self.definition.deadline_seconds
+            )
         self.advance()
 
     def advance(self) -> None:
         """Run the next step, or finish the saga when none is left."""
         step = self.next_pending()
-        if step is not None:
-            self.dispatch(step, Phase.FORWARD, 1)
-        else:
+        if step is None:
             self.set_saga(SagaStatus.COMPLETED)
+        elif step.delay_seconds is not None:
+            self.set_step(step.name, status=StepStatus.SCHEDULED)
+            self.record(
+                "step_scheduled",
+                step=step.name,
+                phase=Phase.FORWARD,
+                delay_seconds=step.delay_seconds,
+            )
+            self.schedule(TimerKind.DELAY, step, Phase.FORWARD, 1, step.delay_seconds)
+        else:
+            self.dispatch(step, Phase.FORWARD, 1)
 
     def on_forward_reply(self, reply: StepReply) -> None:
         state = self.steps.get(reply.step)
-        if (
-            state is None
-            or state.status is not StepStatus.RUNNING
-            or state.attempt != reply.attempt
-        ):
+        if state is not None and reply.ok and _gave_up_on(state, reply.attempt):
+            self.late_success(reply)
+            return
+        if state is None or not _counts(state, reply):
             self.ignore(reply)
             return
         if reply.ok:
@@ -246,7 +260,7 @@ class _Draft:
     def retry(
         self, step: Step, phase: Phase, attempt: int, failure: Failure, policy: RetryPolicy
     ) -> None:
-        delay = policy.delay_before(attempt + 1)
+        delay = policy.delay_before(attempt + 1, salt=f"{self.instance.id}:{step.name}:{phase}")
         self.record(
             "attempt_failed",
             step=step.name,
@@ -261,8 +275,32 @@ class _Draft:
         wait = (
             StepStatus.RETRY_WAIT if phase is Phase.FORWARD else StepStatus.COMPENSATION_RETRY_WAIT
         )
-        self.set_step(step.name, status=wait)
+        if phase is Phase.FORWARD:  # remembered: a cancel now must know how this attempt ended
+            self.set_step(step.name, status=wait, error=failure)
+        else:
+            self.set_step(step.name, status=wait, compensation_error=failure)
         self.schedule(TimerKind.RETRY, step, phase, attempt, delay)
+
+    def late_success(self, reply: StepReply) -> None:
+        """A step we gave up on (its last attempt timed out) did succeed after all: its effect
+        is real, so it joins the completed steps and is compensated like them, even if that
+        reopens an instance that had finished compensating."""
+        self.set_step(
+            reply.step, status=StepStatus.SUCCEEDED, result=reply.result, finished_at=self.now
+        )
+        self.instance = replace(self.instance, completed=(*self.instance.completed, reply.step))
+        self.record(
+            "step_succeeded_late",
+            step=reply.step,
+            phase=Phase.FORWARD,
+            attempt=reply.attempt,
+            result=reply.result,
+        )
+        if self.definition.step(reply.step).compensation is None:
+            return  # nothing to undo
+        if self.instance.status is SagaStatus.COMPENSATED:
+            self.set_saga(SagaStatus.COMPENSATING)
+        self.advance_compensation()  # a FAILED saga waits for its operator's retry
 
     def ignore(self, reply: StepReply) -> None:
         """A duplicate, late or stale reply: recorded for operators, otherwise without effect."""
@@ -339,14 +377,24 @@ class _Draft:
         if self.instance.status is not SagaStatus.RUNNING:
             return  # finished, or already being undone: nothing more to do
         self.record("saga_cancel_requested", reason=cancel.reason)
-        self.set_saga(
-            SagaStatus.COMPENSATING,
-            Failure(type="Cancelled", message=cancel.reason, retryable=False),
-        )
+        self.stop_forward(Failure(type="Cancelled", message=cancel.reason, retryable=False))
+
+    def stop_forward(self, failure: Failure) -> None:
+        """No new forward step; undo what was done (cancel, deadline)."""
+        self.set_saga(SagaStatus.COMPENSATING, failure)
         for name, state in list(self.steps.items()):
+            if state.status is StepStatus.SCHEDULED:  # never started: nothing to undo
+                self.set_step(name, status=StepStatus.PENDING)
             if state.status is StepStatus.RETRY_WAIT:  # will not be tried again
-                self.set_step(
-                    name, status=StepStatus.FAILED, error=_abandoned(), finished_at=self.now
+                # Keep the last attempt's error: if it was a timeout, that attempt may still
+                # succeed late, and must then be compensated.
+                self.set_step(name, status=StepStatus.FAILED, finished_at=self.now)
+                self.record(
+                    "step_failed",
+                    step=name,
+                    phase=Phase.FORWARD,
+                    attempt=state.attempt,
+                    failure=_abandoned(),
                 )
         # A step in flight is waited for; if it succeeds, it is compensated too.
         self.advance_compensation()
@@ -370,9 +418,24 @@ class _Draft:
 
     # ---- timers -------------------------------------------------------------------------------
 
+    def on_deadline(self) -> None:
+        seconds = self.definition.deadline_seconds
+        if self.instance.status is not SagaStatus.RUNNING or seconds is None:
+            return
+        self.record("saga_deadline_exceeded", deadline_seconds=seconds)
+        message = f"still running {seconds} s after it started"
+        self.stop_forward(Failure(type="DeadlineExceeded", message=message, retryable=False))
+
     def on_timer(self, timer: TimerFired) -> None:
+        if timer.kind is TimerKind.DEADLINE:
+            self.on_deadline()
+            return
         state = self.steps.get(timer.step)
         if state is None:
+            return
+        if timer.kind is TimerKind.DELAY:
+            if state.status is StepStatus.SCHEDULED and self.instance.status is SagaStatus.RUNNING:
+                self.dispatch(self.definition.step(timer.step), Phase.FORWARD, 1)
             return
         step = self.definition.step(timer.step)
         forward = timer.phase is Phase.FORWARD
@@ -397,6 +460,34 @@ class _Draft:
         elif not forward and state.status is StepStatus.COMPENSATING:
             self.record("attempt_timed_out", step=step.name, phase=timer.phase, attempt=attempt)
             self.compensation_attempt_failed(step, attempt, timeout)
+
+
+def _counts(state: StepState, reply: StepReply) -> bool:
+    """Does this forward reply decide the step? A failure only for the attempt in flight; a
+    success from any attempt so far, since an earlier one we stopped waiting for (it timed
+    out) may still finish, and its effect is real."""
+    if reply.ok:
+        waiting = state.status in (StepStatus.RUNNING, StepStatus.RETRY_WAIT)
+        return waiting and 1 <= reply.attempt <= state.attempt
+    return state.status is StepStatus.RUNNING and reply.attempt == state.attempt
+
+
+# Failures that say nothing about whether the attempt ran: it may still succeed, late.
+_UNKNOWN_OUTCOME = frozenset({"StepTimeout", "DeadLettered"})
+
+
+def _gave_up_on(state: StepState, attempt: int) -> bool:
+    """Did we count `attempt` of this failed step as failed without hearing its outcome? An
+    earlier attempt (one we stopped waiting for) or a last attempt that timed out."""
+    if state.status is not StepStatus.FAILED or attempt < 1:
+        return False
+    if attempt < state.attempt:
+        return True
+    return (
+        attempt == state.attempt
+        and state.error is not None
+        and state.error.type in _UNKNOWN_OUTCOME
+    )
 
 
 def _may_retry(policy: RetryPolicy, attempt: int, failure: Failure) -> bool:

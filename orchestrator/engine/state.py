@@ -35,6 +35,8 @@ class SagaStatus(StrEnum):
 class StepStatus(StrEnum):
     PENDING = "pending"
     """Not started yet."""
+    SCHEDULED = "scheduled"
+    """Next, but waiting for its delay: no command is out yet."""
     RUNNING = "running"
     """An attempt's command is out; waiting for its reply (or its timeout)."""
     RETRY_WAIT = "retry_wait"
@@ -54,6 +56,10 @@ class TimerKind(StrEnum):
     """Dispatch the next attempt."""
     TIMEOUT = "timeout"
     """The attempt took too long; count it as failed."""
+    DELAY = "delay"
+    """A delayed step may start now."""
+    DEADLINE = "deadline"
+    """The saga's deadline passed: stop and compensate if it is still running."""
 
 
 class StepState(msgspec.Struct, frozen=True, kw_only=True):

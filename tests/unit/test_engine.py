@@ -461,7 +461,8 @@ def test_compensation_exhausted_fails_the_saga() -> None:
     assert state.status is StepStatus.COMPENSATION_FAILED
     assert state.compensation_error is not None
     assert state.compensation_error.type == "LedgerDown"
-    assert run.instance.failure == state.compensation_error
+    assert run.instance.failure is not None
+    assert run.instance.failure.type == "Boom"  # the first cause stays; the rest is history
     assert run.step_status("b") is StepStatus.COMPENSATED
     assert t.history[1].data == {"failure": state.compensation_error}
 
@@ -605,6 +606,194 @@ def test_retry_with_delay_schedules_a_timer_that_dispatches_the_next_attempt() -
     assert t.timers == ()
 
 
+def test_a_late_success_after_the_last_timeout_is_compensated() -> None:
+    """The last attempt timed out, the saga compensated, then the worker's success arrives:
+    the effect is real, so the instance reopens and undoes it."""
+    definition = Saga(
+        name="s",
+        version=1,
+        steps=(
+            Step(name="a", pool="p", compensation=Compensation(command="undo_a")),
+            Step(
+                name="b",
+                pool="p",
+                retry=ONCE,
+                timeout_seconds=5,
+                compensation=Compensation(command="undo_b"),
+            ),
+        ),
+    )
+    run = Run(definition)
+    run.start()
+    run.send(ok("a"))
+    run.advance(5)
+    t = run.send(timer(TimerKind.TIMEOUT, "b", 1))
+    assert types(t)[:2] == ["attempt_timed_out", "step_failed"]
+    run.send(ok("a", phase=COMPENSATE))
+    assert run.status is SagaStatus.COMPENSATED
+
+    t = run.send(ok("b", result={"charged": 5}))
+
+    assert types(t) == ["step_succeeded_late", "saga_compensating", "compensation_dispatched"]
+    assert sent(t) == [("b", COMPENSATE, 1)]
+    t = run.send(ok("b", phase=COMPENSATE))
+    assert types(t) == ["compensation_succeeded", "saga_compensated"]
+    assert run.step_status("b") is StepStatus.COMPENSATED
+
+
+def test_a_late_success_of_a_step_without_compensation_is_only_recorded() -> None:
+    definition = one_step(Step(name="notify", pool="p", retry=ONCE, timeout_seconds=5))
+    run = Run(definition)
+    run.start()
+    run.advance(5)
+    run.send(timer(TimerKind.TIMEOUT, "notify", 1))
+    assert run.status is SagaStatus.COMPENSATED
+
+    t = run.send(ok("notify"))
+
+    assert types(t) == ["step_succeeded_late"]
+    assert run.status is SagaStatus.COMPENSATED
+
+
+def timing_out_last_step() -> Saga:
+    """a, b, c, each with a compensation; c has one attempt, which times out."""
+    return Saga(
+        name="s",
+        version=1,
+        steps=(
+            Step(name="a", pool="p", compensation=Compensation(command="undo_a", retry=ONCE)),
+            Step(name="b", pool="p", compensation=Compensation(command="undo_b")),
+            Step(
+                name="c",
+                pool="p",
+                retry=ONCE,
+                timeout_seconds=5,
+                compensation=Compensation(command="undo_c"),
+            ),
+        ),
+    )
+
+
+def test_a_late_success_while_compensating_is_undone_next() -> None:
+    """It waits for the compensation in flight, then goes first: it is the newest effect."""
+    run = Run(timing_out_last_step())
+    run.start()
+    run.send(ok("a"))
+    run.send(ok("b"))
+    run.advance(5)
+    t = run.send(timer(TimerKind.TIMEOUT, "c", 1))
+    assert sent(t) == [("b", COMPENSATE, 1)]
+
+    t = run.send(ok("c", result={"late": True}))
+
+    assert types(t) == ["step_succeeded_late"]
+    assert t.dispatches == ()
+    assert run.status is SagaStatus.COMPENSATING
+    assert run.instance.completed == ("a", "b", "c")
+    assert run.instance.steps["c"].result == {"late": True}
+    assert sent(run.send(ok("b", phase=COMPENSATE))) == [("c", COMPENSATE, 1)]
+    assert sent(run.send(ok("c", phase=COMPENSATE))) == [("a", COMPENSATE, 1)]
+    run.send(ok("a", phase=COMPENSATE))
+    assert run.instance.status is SagaStatus.COMPENSATED
+    assert all(s.status is StepStatus.COMPENSATED for s in run.instance.steps.values())
+    assert run.instance.failure is not None
+    assert run.instance.failure.type == "StepTimeout"
+
+
+def test_a_late_success_in_a_failed_saga_waits_for_the_resume() -> None:
+    """A failed saga does nothing on its own; the resume retries the stuck compensation, then
+    undoes the late step."""
+    run = Run(timing_out_last_step())
+    run.start()
+    run.send(ok("a"))
+    run.send(ok("b"))
+    run.advance(5)
+    run.send(timer(TimerKind.TIMEOUT, "c", 1))
+    run.send(ok("b", phase=COMPENSATE))
+    run.send(fail("a", phase=COMPENSATE))
+    assert run.status is SagaStatus.FAILED
+
+    t = run.send(ok("c"))
+
+    assert types(t) == ["step_succeeded_late"]
+    assert t.dispatches == ()
+    assert run.status is SagaStatus.FAILED
+    assert run.step_status("c") is StepStatus.SUCCEEDED
+    assert sent(run.send(Resume())) == [("a", COMPENSATE, 2)]
+    assert sent(run.send(ok("a", 2, COMPENSATE))) == [("c", COMPENSATE, 1)]
+    run.send(ok("c", phase=COMPENSATE))
+    assert run.instance.status is SagaStatus.COMPENSATED
+    assert run.instance.failure is not None
+    assert run.instance.failure.type == "StepTimeout"  # the first cause stays
+
+
+def test_a_late_success_of_a_timed_out_attempt_abandoned_by_a_cancel_is_compensated() -> None:
+    """Attempt 1 times out and its retry waits; a cancel abandons the step. We never heard
+    attempt 1's outcome (a moment before the cancel its success would have counted), so when
+    it succeeds after all, its effect is real and must be undone."""
+    definition = Saga(
+        name="s",
+        version=1,
+        steps=(
+            Step(name="a", pool="p", compensation=Compensation(command="undo_a")),
+            Step(
+                name="b",
+                pool="p",
+                retry=RetryPolicy(max_attempts=2, initial_interval_seconds=1),
+                timeout_seconds=5,
+                compensation=Compensation(command="undo_b"),
+            ),
+        ),
+    )
+    run = Run(definition)
+    run.start()
+    run.send(ok("a"))
+    run.advance(5)
+    run.send(timer(TimerKind.TIMEOUT, "b", 1))
+    assert run.step_status("b") is StepStatus.RETRY_WAIT
+    run.send(Cancel())
+    state = run.instance.steps["b"]
+    assert state.status is StepStatus.FAILED
+    assert state.error is not None
+    assert state.error.type == "StepTimeout"  # how its last attempt ended stays known
+    run.send(ok("a", phase=COMPENSATE))
+    assert run.status is SagaStatus.COMPENSATED
+
+    t = run.send(ok("b", 1))
+
+    assert types(t) == ["step_succeeded_late", "saga_compensating", "compensation_dispatched"]
+    assert sent(t) == [("b", COMPENSATE, 1)]
+
+
+def test_a_dead_lettered_command_that_ran_after_all_succeeds_late() -> None:
+    """The shell fails a dead-lettered command's attempt; replayed, it ran: undo it."""
+    run = Run(three_steps())
+    run.start()
+    run.send(ok("reserve"))
+    t = run.send(fail("ship", retryable=False, type="DeadLettered"))
+    assert sent(t) == [("reserve", COMPENSATE, 1)]
+    run.send(ok("reserve", phase=COMPENSATE))
+    assert run.status is SagaStatus.COMPENSATED
+
+    t = run.send(ok("ship"))
+
+    assert types(t) == ["step_succeeded_late", "saga_compensating", "compensation_dispatched"]
+    assert sent(t) == [("ship", COMPENSATE, 1)]
+    run.send(ok("ship", phase=COMPENSATE))
+    assert run.instance.status is SagaStatus.COMPENSATED
+    assert run.instance.completed == ("reserve", "ship")
+    assert run.instance.failure is not None
+    assert run.instance.failure.type == "DeadLettered"
+
+
+def test_a_contradicting_success_for_a_reported_failure_is_ignored() -> None:
+    run = Run(three_steps())
+    run.start()
+    run.send(fail("reserve", retryable=False))
+
+    assert types(run.send(ok("reserve"))) == ["reply_ignored"]
+
+
 def test_timeout_of_the_running_attempt_counts_as_a_failed_retryable_attempt() -> None:
     definition = one_step(Step(name="charge", pool="payments", timeout_seconds=30, retry=NO_DELAY))
     run = Run(definition)
@@ -635,9 +824,9 @@ def test_timeout_of_the_running_attempt_counts_as_a_failed_retryable_attempt() -
             due_at=NOW + timedelta(seconds=60),
         ),
     )
-    late = run.send(ok("charge", 1))  # the timed-out attempt replies after all
-    assert types(late) == ["reply_ignored"]
-    run.send(ok("charge", 2))
+    late = run.send(ok("charge", 1))  # the timed-out attempt succeeds after all: it counts
+    assert types(late) == ["step_succeeded", "saga_completed"]
+    assert types(run.send(ok("charge", 2))) == ["reply_ignored"]
     assert run.status is SagaStatus.COMPLETED
 
 
@@ -738,7 +927,6 @@ def test_a_duplicate_reply_is_ignored_with_a_history_event() -> None:
 @pytest.mark.parametrize(
     "reply",
     [
-        ok("reserve", 1),  # attempt 1 failed; attempt 2 is running
         fail("reserve", 1),  # the same failure again
         ok("reserve", 3),  # an attempt that was never sent
         ok("reserve", 2, COMPENSATE),  # no compensation is running
@@ -779,13 +967,25 @@ def test_a_stray_reply_is_ignored_without_a_pool(stray: StepReply) -> None:
     assert t.instance.steps == before.steps
 
 
-def test_a_reply_during_retry_wait_is_ignored() -> None:
+def test_a_failure_reply_during_retry_wait_is_ignored() -> None:
     run = Run(three_steps(reserve=RetryPolicy(max_attempts=2, initial_interval_seconds=1)))
     run.start()
     run.send(fail("reserve"))
-    t = run.send(ok("reserve", 1))
+    t = run.send(fail("reserve", 1))
     assert types(t) == ["reply_ignored"]
     assert run.step_status("reserve") is StepStatus.RETRY_WAIT
+
+
+def test_a_success_of_an_earlier_attempt_decides_the_step() -> None:
+    """Attempt 1 timed out and attempt 2 is out; attempt 1 then succeeds: its effect is real,
+    so the step succeeded (attempt 2's reply will be ignored)."""
+    run = Run(three_steps(reserve=RetryPolicy(max_attempts=3, initial_interval_seconds=0)))
+    run.start()
+    run.send(fail("reserve"))  # attempt 2 dispatched at once
+    t = run.send(ok("reserve", 1))
+    assert types(t)[:2] == ["step_succeeded", "step_dispatched"]
+    assert run.step_status("reserve") is StepStatus.SUCCEEDED
+    assert types(run.send(ok("reserve", 2))) == ["reply_ignored"]
 
 
 def test_replies_after_the_saga_ended_are_ignored() -> None:
@@ -890,11 +1090,22 @@ def test_cancel_during_retry_wait_abandons_the_step() -> None:
     run.send(fail("ship"))
     assert run.step_status("ship") is StepStatus.RETRY_WAIT
     t = run.send(Cancel())
+    assert types(t) == [
+        "saga_cancel_requested",
+        "saga_compensating",
+        "step_failed",
+        "compensation_dispatched",
+    ]
     assert sent(t) == [("reserve", COMPENSATE, 1)]
     state = run.instance.steps["ship"]
     assert state.status is StepStatus.FAILED
     assert state.error is not None
-    assert state.error.type == "Abandoned"
+    assert state.error.type == "Boom"  # how its last attempt ended
+    step_failed = t.history[2]
+    assert (step_failed.step, step_failed.attempt) == ("ship", 1)
+    assert step_failed.data["failure"].type == "Abandoned"
+    assert run.instance.failure is not None
+    assert run.instance.failure.type == "Cancelled"
     run.advance(10)
     assert run.send(timer(TimerKind.RETRY, "ship", 1)).history == ()  # not tried again
     run.send(ok("reserve", phase=COMPENSATE))
@@ -988,6 +1199,7 @@ OUTCOMES: tuple[Outcome, ...] = ("ok", "retryable", "business")
 # Success is likelier, so that long sagas get far enough to have something to compensate.
 WEIGHTED_OUTCOMES: tuple[Outcome, ...] = ("ok", "ok", "ok", "ok", "retryable", "business")
 MAX_DUPLICATES = 8
+MAX_DEAD_LETTERS = 2
 MAX_RESUMES = 2
 BUSY = (
     StepStatus.RUNNING,
@@ -995,17 +1207,19 @@ BUSY = (
     StepStatus.COMPENSATING,
     StepStatus.COMPENSATION_RETRY_WAIT,
 )
+UNKNOWN_OUTCOME = ("StepTimeout", "DeadLettered")
+"""Failures that say nothing about whether the attempt ran: it may still succeed, late."""
 
 
 @st.composite
-def retry_policies(draw: st.DrawFn, *, delays: bool) -> RetryPolicy:
-    initial = draw(st.sampled_from([0.0, 1.0, 2.5])) if delays else 0.0
+def retry_policies(draw: st.DrawFn) -> RetryPolicy:
+    initial = draw(st.sampled_from([0.0, 1.0, 2.5]))
     return RetryPolicy(max_attempts=draw(st.integers(1, 3)), initial_interval_seconds=initial)
 
 
 @st.composite
 def sagas(draw: st.DrawFn) -> Saga:
-    """1-6 steps; forward retries without delay; compensations sometimes with delays."""
+    """1-6 steps; retries with or without delays."""
     count = draw(st.integers(1, 6))
     steps: list[Step] = []
     for i in range(count):
@@ -1014,7 +1228,7 @@ def sagas(draw: st.DrawFn) -> Saga:
             compensation = Compensation(
                 command=f"undo_{i}",
                 pool=draw(st.sampled_from([None, "undo"])),
-                retry=draw(retry_policies(delays=True)),
+                retry=draw(retry_policies()),
                 timeout_seconds=draw(st.sampled_from([None, 10.0])),
             )
         steps.append(
@@ -1022,7 +1236,7 @@ def sagas(draw: st.DrawFn) -> Saga:
                 name=f"s{i}",
                 pool=draw(st.sampled_from(["p0", "p1"])),
                 compensation=compensation,
-                retry=draw(retry_policies(delays=False)),
+                retry=draw(retry_policies()),
                 timeout_seconds=draw(st.sampled_from([None, None, 10.0])),
             )
         )
@@ -1030,22 +1244,113 @@ def sagas(draw: st.DrawFn) -> Saga:
 
 
 def event_bound(definition: Saga) -> int:
-    """Events a complete run can need: per attempt a reply, a timeout and a retry timer."""
-    forward = sum(3 * s.retry.max_attempts for s in definition.steps)
-    undo = [3 * s.compensation.retry.max_attempts for s in definition.steps if s.compensation]
+    """Events a complete run can need: per attempt a reply, a dead letter, a timeout and a
+    retry timer (a late reply is its attempt's reply)."""
+    forward = sum(4 * s.retry.max_attempts for s in definition.steps)
+    undo = [4 * s.compensation.retry.max_attempts for s in definition.steps if s.compensation]
     per_resume = 1 + max(undo, default=0)
     return 1 + forward + sum(undo) + MAX_DUPLICATES + 1 + MAX_RESUMES * per_resume
 
 
+Effect = Literal["decides", "late", "ignored"]
+
+
+def has_compensation(definition: Saga, name: str) -> bool:
+    return definition.step(name).compensation is not None
+
+
+def reply_effect(instance: InstanceState, reply: StepReply) -> Effect:
+    """What a reply does to `instance`, by the engine's rules:
+
+    - a compensation reply decides only the compensation attempt in flight;
+    - a forward failure decides only the attempt in flight (RUNNING, the current attempt);
+    - a forward success decides its step while the step waits (RUNNING or RETRY_WAIT) and the
+      attempt is one sent so far: an earlier attempt we stopped waiting for may still finish;
+    - a forward success of a FAILED step is a late success when we never heard that attempt's
+      outcome: an earlier attempt, or the current one if it failed by timeout or dead letter;
+    - anything else (a duplicate, a stale or contradicting reply) is ignored."""
+    state = instance.steps.get(reply.step)
+    if state is None:
+        return "ignored"
+    if reply.phase is COMPENSATE:
+        in_flight = state.status is StepStatus.COMPENSATING
+        return "decides" if in_flight and reply.attempt == state.compensation_attempt else "ignored"
+    if not reply.ok:
+        in_flight = state.status is StepStatus.RUNNING and reply.attempt == state.attempt
+        return "decides" if in_flight else "ignored"
+    sent_so_far = 1 <= reply.attempt <= state.attempt
+    if state.status in (StepStatus.RUNNING, StepStatus.RETRY_WAIT) and sent_so_far:
+        return "decides"
+    unheard = reply.attempt < state.attempt or (
+        state.error is not None and state.error.type in UNKNOWN_OUTCOME
+    )
+    if state.status is StepStatus.FAILED and sent_so_far and unheard:
+        return "late"
+    return "ignored"
+
+
+def check_reply(definition: Saga, before: InstanceState, reply: StepReply, t: Transition) -> Effect:
+    """`t` is what `reply` did to `before`: check it against `reply_effect`."""
+    effect = reply_effect(before, reply)
+    after, kinds = t.instance, types(t)
+    if effect == "ignored":
+        assert kinds == ["reply_ignored"]
+        assert t.dispatches == ()
+        assert t.timers == ()
+        assert after.steps == before.steps
+        assert after.status is before.status
+        assert after.completed == before.completed
+        assert after.failure == before.failure
+        return effect
+    first = t.history[0]
+    assert (first.step, first.phase, first.attempt) == (reply.step, reply.phase, reply.attempt)
+    assert after.failure == before.failure or before.failure is None  # the first cause stays
+    if reply.phase is COMPENSATE:
+        decided = "compensation_succeeded" if reply.ok else "attempt_failed compensation_failed"
+        assert first.type in decided.split()
+        return effect
+    if not reply.ok:
+        assert first.type in ("attempt_failed", "step_failed")
+        return effect
+    # a success: the step joins `completed`, with this attempt's result
+    assert first.type == ("step_succeeded" if effect == "decides" else "step_succeeded_late")
+    assert after.completed == (*before.completed, reply.step)
+    assert after.steps[reply.step].result == reply.result
+    if effect == "decides":
+        return effect
+    # a late success: a step fails for good only once the saga stopped running forward
+    assert before.status in (SagaStatus.COMPENSATING, SagaStatus.COMPENSATED, SagaStatus.FAILED)
+    assert after.failure == before.failure
+    others = {n: s for n, s in after.steps.items() if n != reply.step}
+    assert others == {n: s for n, s in before.steps.items() if n != reply.step}
+    reopens = before.status is SagaStatus.COMPENSATED
+    if reopens and has_compensation(definition, reply.step):  # undo it: the saga reopens
+        assert kinds == ["step_succeeded_late", "saga_compensating", "compensation_dispatched"]
+        assert sent(t) == [(reply.step, COMPENSATE, 1)]
+        assert after.status is SagaStatus.COMPENSATING
+        assert after.steps[reply.step].status is StepStatus.COMPENSATING
+    else:  # nothing to undo; or undone in its turn, after the compensation in flight (a
+        # compensating saga always has one) or after an operator's resume (a failed saga)
+        assert kinds == ["step_succeeded_late"]
+        assert t.dispatches == ()
+        assert after.status is before.status
+        assert after.steps[reply.step].status is StepStatus.SUCCEEDED
+    return effect
+
+
 @dataclass
 class Sim:
-    """A random schedule: replies to outstanding dispatches, duplicates, timers, operators."""
+    """A random schedule: replies to outstanding dispatches (even after the end), duplicates,
+    dead letters, timers, operators."""
 
     definition: Saga
     run: Run
     outstanding: list[Dispatch] = field(default_factory=list)
     timers: list[ScheduleTimer] = field(default_factory=list)
     replies: list[StepReply] = field(default_factory=list)
+    effects: set[str] = field(default_factory=set)
+    """Steps a worker reported a success for: their effect is real."""
+    dead_lettered: list[Dispatch] = field(default_factory=list)
     duplicates: int = 0
     resumes: int = 0
     cancelled: bool = False
@@ -1070,32 +1375,43 @@ class Sim:
             assert t.timers == ()
         busy = [n for n, state in self.run.instance.steps.items() if state.status in BUSY]
         assert len(busy) <= 1  # a straight line does one thing at a time
+        if self.run.status in (SagaStatus.RUNNING, SagaStatus.COMPENSATING):
+            assert len(busy) == 1  # ... and, until it ends, always something
         self.outstanding.extend(t.dispatches)
         self.timers.extend(t.timers)
         return t
+
+    def reply(self, reply: StepReply) -> Effect:
+        self.replies.append(reply)
+        before = self.run.instance
+        return check_reply(self.definition, before, reply, self.apply(reply))
 
     def answer(self, dispatch: Dispatch, outcome: Outcome) -> None:
         if outcome == "ok":
             reply = ok(
                 dispatch.step, dispatch.attempt, dispatch.phase, result={"seq": dispatch.seq}
             )
+            if dispatch.phase is FORWARD:
+                self.effects.add(dispatch.step)
         else:
             reply = fail(
                 dispatch.step, dispatch.attempt, dispatch.phase, retryable=outcome == "retryable"
             )
-        self.replies.append(reply)
-        self.apply(reply)
+        self.reply(reply)
+
+    def dead_letter(self, dispatch: Dispatch) -> None:
+        """The command was dead-lettered: the shell fails its attempt (non-retryable
+        DeadLettered). A replay may still run it, so it stays outstanding."""
+        self.dead_lettered.append(dispatch)
+        step, attempt, phase = dispatch.step, dispatch.attempt, dispatch.phase
+        self.reply(fail(step, attempt, phase, retryable=False, type="DeadLettered"))
 
     def duplicate(self, reply: StepReply) -> None:
+        """A reply that was applied already, again: it changes nothing."""
         self.duplicates += 1
         before = self.run.instance
         t = self.apply(reply)
-        assert types(t) == ["reply_ignored"]
-        assert t.dispatches == ()
-        assert t.timers == ()
-        assert t.instance.steps == before.steps
-        assert t.instance.status is before.status
-        assert t.instance.completed == before.completed
+        assert check_reply(self.definition, before, reply, t) == "ignored"
 
     def fire(self, scheduled: ScheduleTimer) -> None:
         self.run.now = max(self.run.now, scheduled.due_at)
@@ -1123,8 +1439,8 @@ def drive(definition: Saga, data: st.DataObject) -> Sim:
     sim = Sim(definition, Run(definition, {"n": 1}))
     sim.apply(Start(input={"n": 1}))
     bound = event_bound(definition)
-    # half the runs see an operator's cancel, at a random point
-    cancel_at = data.draw(st.one_of(st.none(), st.integers(1, 12)), label="cancel at")
+    # half the runs may see an operator's cancel, at a random point
+    may_cancel = data.draw(st.booleans(), label="may cancel")
     while True:
         assert sim.events <= bound, "the saga did not finish within the bound"
         status = sim.run.status
@@ -1132,19 +1448,31 @@ def drive(definition: Saga, data: st.DataObject) -> Sim:
         if resumable and data.draw(st.booleans(), label="resume"):
             sim.resume()
             continue
-        if status.terminal:
-            break
         choices: list[str] = []
-        if sim.outstanding:
+        if status.terminal:
+            # replies still in flight may arrive after the end: a late success may reopen it
+            if not sim.outstanding or data.draw(st.booleans(), label="stop"):
+                break
             choices.append("answer")
-        if sim.timers:
-            choices.append("timer")
-        assert choices, "the saga is stuck with nothing to wait for"
-        if sim.replies and sim.duplicates < MAX_DUPLICATES:
-            choices.append("duplicate")
-        if sim.events == cancel_at:
-            sim.cancel()
-            continue
+        else:
+            if sim.outstanding:
+                choices.append("answer")
+            if sim.timers:
+                choices.append("timer")
+            assert choices, "the saga is stuck with nothing to wait for"
+            if sim.replies and sim.duplicates < MAX_DUPLICATES:
+                choices.append("duplicate")
+            if may_cancel and not sim.cancelled:
+                # likelier while a step waits to retry: the cancel then abandons it
+                waiting = StepStatus.RETRY_WAIT in [
+                    s.status for s in sim.run.instance.steps.values()
+                ]
+                if waiting or data.draw(st.integers(0, 3), label="cancel?") == 0:
+                    choices.append("cancel")
+            dead_letterable = [d for d in sim.outstanding if d not in sim.dead_lettered]
+            rare = len(sim.dead_lettered) < MAX_DEAD_LETTERS
+            if dead_letterable and rare and data.draw(st.integers(0, 9), label="dead?") == 0:
+                choices.append("dead letter")
         action = data.draw(st.sampled_from(choices), label="action")
         if action == "answer":
             index = data.draw(st.integers(0, len(sim.outstanding) - 1), label="dispatch")
@@ -1153,9 +1481,14 @@ def drive(definition: Saga, data: st.DataObject) -> Sim:
         elif action == "timer":
             index = data.draw(st.integers(0, len(sim.timers) - 1), label="timer")
             sim.fire(sim.timers.pop(index))
-        else:
+        elif action == "cancel":
+            sim.cancel()
+        elif action == "duplicate":
             index = data.draw(st.integers(0, len(sim.replies) - 1), label="duplicate of")
             sim.duplicate(sim.replies[index])
+        else:
+            index = data.draw(st.integers(0, len(dead_letterable) - 1), label="dead letter")
+            sim.dead_letter(dead_letterable[index])
     return sim
 
 
@@ -1169,6 +1502,9 @@ def check_final_state(sim: Sim) -> None:
     instance, history = run.instance, run.history
     names = [s.name for s in definition.steps]
 
+    def compensable(name: str) -> bool:
+        return has_compensation(definition, name)
+
     # seq strictly increases by one per history event, from 1
     assert [h.seq for h in history] == list(range(1, len(history) + 1))
     assert instance.seq == len(history)
@@ -1178,46 +1514,99 @@ def check_final_state(sim: Sim) -> None:
         event = by_seq[d.seq]
         assert (event.step, event.phase, event.attempt) == (d.step, d.phase, d.attempt)
 
-    # steps succeed in definition order, and `completed` records exactly that order
-    succeeded = [h.step for h in history if h.type == "step_succeeded"]
+    # steps succeed in definition order, and `completed` records exactly that order; only the
+    # step that failed can succeed late, so a late success keeps that order too
+    successes = [h for h in history if h.type in ("step_succeeded", "step_succeeded_late")]
+    succeeded: list[str] = []
+    for h in successes:  # the result is the one of the attempt that decided the step
+        assert h.step is not None
+        assert instance.steps[h.step].result == h.data["result"]
+        succeeded.append(h.step)
     assert list(instance.completed) == succeeded
     assert succeeded == names[: len(succeeded)]
+    # a worker's success is never lost: exactly the steps it reported a success for succeeded
+    assert set(succeeded) == sim.effects
+    late = [h for h in history if h.type == "step_succeeded_late"]
+    assert len(late) <= 1
+    if late:
+        assert late[0].step == succeeded[-1]
+        assert sim.compensation_began_at is not None
+        assert sim.compensation_began_at < late[0].seq
+        failed_before = [h for h in history if h.type == "step_failed" and h.seq < late[0].seq]
+        assert [h.step for h in failed_before] == [late[0].step]
     # forward attempts of a step are numbered 1, 2, ... and never exceed the policy
     for name in names:
         attempts = [d.attempt for d in run.dispatches if d.step == name and d.phase is FORWARD]
         assert attempts == list(range(1, len(attempts) + 1))
         assert len(attempts) <= definition.step(name).retry.max_attempts
+    # a step that failed for good says so in the history (a cancel during a retry wait too,
+    # as Abandoned); the step keeps how its last attempt ended
+    failed = [n for n in names if instance.steps[n].status is StepStatus.FAILED]
+    assert len(failed) <= 1
+    for name in failed:
+        state = instance.steps[name]
+        own = [h for h in history if h.step == name and h.type != "reply_ignored"]
+        last = own[-1]
+        assert last.type == "step_failed"
+        assert last.attempt == state.attempt
+        if last.data["failure"].type == "Abandoned":
+            assert own[-2].type == "attempt_failed"
+            assert (own[-2].attempt, own[-2].data["failure"]) == (state.attempt, state.error)
+        else:
+            assert last.data["failure"] == state.error
+        assert names.index(name) == len(instance.completed)
+
+    # the saga left the happy path once; its first cause stays
+    compensating = [h for h in history if h.type == "saga_compensating"]
+    if instance.status is not SagaStatus.COMPLETED:
+        first = compensating[0]
+        assert first.seq == sim.compensation_began_at
+        assert instance.failure is not None
+        assert instance.failure == first.data["failure"]
+        cause = history[first.seq - 2]  # the event just before
+        if instance.failure.type == "Cancelled":
+            assert sim.cancelled
+            assert cause.type == "saga_cancel_requested"
+        else:
+            assert cause.type == "step_failed"
+            assert cause.data["failure"] == instance.failure
+        # a reopen or a resume gives no new cause
+        assert all("failure" not in h.data for h in compensating[1:])
 
     compensations = [d for d in run.dispatches if d.phase is COMPENSATE]
-    undone_order = list(dict.fromkeys(d.step for d in compensations))  # first dispatch order
-    expected_order = [n for n in reversed(instance.completed) if definition.step(n).compensation]
+    first_undo: dict[str, int] = {}  # step -> seq of its first compensation dispatch
+    for d in compensations:
+        first_undo.setdefault(d.step, d.seq)
+    undone_order = list(first_undo)
+    # newest first; a late success is undone next, after what was undone before it arrived
+    expected_order = [n for n in reversed(instance.completed) if compensable(n)]
+    if late and compensable(succeeded[-1]):
+        older = expected_order[1:]
+        before_late = [n for n in undone_order if first_undo[n] < late[0].seq]
+        assert before_late == older[: len(before_late)]
+        expected_order = [*before_late, succeeded[-1], *older[len(before_late) :]]
     compensated = [h.step for h in history if h.type == "compensation_succeeded"]
-    failed = [n for n in names if instance.steps[n].status is StepStatus.FAILED]
 
     if instance.status is SagaStatus.COMPLETED:
         assert all(instance.steps[n].status is StepStatus.SUCCEEDED for n in names)
         assert instance.completed == tuple(names)
         assert compensations == []
         assert sim.compensation_began_at is None
+        assert compensating == []
         assert instance.failure is None
     elif instance.status is SagaStatus.COMPENSATED:
         assert undone_order == expected_order
-        assert compensated == expected_order  # each compensated exactly once, newest first
-        assert len(failed) <= 1
-        if failed:
-            assert names.index(failed[0]) == len(instance.completed)
-        else:  # nothing failed: a cancel stopped it
+        assert compensated == expected_order  # each compensated exactly once
+        if not failed and not late:  # nothing failed: a cancel stopped it
             assert sim.cancelled
             assert "saga_cancel_requested" in [h.type for h in history]
         for n in names:
             status = instance.steps[n].status
-            if n in expected_order:
-                assert status is StepStatus.COMPENSATED
-            elif n in instance.completed:
-                assert status is StepStatus.SUCCEEDED
+            if n in instance.completed:  # every effect is undone (if it can be)
+                expected = StepStatus.COMPENSATED if compensable(n) else StepStatus.SUCCEEDED
+                assert status is expected
             elif n not in failed:
                 assert status is StepStatus.PENDING
-        assert instance.failure is not None
     else:
         assert instance.status is SagaStatus.FAILED
         broken = [n for n in names if instance.steps[n].status is StepStatus.COMPENSATION_FAILED]
@@ -1225,7 +1614,14 @@ def check_final_state(sim: Sim) -> None:
         assert undone_order == expected_order[: len(undone_order)]
         assert undone_order[-1] == broken[0]
         assert compensated == undone_order[:-1]
-        assert instance.failure == instance.steps[broken[0]].compensation_error
+        for n in instance.completed:  # the rest, a late success too, waits for a resume
+            if n in compensated:
+                assert instance.steps[n].status is StepStatus.COMPENSATED
+            elif n != broken[0]:
+                assert instance.steps[n].status is StepStatus.SUCCEEDED
+        error = instance.steps[broken[0]].compensation_error
+        assert error is not None
+        assert [h for h in history if h.type == "saga_failed"][-1].data["failure"] == error
 
 
 @PROPERTY_SETTINGS
@@ -1236,13 +1632,28 @@ def test_random_schedules_always_end_in_a_consistent_terminal_state(
     sim = drive(definition, data)
     check_final_state(sim)
 
-    # once terminal, whatever still arrives changes nothing
     run = sim.run
     final = run.instance
-    for late in [*sim.replies, *(ok(d.step, d.attempt, d.phase) for d in sim.outstanding)]:
-        t = run.send(late)
-        assert types(t) == ["reply_ignored"]
-        assert t.dispatches == ()
+    # true duplicates: every reply was applied once already; again, it changes nothing
+    for reply in sim.replies:
+        before = run.instance
+        assert check_reply(definition, before, reply, run.send(reply)) == "ignored"
+    # replies still in flight, each on its own: nothing is left for one to decide; a success
+    # may be a late success, which reopens the saga only to undo a compensable step
+    for d in sim.outstanding:
+        for reply in (
+            ok(d.step, d.attempt, d.phase, result={"seq": d.seq}),
+            fail(d.step, d.attempt, d.phase),
+        ):
+            t = decide(definition, run.instance, reply, run.now)
+            check_transition(run.instance, t)
+            effect = check_reply(definition, run.instance, reply, t)
+            assert effect != "decides"
+            reopens = effect == "late" and has_compensation(definition, reply.step)
+            reopens = reopens and final.status is SagaStatus.COMPENSATED
+            expected = SagaStatus.COMPENSATING if reopens else final.status
+            assert t.instance.status is expected
+    # timers still due, a cancel: nothing
     for scheduled in sim.timers:
         fired = TimerFired(
             kind=scheduled.kind,
@@ -1254,6 +1665,8 @@ def test_random_schedules_always_end_in_a_consistent_terminal_state(
     assert run.send(Cancel()).history == ()
     assert run.instance.steps == final.steps
     assert run.instance.status is final.status
+    assert run.instance.completed == final.completed
+    assert run.instance.failure == final.failure
 
 
 @st.composite
@@ -1299,20 +1712,32 @@ def test_arbitrary_events_keep_the_invariants(definition: Saga, data: st.DataObj
         before = run.instance
         t = run.send(event)  # checks seq and dispatch invariants
         after = t.instance
-        if isinstance(event, TimerFired) and event.step == "unknown":
+        if isinstance(event, TimerFired) and event.kind is TimerKind.DEADLINE:
+            # the saga's own timer (it names no step): it stops a running saga that has a
+            # deadline, nothing else (a stray one, for a saga without a deadline, is ignored)
+            if before.status is SagaStatus.RUNNING and definition.deadline_seconds is not None:
+                assert types(t)[:2] == ["saga_deadline_exceeded", "saga_compensating"]
+            else:
+                assert t.history == ()
+        elif isinstance(event, TimerFired) and event.step == "unknown":
             assert t.history == ()
         if isinstance(event, Start):  # the run has started already
             assert t.history == ()
         if isinstance(event, StepReply) and event.step == "unknown":
             assert types(t) == ["reply_ignored"]
-        if before.status in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED):
+        effect = check_reply(definition, before, event, t) if isinstance(event, StepReply) else None
+        late = effect == "late"  # its effect is real: undo it
+        if before.status is SagaStatus.COMPLETED or (
+            before.status is SagaStatus.COMPENSATED and not late
+        ):
             assert after.status is before.status
             assert after.steps == before.steps
             assert t.dispatches == ()
         elif before.status is SagaStatus.FAILED and not isinstance(event, Resume):
-            assert after.status is SagaStatus.FAILED
-            assert after.steps == before.steps
+            assert after.status is SagaStatus.FAILED  # a late success waits for a resume
             assert t.dispatches == ()
+            if not late:
+                assert after.steps == before.steps
         elif before.status is not SagaStatus.RUNNING:
             assert after.status is not SagaStatus.RUNNING
             assert after.status is not SagaStatus.COMPLETED
