@@ -42,7 +42,7 @@ class Broker:
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
-        self._declared_pools: set[str] = set()
+        self._declared: set[tuple[str, str]] = set()
 
     async def connect(self, *, patience_seconds: float = 30.0) -> None:
         """Connect, waiting up to `patience_seconds` for a broker that is still starting.
@@ -88,14 +88,23 @@ class Broker:
         headers: dict[str, Any] | None = None,
     ) -> None:
         """Publish persistently and wait for the broker's confirm. Mandatory: an unroutable
-        command makes us declare its pool's queue once and try again."""
+        command or reply makes us declare its queue once and try again."""
         try:
             await self._publish_confirmed(exchange, routing_key, body, message_id, headers)
         except UnroutableMessage:
-            if exchange != self.topology.commands_exchange or routing_key in self._declared_pools:
+            # Nobody has declared the destination queue yet: declare it (idempotent) so the
+            # message waits there for its consumers, and publish again. Once per destination.
+            destination = (exchange, routing_key)
+            if destination in self._declared:
                 raise
-            await self.topology.declare_pool(self._publisher_channel(), routing_key)
-            self._declared_pools.add(routing_key)
+            channel = self._publisher_channel()
+            if exchange == self.topology.commands_exchange:
+                await self.topology.declare_pool(channel, routing_key)
+            elif exchange == self.topology.replies_exchange:
+                await self.topology.declare_orchestrator(channel)
+            else:
+                raise
+            self._declared.add(destination)
             await self._publish_confirmed(exchange, routing_key, body, message_id, headers)
 
     async def publish_dead_letter(

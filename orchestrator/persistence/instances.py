@@ -17,6 +17,7 @@ from orchestrator.errors import InstanceNotFound
 from orchestrator.messaging.envelope import Command, CommandPayload, encode, new_message_id, utcnow
 from orchestrator.storage.outbox import OutboxMessage, PendingRow, enqueue
 from orchestrator.storage.tables import history, instances, timers
+from orchestrator.storage.wakeup import TIMERS_CHANNEL, notify
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -121,6 +122,7 @@ async def append(
         ],
     )
     if transition.timers:
+        await notify(conn, TIMERS_CHANNEL)  # wake an orchestrator when this commits
         await conn.execute(
             insert(timers),
             [

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from orchestrator.engine import Phase, StepReply, TimerFired, TimerKind
 from orchestrator.errors import MessageError, WarrenError
@@ -29,6 +29,7 @@ from orchestrator.storage import inbox
 from orchestrator.storage.database import create_engine, transaction
 from orchestrator.storage.outbox import Relay
 from orchestrator.storage.tables import timers
+from orchestrator.storage.wakeup import TIMERS_CHANNEL, Listener
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -120,14 +121,30 @@ class Orchestrator:
     # ---- timers -------------------------------------------------------------------------------
 
     async def _run_timers(self, stopping: asyncio.Event, interval: float) -> None:
-        while not stopping.is_set():
-            try:
-                while await self.fire_due_timer():
-                    pass
-            except WarrenError as exc:
-                log.warning("timer poll failed, will try again: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=interval)
+        """Fire what is due, then sleep until the next timer is due, a new timer is written
+        (NOTIFY), or `interval` passes (the safety net), whichever comes first."""
+        listener = Listener(self.settings.database_url, TIMERS_CHANNEL)
+        listener.start()
+        try:
+            while not stopping.is_set():
+                pause = interval
+                try:
+                    while await self.fire_due_timer():
+                        pass
+                    pause = min(interval, await self._seconds_to_next_timer())
+                except WarrenError as exc:
+                    log.warning("timer poll failed, will try again: %s", exc)
+                await listener.wait(pause)
+        finally:
+            await listener.stop()
+
+    async def _seconds_to_next_timer(self) -> float:
+        async with transaction(self.engine) as conn:
+            due = await conn.scalar(select(func.min(timers.c.due_at)))
+        if due is None:
+            return float("inf")
+        seconds: float = (due - utcnow()).total_seconds()
+        return max(seconds, 0.0)
 
     async def fire_due_timer(self) -> bool:
         """Fire one due timer, if any; True when one was fired."""
@@ -143,6 +160,7 @@ class Orchestrator:
             ).first()
             if row is None:
                 return False
+            crash_point("orchestrator.timer_claimed")
             event = TimerFired(
                 kind=TimerKind(row.kind), step=row.step, phase=Phase(row.phase), attempt=row.attempt
             )

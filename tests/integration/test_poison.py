@@ -118,3 +118,62 @@ async def test_unsupported_envelope_version_is_dead_lettered(
     [letter] = await _dead_letters(probe, 1)
 
     assert "unsupported envelope version 99" in letter["reason"]
+
+
+@pytest.mark.usefixtures("orchestrator")
+async def test_replaying_a_dead_lettered_reply_moves_its_instance_on(
+    settings: Settings, probe: Probe
+) -> None:
+    from litestar.testing import AsyncTestClient
+
+    from orchestrator.api.app import create_app
+
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        started = (
+            await client.post("/v1/sagas/order", json={"input": {"order_id": "R", "amount": 1}})
+        ).json()
+        reply = Reply(
+            id=new_message_id(),
+            saga="order",
+            saga_version=1,
+            instance_id=started["id"],
+            step="reserve_credit",
+            phase=Phase.FORWARD,
+            command="reserve_credit",
+            attempt=1,
+            seq=2,
+            correlation_id=started["id"],
+            timestamp=utcnow(),
+            payload=ReplyPayload(ok=True, result={"reserved": 1}),
+        )
+        async with probe.engine.begin() as conn:  # as the recorder would have stored it
+            letter_id = await conn.scalar(
+                text(
+                    "INSERT INTO warren.dead_letters (message_id, kind, instance_id, reason, "
+                    "origin_exchange, origin_routing_key, body) VALUES "
+                    "(:m, 'reply', :i, 'delivered too many times', :e, 'reply', :b) RETURNING id"
+                ),
+                {
+                    "m": str(reply.id),
+                    "i": started["id"],
+                    "e": settings.topology.replies_exchange,
+                    "b": encode(reply),
+                },
+            )
+
+        replayed = await client.post(f"/v1/dead-letters/{letter_id}/replay")
+        missing = await client.post("/v1/dead-letters/999999/replay")
+
+        assert replayed.status_code == 200
+        assert replayed.json()["replayed_at"] is not None
+        assert missing.status_code == 404
+        assert missing.json()["type"] == "urn:warren:problem:dead-letter-not-found"
+
+        async def credit_reserved() -> str:
+            body = (await client.get(f"/v1/instances/{started['id']}")).json()
+            return str(body["steps"][0]["status"])
+
+        assert (
+            await wait_for(credit_reserved, lambda s: s == "succeeded", what="the replayed reply")
+            == "succeeded"
+        )
