@@ -224,17 +224,7 @@ class _Draft:
             self.ignore(reply)
             return
         if reply.ok:
-            self.set_step(
-                reply.step, status=StepStatus.SUCCEEDED, result=reply.result, finished_at=self.now
-            )
-            self.instance = replace(self.instance, completed=(*self.instance.completed, reply.step))
-            self.record(
-                "step_succeeded",
-                step=reply.step,
-                phase=Phase.FORWARD,
-                attempt=reply.attempt,
-                result=reply.result,
-            )
+            self.succeed(reply, "step_succeeded")
             if self.instance.status is SagaStatus.RUNNING:
                 self.advance()
             else:  # it finished after compensation began: it must be undone too
@@ -281,21 +271,21 @@ class _Draft:
             self.set_step(step.name, status=wait, compensation_error=failure)
         self.schedule(TimerKind.RETRY, step, phase, attempt, delay)
 
-    def late_success(self, reply: StepReply) -> None:
-        """A step we gave up on (its last attempt timed out) did succeed after all: its effect
-        is real, so it joins the completed steps and is compensated like them, even if that
-        reopens an instance that had finished compensating."""
+    def succeed(self, reply: StepReply, event: str) -> None:
+        """The step's effect happened: record it as completed, in completion order."""
         self.set_step(
             reply.step, status=StepStatus.SUCCEEDED, result=reply.result, finished_at=self.now
         )
         self.instance = replace(self.instance, completed=(*self.instance.completed, reply.step))
         self.record(
-            "step_succeeded_late",
-            step=reply.step,
-            phase=Phase.FORWARD,
-            attempt=reply.attempt,
-            result=reply.result,
+            event, step=reply.step, phase=Phase.FORWARD, attempt=reply.attempt, result=reply.result
         )
+
+    def late_success(self, reply: StepReply) -> None:
+        """A step we gave up on (its last attempt timed out) did succeed after all: its effect
+        is real, so it joins the completed steps and is compensated like them, even if that
+        reopens an instance that had finished compensating."""
+        self.succeed(reply, "step_succeeded_late")
         if self.definition.step(reply.step).compensation is None:
             return  # nothing to undo
         if self.instance.status is SagaStatus.COMPENSATED:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Stack
+from tests.support.processes import run_warren
 
 pytestmark = pytest.mark.e2e
 
@@ -19,16 +19,8 @@ def warren(
     stack: Stack, *args: str, api_url: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     settings = stack.probe.settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}
-    env["WARREN_API_URL"] = api_url or f"http://{settings.api_host}:{settings.api_port}"
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    url = api_url or f"http://{settings.api_host}:{settings.api_port}"
+    return run_warren({"WARREN_API_URL": url}, *args)
 
 
 async def test_start_wait_exit_codes_and_reads(stack: Stack, tmp_path: Path) -> None:

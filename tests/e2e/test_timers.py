@@ -9,17 +9,13 @@ import aio_pika
 import pytest
 
 from orchestrator.messaging.envelope import (
-    Phase,
-    Reply,
-    ReplyPayload,
     encode,
-    new_message_id,
-    utcnow,
 )
 from orchestrator.messaging.topology import REPLY_ROUTING_KEY
 from orchestrator.service.registry import register_saga
 from tests.apps.sagas import timing_out
 from tests.conftest import Stack
+from tests.support.messages import success_reply
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -62,19 +58,8 @@ async def test_a_reply_after_the_timeout_is_compensated_too(stack: Stack) -> Non
     assert body["steps"][1]["error"]["type"] == "StepTimeout"
 
     # ... but the attempt did finish, late: its effect is real, so it is undone as well.
-    late = Reply(
-        id=new_message_id(),
-        saga="timing-out",
-        saga_version=1,
-        instance_id=body["id"],
-        step="hold",
-        phase=Phase.FORWARD,
-        command="hold",
-        attempt=1,
-        seq=4,
-        correlation_id=body["id"],
-        timestamp=utcnow(),
-        payload=ReplyPayload(ok=True, result={"held": True}),
+    late = success_reply(
+        saga="timing-out", instance_id=body["id"], step="hold", seq=4, result={"held": True}
     )
     connection = await aio_pika.connect(stack.probe.settings.amqp_url)
     try:

@@ -22,6 +22,7 @@ from orchestrator.messaging.envelope import (
 )
 from orchestrator.messaging.topology import REPLY_ROUTING_KEY
 from orchestrator.service.orchestrator import Orchestrator
+from tests.support.messages import success_reply
 from tests.support.probes import Probe
 from tests.support.waiting import wait_for
 
@@ -132,19 +133,8 @@ async def test_replaying_a_dead_lettered_reply_moves_its_instance_on(
         started = (
             await client.post("/v1/sagas/order", json={"input": {"order_id": "R", "amount": 1}})
         ).json()
-        reply = Reply(
-            id=new_message_id(),
-            saga="order",
-            saga_version=1,
-            instance_id=started["id"],
-            step="reserve_credit",
-            phase=Phase.FORWARD,
-            command="reserve_credit",
-            attempt=1,
-            seq=2,
-            correlation_id=started["id"],
-            timestamp=utcnow(),
-            payload=ReplyPayload(ok=True, result={"reserved": 1}),
+        reply = success_reply(
+            saga="order", instance_id=started["id"], step="reserve_credit", result={"reserved": 1}
         )
         async with probe.engine.begin() as conn:  # as the recorder would have stored it
             letter_id = await conn.scalar(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 from sqlalchemy import text
@@ -15,22 +13,13 @@ from orchestrator.errors import RegistrationConflict
 from orchestrator.persistence.definitions import RegisterOutcome
 from orchestrator.service.registry import register_saga
 from tests.apps.sagas import refund, refund_changed, refund_v2
-from tests.support.processes import settings_env
+from tests.support.processes import run_warren, settings_env
 
 pytestmark = pytest.mark.integration
 
 
 def warren(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}
-    env.update(settings_env(settings))
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_warren(settings_env(settings), *args, timeout=60)
 
 
 async def test_register_is_idempotent_and_versions_live_side_by_side(engine: AsyncEngine) -> None:

@@ -121,3 +121,18 @@ class Processes:
         return "\n".join(
             f"===== {p.name} (pid {p.pid}) =====\n{p.log()[-6000:]}" for p in self.procs
         )
+
+
+def run_warren(
+    env: dict[str, str], *args: str, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    """Run the `warren` command line as a user would: `env` holds its WARREN_* variables."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        env={**inherited, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
