@@ -191,3 +191,32 @@ async def test_second_sigterm_exits_at_once_and_loses_nothing(stack: Stack) -> N
     ledger = await stack.probe.ledger(instance_id)
     assert ledger.count(("reserve_credit", "reserve_credit")) == 1
     assert ledger == ALL_ONCE
+
+
+async def test_cancel_racing_a_step_in_flight_compensates_it_when_it_succeeds(stack: Stack) -> None:
+    """Cancel arrives while reserve_credit is running; it then succeeds: it is undone too."""
+    await stack.api()
+    await stack.orchestrators()
+    engine = stack.probe.engine
+    async with closed_gate(engine) as gate:
+        await start_worker(stack, GATED_APP)
+        instance_id = await stack.start({"order_id": "RACE", "amount": 3})
+        await wait_for(
+            lambda: waiters_on_gate(engine), lambda n: n >= 1, what="the handler at the gate"
+        )
+
+        cancelled = await stack.http.post(
+            f"/v1/instances/{instance_id}/cancel", json={"reason": "race"}
+        )
+        assert cancelled.status_code == 200
+        assert cancelled.json()["status"] == "compensating"
+        await gate.open()
+
+    assert await stack.probe.wait_terminal(instance_id) == "compensated"
+    assert await stack.probe.ledger(instance_id) == [
+        ("reserve_credit", "reserve_credit"),
+        ("reserve_credit", "release_credit"),
+    ]
+    types = [h["type"] for h in await stack.probe.history(instance_id)]
+    assert types.index("saga_cancel_requested") < types.index("step_succeeded")
+    assert "step_dispatched" not in types[types.index("saga_cancel_requested") :]  # no new step
