@@ -3,7 +3,8 @@
 Each delivery is decoded (poison is parked in the dead-letter queue with its reason, then acked),
 handled by a callback that commits one transaction, and acked only after that. Transient
 database or broker faults are retried in-process with backoff, bounded, so that a short outage
-does not burn the queue's delivery limit. Stopping cancels the subscription first, lets the
+does not burn the queue's delivery limit. Any other error (a bug) hands the message back; if it
+keeps failing, the queue's delivery limit dead-letters it, so no message is ever wedged. Stopping cancels the subscription first, lets the
 messages in hand finish, then closes the channel (anything unacked goes back to the queue).
 """
 
@@ -130,6 +131,13 @@ class Consumer:
                     str(exc) if isinstance(exc, MessageError) else f"{type(exc).__name__}: {exc}"
                 )
                 await self._park(message, reason)
+            return
+        except Exception:  # a bug must not wedge the message: hand it back
+            # Redelivered; after the queue's delivery limit RabbitMQ dead-letters it.
+            log.exception(
+                "unexpected error handling message %s; handing it back", message.message_id
+            )
+            await message.nack(requeue=True)
             return
         await message.ack()
 
