@@ -4,8 +4,10 @@ Each delivery is decoded (poison is parked in the dead-letter queue with its rea
 handled by a callback that commits one transaction, and acked only after that. Transient
 database or broker faults are retried in-process with backoff, bounded, so that a short outage
 does not burn the queue's delivery limit. Any other error (a bug) hands the message back; if it
-keeps failing, the queue's delivery limit dead-letters it, so no message is ever wedged. Stopping cancels the subscription first, lets the
-messages in hand finish, then closes the channel (anything unacked goes back to the queue).
+keeps failing, the queue's delivery limit dead-letters it, so no message is ever wedged.
+
+Stopping cancels the subscription first, lets the messages in hand finish, then closes the
+channel (anything unacked goes back to the queue).
 """
 
 from __future__ import annotations
