@@ -35,6 +35,8 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """No delay grows beyond this."""
     non_retryable_errors: tuple[str, ...] = ()
     """Error type names (as the worker reports them) that fail the step at once."""
+    max_elapsed_seconds: float | None = None
+    """Stop retrying once the next attempt would start this long after the first one."""
     jitter: float = 0.0
     """Spread each delay by up to this fraction either way (0.2: ±20%), so that many instances
     failing together do not retry together. Deterministic per instance, step and attempt."""
@@ -71,17 +73,22 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise DefinitionError(f"{where}: retry intervals cannot be negative")
         if self.backoff_coefficient < 1:
             raise DefinitionError(f"{where}: retry.backoff_coefficient must be at least 1")
+        if self.max_elapsed_seconds is not None and not (
+            math.isfinite(self.max_elapsed_seconds) and self.max_elapsed_seconds > 0
+        ):
+            raise DefinitionError(f"{where}: retry.max_elapsed_seconds must be positive and finite")
         if not 0 <= self.jitter <= 1:
             raise DefinitionError(f"{where}: retry.jitter must be between 0 and 1")
 
 
 DEFAULT_STEP_RETRY = RetryPolicy()
-# A compensation must eventually succeed, so it keeps trying for longer (about 3.5 minutes).
+# A compensation must eventually succeed: it keeps trying, every 30 s at most, for 15 minutes.
 DEFAULT_COMPENSATION_RETRY = RetryPolicy(
-    max_attempts=12,
+    max_attempts=10_000,
     initial_interval_seconds=1.0,
     backoff_coefficient=2.0,
     max_interval_seconds=30.0,
+    max_elapsed_seconds=900.0,
 )
 
 

@@ -110,6 +110,9 @@ class _Draft:
         )
         return seq
 
+    def elapsed(self, since: datetime | None) -> float:
+        return (self.now - since).total_seconds() if since is not None else 0.0
+
     def pool_of(self, step: str | None, phase: Phase | None) -> str | None:
         """The pool a step phase runs on; None when the definition has no such step phase
         (a stray reply names whatever it likes)."""
@@ -159,7 +162,15 @@ class _Draft:
             assert step.compensation is not None
             command, pool = step.compensation.command, step.compensation_pool
             timeout = step.compensation.timeout_seconds
-            self.set_step(step.name, status=StepStatus.COMPENSATING, compensation_attempt=attempt)
+            began = self.steps[step.name].compensation_started_at
+            if attempt == 1 or began is None:
+                began = self.now
+            self.set_step(
+                step.name,
+                status=StepStatus.COMPENSATING,
+                compensation_attempt=attempt,
+                compensation_started_at=began,
+            )
             kind = "compensation_dispatched"
         seq = self.record(kind, step=step.name, phase=phase, attempt=attempt, command=command)
         self.dispatches.append(
@@ -236,7 +247,10 @@ class _Draft:
         self.forward_attempt_failed(self.definition.step(reply.step), reply.attempt, failure)
 
     def forward_attempt_failed(self, step: Step, attempt: int, failure: Failure) -> None:
-        if self.instance.status is SagaStatus.RUNNING and _may_retry(step.retry, attempt, failure):
+        elapsed = self.elapsed(self.steps[step.name].started_at)
+        if self.instance.status is SagaStatus.RUNNING and _may_retry(
+            step.retry, attempt, failure, elapsed
+        ):
             self.retry(step, Phase.FORWARD, attempt, failure, step.retry)
             return
         self.set_step(step.name, status=StepStatus.FAILED, error=failure, finished_at=self.now)
@@ -347,8 +361,9 @@ class _Draft:
     def compensation_attempt_failed(self, step: Step, attempt: int, failure: Failure) -> None:
         assert step.compensation is not None
         policy = step.compensation.retry
-        used = attempt - self.steps[step.name].compensation_attempts_before_resume
-        if _may_retry(policy, used, failure):
+        state = self.steps[step.name]
+        used = attempt - state.compensation_attempts_before_resume
+        if _may_retry(policy, used, failure, self.elapsed(state.compensation_started_at)):
             self.retry(step, Phase.COMPENSATE, attempt, failure, policy)
             return
         self.set_step(step.name, status=StepStatus.COMPENSATION_FAILED, compensation_error=failure)
@@ -401,6 +416,7 @@ class _Draft:
                     name,
                     status=StepStatus.SUCCEEDED,
                     compensation_attempts_before_resume=state.compensation_attempt,
+                    compensation_started_at=self.now,  # a fresh budget, in time too
                 )
                 self.dispatch(step, Phase.COMPENSATE, state.compensation_attempt + 1)
                 return
@@ -480,12 +496,14 @@ def _gave_up_on(state: StepState, attempt: int) -> bool:
     )
 
 
-def _may_retry(policy: RetryPolicy, attempt: int, failure: Failure) -> bool:
-    return (
-        failure.retryable
-        and failure.type not in policy.non_retryable_errors
-        and attempt < policy.max_attempts
-    )
+def _may_retry(policy: RetryPolicy, attempt: int, failure: Failure, elapsed: float) -> bool:
+    """`attempt` attempts made, the first `elapsed` seconds ago: is another one allowed?"""
+    if not failure.retryable or failure.type in policy.non_retryable_errors:
+        return False
+    if attempt >= policy.max_attempts:
+        return False
+    budget = policy.max_elapsed_seconds
+    return budget is None or elapsed + policy.delay_before(attempt + 1) <= budget
 
 
 def _abandoned() -> Failure:

@@ -72,6 +72,8 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     compensation_attempt: int = 0
     compensation_error: Failure | None = None
     compensated_at: datetime | None = None
+    compensation_started_at: datetime | None = None
+    """When its compensation's first attempt (or an operator's resume) was dispatched."""
     compensation_attempts_before_resume: int = 0
     """Compensation attempts made before an operator's last resume: the retry budget restarts."""
 

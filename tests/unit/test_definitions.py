@@ -299,7 +299,7 @@ def test_defaults() -> None:
     assert step.retry == DEFAULT_STEP_RETRY
     assert RetryPolicy(max_attempts=3) == DEFAULT_STEP_RETRY
     assert Compensation(command="undo").retry == DEFAULT_COMPENSATION_RETRY
-    assert DEFAULT_COMPENSATION_RETRY.max_attempts == 12
+    assert DEFAULT_COMPENSATION_RETRY.max_elapsed_seconds == 900.0  # 15 minutes of trying
     delays = [DEFAULT_COMPENSATION_RETRY.delay_before(n) for n in range(2, 13)]
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0, 30.0, 30.0]
 

@@ -193,3 +193,90 @@ def test_bad_timing_values_are_refused(build: object) -> None:
     assert callable(build)
     with pytest.raises(DefinitionError):
         build()
+
+
+BUDGETED = Saga(
+    name="budgeted",
+    version=1,
+    steps=[
+        Step(
+            name="a",
+            pool="p",
+            retry=RetryPolicy(
+                max_attempts=100, initial_interval_seconds=10, max_elapsed_seconds=25
+            ),
+        )
+    ],
+)
+BOOM = Failure(type="Boom", message="boom", retryable=True)
+
+
+def test_retries_stop_when_the_next_attempt_would_start_past_the_time_budget() -> None:
+    t = start(BUDGETED)
+    t = send(
+        BUDGETED,
+        t.instance,
+        StepReply(step="a", phase=Phase.FORWARD, attempt=1, ok=False, failure=BOOM),
+        1,
+    )
+    assert [x.kind for x in t.timers] == [TimerKind.RETRY]  # 1 s + 10 s is within 25 s
+    t = send(
+        BUDGETED,
+        t.instance,
+        TimerFired(kind=TimerKind.RETRY, step="a", phase=Phase.FORWARD, attempt=1),
+        11,
+    )
+    assert [(d.step, d.attempt) for d in t.dispatches] == [("a", 2)]
+
+    t = send(
+        BUDGETED,
+        t.instance,
+        StepReply(step="a", phase=Phase.FORWARD, attempt=2, ok=False, failure=BOOM),
+        12,
+    )
+
+    assert "step_failed" in types(t)  # 12 s + 20 s would pass the 25 s budget
+    assert t.instance.status is SagaStatus.COMPENSATED
+
+
+def test_compensations_keep_trying_for_fifteen_minutes_by_default() -> None:
+    saga = Saga(
+        name="undo",
+        version=1,
+        steps=[
+            Step(name="a", pool="p", compensation=Compensation(command="undo_a")),
+            Step(name="b", pool="p"),
+        ],
+    )
+    refused = Failure(type="No", message="no", retryable=False)
+    t = start(saga)
+    t = send(saga, t.instance, StepReply(step="a", phase=Phase.FORWARD, attempt=1, ok=True))
+    t = send(
+        saga,
+        t.instance,
+        StepReply(step="b", phase=Phase.FORWARD, attempt=1, ok=False, failure=refused),
+    )
+    assert [(d.step, d.phase) for d in t.dispatches] == [("a", Phase.COMPENSATE)]
+    state, attempt, now = t.instance, 1, 0.0
+    while True:
+        t = send(
+            saga,
+            state,
+            StepReply(step="a", phase=Phase.COMPENSATE, attempt=attempt, ok=False, failure=BOOM),
+            now,
+        )
+        state = t.instance
+        if state.status is SagaStatus.FAILED:
+            break
+        [timer] = [x for x in t.timers if x.kind is TimerKind.RETRY]
+        now = (timer.due_at - NOW).total_seconds()
+        t = send(
+            saga,
+            state,
+            TimerFired(kind=TimerKind.RETRY, step="a", phase=Phase.COMPENSATE, attempt=attempt),
+            now,
+        )
+        state, attempt = t.instance, attempt + 1
+
+    assert 870 <= now <= 900  # it gave up when the next try would start past 15 minutes
+    assert attempt > 30
