@@ -14,6 +14,17 @@ class ConfigError(WarrenError):
     """An environment variable has a value Warren cannot use."""
 
 
+class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """When a pool's circuit breaker opens, and for how long."""
+
+    failure_rate: float = 0.5
+    """Open when at least this share of the pool's recent attempts failed…"""
+    min_calls: int = 20
+    """…out of at least this many attempts (since the breaker last changed state)."""
+    open_seconds: float = 10.0
+    """Stay open this long, then let one probe command through (half-open)."""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/warren"
     """WARREN_DATABASE_URL: the orchestrator's database (definitions, instances, outbox…)."""
@@ -39,6 +50,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """WARREN_SWEEP_INTERVAL_SECONDS: how often leftover outbox rows and due timers are polled."""
     shutdown_grace_seconds: float = 30.0
     """WARREN_SHUTDOWN_GRACE_SECONDS: how long SIGTERM waits for in-flight work."""
+    breaker_window_seconds: float = 30.0
+    """WARREN_BREAKER_WINDOW_SECONDS: how far back a pool's failure rate looks."""
+    breakers: dict[str, BreakerPolicy] = {}
+    """WARREN_BREAKERS: JSON, per pool name, with "*" for every other pool, e.g.
+    {"*": {"failure_rate": 0.5}, "payments": {"min_calls": 5, "open_seconds": 30}}."""
+
+    def breaker_for(self, pool: str) -> BreakerPolicy:
+        return self.breakers.get(pool) or self.breakers.get("*") or BreakerPolicy()
 
     @property
     def topology(self) -> Topology:
@@ -54,7 +73,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         values: dict[str, object] = {}
         for field in msgspec.structs.fields(cls):
             raw = env.get(f"WARREN_{field.name.upper()}")
-            if raw is not None:
+            if raw is None:
+                continue
+            if field.name == "breakers":
+                try:
+                    values[field.name] = msgspec.json.decode(raw)
+                except msgspec.DecodeError as exc:
+                    raise ConfigError(f"WARREN_BREAKERS is not valid JSON: {exc}") from exc
+            else:
                 values[field.name] = raw
         try:
             return msgspec.convert(values, cls, strict=False)

@@ -15,6 +15,7 @@ from orchestrator.messaging.broker import Broker
 from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service.operations import Operations
 from orchestrator.service.starter import SagaStarter
+from orchestrator.storage.breakers import BreakerBoard
 from orchestrator.storage.database import create_engine
 from orchestrator.storage.outbox import Relay
 
@@ -30,7 +31,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         engine = create_engine(settings.database_url)
         broker = Broker(settings.amqp_url, settings.topology)
         await broker.connect()
-        relay = Relay(engine, broker, grace_seconds=settings.outbox_grace_seconds)
+        relay = Relay(
+            engine,
+            broker,
+            grace_seconds=settings.outbox_grace_seconds,
+            breakers=BreakerBoard(),
+            commands_exchange=settings.topology.commands_exchange,
+        )
         definitions = DefinitionCache()
         app.state.settings = settings
         app.state.engine = engine

@@ -14,6 +14,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVIC
 from sqlalchemy import select, text
 
 from orchestrator.api.views import (
+    BreakerView,
     CancelBody,
     DeadLetterList,
     DefinitionList,
@@ -37,9 +38,12 @@ from orchestrator.persistence import definitions as stored_definitions
 from orchestrator.service.starter import StartRequest
 from orchestrator.storage.database import transaction
 from orchestrator.storage.tables import definitions as definitions_table
+from orchestrator.storage.tables import pool_breakers
 
 if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
+
+    from orchestrator.config import BreakerPolicy
 
 POOL_WINDOW_SECONDS = 300
 
@@ -241,8 +245,9 @@ async def pools(state: State) -> PoolList:
         ).all()
         sagas = {(n, v): await cache.get(conn, n, v) for n, v in bodies}
         activity = await queries.pool_activity(conn, window_seconds=POOL_WINDOW_SECONDS)
+        breakers = {r.pool: r for r in await conn.execute(select(pool_breakers))}
         flying = await queries.steps_in_flight(conn)
-    names = set(activity)
+    names = set(activity) | set(breakers)
     for saga in sagas.values():
         names |= saga.pools
     in_flight: dict[str, int] = dict.fromkeys(names, 0)
@@ -267,9 +272,22 @@ async def pools(state: State) -> PoolList:
                 dispatched_recently=act.dispatched,
                 failed_recently=act.failed,
                 window_seconds=POOL_WINDOW_SECONDS,
+                breaker=_breaker_view(state.settings.breaker_for(name), breakers.get(name)),
             )
         )
     return PoolList(items=items)
+
+
+def _breaker_view(policy: BreakerPolicy, row: Any) -> BreakerView:
+    return BreakerView(
+        state=row.state if row is not None else "closed",
+        changed_at=row.changed_at if row is not None else None,
+        calls=row.calls if row is not None else 0,
+        failures=row.failures if row is not None else 0,
+        failure_rate=policy.failure_rate,
+        min_calls=policy.min_calls,
+        open_seconds=policy.open_seconds,
+    )
 
 
 async def _queue_counts(state: State, queue: str) -> tuple[int | None, int | None]:

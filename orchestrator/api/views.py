@@ -149,6 +149,20 @@ class RegisterResponse(msgspec.Struct, frozen=True, kw_only=True):
     """`created` or `unchanged`."""
 
 
+class BreakerView(msgspec.Struct, frozen=True, kw_only=True):
+    state: str
+    """`closed` (commands flow), `open` (they wait in the outbox), `half_open` (one probe)."""
+    changed_at: datetime | None
+    calls: int
+    """Attempts that ended since the last change (within the window)."""
+    failures: int
+    failure_rate: float
+    """Threshold: opens at this share of failed attempts…"""
+    min_calls: int
+    """…out of at least this many."""
+    open_seconds: float
+
+
 class PoolView(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     queue: str
@@ -162,6 +176,7 @@ class PoolView(msgspec.Struct, frozen=True, kw_only=True):
     failed_recently: int
     """Attempts that failed (any reason) within the window."""
     window_seconds: int
+    breaker: BreakerView
 
 
 class PoolList(msgspec.Struct, frozen=True, kw_only=True):

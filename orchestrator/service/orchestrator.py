@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from orchestrator.engine import Phase, StepReply, TimerFired, TimerKind
 from orchestrator.errors import MessageError, WarrenError
@@ -23,16 +24,18 @@ from orchestrator.messaging.consumer import Consumer, envelopes
 from orchestrator.messaging.envelope import Reply, utcnow
 from orchestrator.messaging.faults import crash_point
 from orchestrator.persistence.definitions import DefinitionCache
+from orchestrator.service.breakers import evaluate as evaluate_breakers
 from orchestrator.service.dead_letters import DeadLetterRecorder
 from orchestrator.service.transitions import apply_event
 from orchestrator.storage import inbox
+from orchestrator.storage.breakers import BreakerBoard
 from orchestrator.storage.database import create_engine, transaction
 from orchestrator.storage.outbox import Relay
-from orchestrator.storage.tables import timers
+from orchestrator.storage.tables import instances, timers
 from orchestrator.storage.wakeup import TIMERS_CHANNEL, Listener
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from orchestrator.config import Settings
     from orchestrator.messaging.envelope import Envelope
@@ -49,7 +52,14 @@ class Orchestrator:
         self.topology = settings.topology
         self.engine = engine or create_engine(settings.database_url)
         self.broker = Broker(settings.amqp_url, self.topology)
-        self.relay = Relay(self.engine, self.broker, grace_seconds=settings.outbox_grace_seconds)
+        self.breakers = BreakerBoard()
+        self.relay = Relay(
+            self.engine,
+            self.broker,
+            grace_seconds=settings.outbox_grace_seconds,
+            breakers=self.breakers,
+            commands_exchange=self.topology.commands_exchange,
+        )
         self.definitions = DefinitionCache()
         self.consumer = Consumer(
             self.broker,
@@ -73,6 +83,7 @@ class Orchestrator:
         background = [
             asyncio.create_task(self.relay.run_sweeper(stopping, interval_seconds=interval)),
             asyncio.create_task(self._run_timers(stopping, interval)),
+            asyncio.create_task(self._run_breakers(stopping, interval)),
         ]
         log.info("orchestrator consuming %s", self.topology.orchestrator_queue)
         try:
@@ -138,6 +149,39 @@ class Orchestrator:
         finally:
             await listener.stop()
 
+    async def _held_pool(self, conn: AsyncConnection, timer: Any) -> str | None:
+        """The pool of this timer's step phase, if its breaker holds its commands now."""
+        await self.breakers.refresh(conn)
+        held = self.breakers.held()
+        if not held:
+            return None
+        saga = (
+            await conn.execute(
+                select(instances.c.saga_name, instances.c.saga_version).where(
+                    instances.c.id == timer.instance_id
+                )
+            )
+        ).first()
+        if saga is None:
+            return None
+        definition = await self.definitions.get(conn, saga.saga_name, saga.saga_version)
+        step = next((s for s in definition.steps if s.name == timer.step), None)
+        if step is None:
+            return None
+        forward = timer.phase == Phase.FORWARD.value
+        pool = step.pool if forward or step.compensation is None else step.compensation_pool
+        return pool if pool in held else None
+
+    async def _run_breakers(self, stopping: asyncio.Event, interval: float) -> None:
+        while not stopping.is_set():
+            try:
+                async with transaction(self.engine) as conn:
+                    await evaluate_breakers(conn, self.settings, utcnow())
+            except WarrenError as exc:
+                log.warning("circuit breaker evaluation failed, will try again: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=interval)
+
     async def _seconds_to_next_timer(self) -> float:
         async with transaction(self.engine) as conn:
             due = await conn.scalar(select(func.min(timers.c.due_at)))
@@ -161,6 +205,16 @@ class Orchestrator:
             if row is None:
                 return False
             crash_point("orchestrator.timer_claimed")
+            held = await self._held_pool(conn, row) if row.kind == TimerKind.TIMEOUT else None
+            if held is not None:
+                # Its command waits in the outbox behind an open breaker: the clock waits too.
+                policy = self.settings.breaker_for(held)
+                await conn.execute(
+                    update(timers)
+                    .where(timers.c.id == row.id)
+                    .values(due_at=utcnow() + timedelta(seconds=policy.open_seconds))
+                )
+                return True
             event = TimerFired(
                 kind=TimerKind(row.kind), step=row.step, phase=Phase(row.phase), attempt=row.attempt
             )

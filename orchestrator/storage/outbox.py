@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import and_, delete, insert, select, text
 
 from orchestrator.errors import WarrenError
 from orchestrator.messaging.faults import crash_point
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from orchestrator.messaging.broker import Broker
+    from orchestrator.storage.breakers import BreakerBoard
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,32 @@ class Relay:
         *,
         grace_seconds: float = 2.0,
         batch_size: int = 200,
+        breakers: BreakerBoard | None = None,
+        commands_exchange: str | None = None,
     ) -> None:
         self.engine = engine
         self.broker = broker
         self.grace_seconds = grace_seconds
         self.batch_size = batch_size
+        self.breakers = breakers
+        """With a board, commands to a pool whose breaker is open stay in the outbox."""
+        self.commands_exchange = commands_exchange
+
+    def _admit(self, rows: list[PendingRow]) -> list[PendingRow]:
+        """The rows that may go out now, given the pools' breakers."""
+        if self.breakers is None:
+            return rows
+        held = self.breakers.held()
+        admitted = []
+        for row in rows:
+            pool = row.message.routing_key
+            if row.message.exchange != self.commands_exchange:
+                admitted.append(row)
+            elif pool in held:
+                continue
+            elif not self.breakers.is_half_open(pool) or self.breakers.take_probe(pool):
+                admitted.append(row)
+        return admitted
 
     async def publish_committed(self, rows: list[PendingRow]) -> None:
         """Right after a commit: claim the rows by deleting them, publish, then commit the delete.
@@ -92,6 +114,11 @@ class Relay:
             return
         try:
             async with transaction(self.engine) as conn:
+                if self.breakers is not None:
+                    await self.breakers.refresh(conn)
+                rows = self._admit(rows)
+                if not rows:
+                    return
                 claimed = await conn.execute(
                     delete(outbox)
                     .where(outbox.c.id.in_([row.id for row in rows]))
@@ -110,10 +137,22 @@ class Relay:
     async def sweep_once(self) -> int:
         """Claim, publish and delete the rows left behind; return how many were published."""
         async with transaction(self.engine) as conn:
+            query = select(outbox).where(
+                outbox.c.created_at < text("now() - make_interval(secs => :grace)")
+            )
+            if self.breakers is not None:
+                await self.breakers.refresh(conn)
+                if (
+                    held := self.breakers.held()
+                ):  # skip them in SQL: they must not crowd out the rest
+                    query = query.where(
+                        ~and_(
+                            outbox.c.exchange == self.commands_exchange,
+                            outbox.c.routing_key.in_(held),
+                        )
+                    )
             claimed = await conn.execute(
-                select(outbox)
-                .where(outbox.c.created_at < text("now() - make_interval(secs => :grace)"))
-                .order_by(outbox.c.id)
+                query.order_by(outbox.c.id)
                 .limit(self.batch_size)
                 .with_for_update(skip_locked=True),
                 {"grace": self.grace_seconds},
@@ -131,7 +170,7 @@ class Relay:
                 )
                 for r in claimed
             ]
-            published = await self._publish(rows)
+            published = await self._publish(self._admit(rows))
             if published:
                 await conn.execute(delete(outbox).where(outbox.c.id.in_(published)))
         return len(published)

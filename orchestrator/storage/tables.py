@@ -168,3 +168,14 @@ dead_letters = Table(
     ),
     comment="Messages parked in the dead-letter queue, recorded with their reason and origin.",
 )
+
+pool_breakers = Table(
+    "pool_breakers",
+    metadata,
+    Column("pool", Text, primary_key=True),
+    Column("state", Text, nullable=False, comment="closed, open or half_open"),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("calls", Integer, nullable=False, server_default=text("0")),
+    Column("failures", Integer, nullable=False, server_default=text("0")),
+    comment="Circuit breaker per worker pool: while open, its commands wait in the outbox.",
+)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
+
 if TYPE_CHECKING:
     from orchestrator.config import Settings
 
@@ -34,6 +36,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "WARREN_API_HOST": settings.api_host,
         "WARREN_API_PORT": str(settings.api_port),
     }
+    if settings.breakers:
+        env["WARREN_BREAKERS"] = msgspec.json.encode(settings.breakers).decode()
+    env["WARREN_BREAKER_WINDOW_SECONDS"] = str(settings.breaker_window_seconds)
     if settings.worker_database_url:
         env["WARREN_WORKER_DATABASE_URL"] = settings.worker_database_url
     return env
