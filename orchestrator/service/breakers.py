@@ -5,6 +5,7 @@ window) are counted from `warren.history`:
 
     closed    ─ failures / attempts ≥ failure_rate, attempts ≥ min_calls ─▶ open
     open      ─ open_seconds passed ──────────────────────────────────────▶ half_open
+                (or closed, when the latest attempt that ended meanwhile succeeded)
     half_open ─ an attempt succeeded ─▶ closed;  an attempt failed ─▶ open
 
 While open, relays hold the pool's commands in the outbox and timeouts of its steps are
@@ -39,7 +40,8 @@ _OUTCOMES = text(
     SELECT h.pool,
            count(*) AS calls,
            count(*) FILTER (WHERE h.type = ANY(:failed)) AS failures,
-           count(*) FILTER (WHERE h.type = ANY(:succeeded)) AS successes
+           count(*) FILTER (WHERE h.type = ANY(:succeeded)) AS successes,
+           (array_agg(h.type ORDER BY h.recorded_at DESC))[1] = ANY(:succeeded) AS last_ok
     FROM warren.history h
     LEFT JOIN warren.pool_breakers b ON b.pool = h.pool
     WHERE h.pool IS NOT NULL
@@ -64,7 +66,7 @@ async def evaluate(conn: AsyncConnection, settings: Settings, now: datetime) -> 
             "window": settings.breaker_window_seconds,
         },
     )
-    outcomes = {r.pool: (r.calls, r.failures, r.successes) for r in rows}
+    outcomes = {r.pool: (r.calls, r.failures, r.successes, r.last_ok) for r in rows}
     current = {
         r.pool: (BreakerState(r.state), r.changed_at)
         for r in await conn.execute(
@@ -72,7 +74,7 @@ async def evaluate(conn: AsyncConnection, settings: Settings, now: datetime) -> 
         )
     }
     for pool in set(outcomes) | set(current):
-        calls, failures, successes = outcomes.get(pool, (0, 0, 0))
+        calls, failures, successes, last_ok = outcomes.get(pool, (0, 0, 0, False))
         state, changed_at = current.get(pool, (BreakerState.CLOSED, now))
         policy = settings.breaker_for(pool)
         new = state
@@ -81,7 +83,9 @@ async def evaluate(conn: AsyncConnection, settings: Settings, now: datetime) -> 
                 new = BreakerState.OPEN
         elif state is BreakerState.OPEN:
             if (now - changed_at).total_seconds() >= policy.open_seconds:
-                new = BreakerState.HALF_OPEN
+                # Commands already out when it opened may have answered since: if the latest
+                # of them succeeded, that was the probe.
+                new = BreakerState.CLOSED if last_ok else BreakerState.HALF_OPEN
         elif successes:
             new = BreakerState.CLOSED
         elif failures:
