@@ -118,16 +118,16 @@ def start(
                         f"  {step.name:<24} {render.status(step.status)}  attempt {step.attempts}"
                     )
 
-        final = await client.wait(started.id, timeout=timeout, on_update=progress)
+        try:
+            final = await client.wait(started.id, timeout=timeout, on_update=progress)
+        except WaitTimeout as exc:  # its own exit code, not a generic error
+            click.echo(str(exc), err=True)
+            raise SystemExit(EXIT_WAIT_TIMEOUT) from exc
         return started, final
 
     from orchestrator.client import WaitTimeout
 
-    try:
-        started, final = _call_raw(api_url, action)
-    except WaitTimeout as exc:
-        click.echo(str(exc), err=True)
-        raise SystemExit(EXIT_WAIT_TIMEOUT) from exc
+    started, final = _call(api_url, action)
     if final is None:
         if as_json:
             render.emit_json(started)
@@ -137,18 +137,6 @@ def start(
     else:
         click.echo(f"ended {render.status(final.status)}")
     raise SystemExit(EXIT_BY_STATUS.get(final.status, 1))
-
-
-def _call_raw(api_url: str, action: Callable[[WarrenClient], Awaitable[Any]]) -> Any:
-    """Like _call, but lets WaitTimeout through for its own exit code."""
-    from orchestrator.client import WaitTimeout
-
-    try:
-        return _call(api_url, action)
-    except click.ClickException as exc:
-        if isinstance(exc.__cause__, WaitTimeout):
-            raise exc.__cause__ from None
-        raise
 
 
 @click.command()

@@ -429,11 +429,12 @@ def test_non_retryable_errors_of_a_compensation_fail_it_at_once() -> None:
     assert run.status is SagaStatus.FAILED
 
 
-def test_compensation_exhausted_fails_the_saga() -> None:
+def compensation_gives_up_saga() -> Saga:
+    """a's compensation has two attempts; b is compensable; c fails at its only attempt."""
     comp = Compensation(
         command="undo_a", retry=RetryPolicy(max_attempts=2, initial_interval_seconds=0)
     )
-    definition = Saga(
+    return Saga(
         name="s",
         version=1,
         steps=(
@@ -442,7 +443,10 @@ def test_compensation_exhausted_fails_the_saga() -> None:
             Step(name="c", pool="p", retry=ONCE),
         ),
     )
-    run = Run(definition)
+
+
+def test_compensation_exhausted_fails_the_saga() -> None:
+    run = Run(compensation_gives_up_saga())
     run.start()
     run.send(ok("a"))
     run.send(ok("b"))
@@ -1131,19 +1135,7 @@ def test_cancel_is_a_no_op_unless_running(state: str) -> None:
 
 def failing_compensation_run() -> Run:
     """a (compensation tried twice) -> b (compensated) -> c fails; a's compensation gives up."""
-    comp = Compensation(
-        command="undo_a", retry=RetryPolicy(max_attempts=2, initial_interval_seconds=0)
-    )
-    definition = Saga(
-        name="s",
-        version=1,
-        steps=(
-            Step(name="a", pool="p", compensation=comp),
-            Step(name="b", pool="p", compensation=Compensation(command="undo_b")),
-            Step(name="c", pool="p", retry=ONCE),
-        ),
-    )
-    run = Run(definition)
+    run = Run(compensation_gives_up_saga())
     run.start()
     run.send(ok("a"))
     run.send(ok("b"))
