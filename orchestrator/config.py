@@ -9,6 +9,9 @@ import msgspec
 from orchestrator.errors import WarrenError
 from orchestrator.messaging.topology import Topology
 
+# Field names whose values the logs never show (WARREN_LOG_REDACT replaces the list).
+DEFAULT_REDACT = ("password", "secret", "token", "api_key", "authorization", "card_number", "cvv")
+
 
 class ConfigError(WarrenError):
     """An environment variable has a value Warren cannot use."""
@@ -52,6 +55,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """WARREN_SHUTDOWN_GRACE_SECONDS: how long SIGTERM waits for in-flight work."""
     breaker_window_seconds: float = 30.0
     """WARREN_BREAKER_WINDOW_SECONDS: how far back a pool's failure rate looks."""
+    metrics_host: str = "127.0.0.1"
+    """WARREN_METRICS_HOST: where orchestrators and workers serve /metrics."""
+    metrics_port: int | None = None
+    """WARREN_METRICS_PORT: their /metrics port; unset: 9464 for an orchestrator, 9465 for a
+    worker; 0: none. The API serves /metrics on its own port."""
+    log_payloads: bool = False
+    """WARREN_LOG_PAYLOADS: log each message's payload (secret fields redacted)."""
+    log_redact: tuple[str, ...] = DEFAULT_REDACT
+    """WARREN_LOG_REDACT: comma-separated field names whose values logs never show."""
     breakers: dict[str, BreakerPolicy] = {}
     """WARREN_BREAKERS: JSON, per pool name, with "*" for every other pool, e.g.
     {"*": {"failure_rate": 0.5}, "payments": {"min_calls": 5, "open_seconds": 30}}."""
@@ -80,6 +92,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     values[field.name] = msgspec.json.decode(raw)
                 except msgspec.DecodeError as exc:
                     raise ConfigError(f"WARREN_BREAKERS is not valid JSON: {exc}") from exc
+            elif field.name == "log_redact":
+                values[field.name] = [name.strip() for name in raw.split(",") if name.strip()]
             else:
                 values[field.name] = raw
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +34,9 @@ from orchestrator.messaging.envelope import Command, ReplyPayload, encode, reply
 from orchestrator.messaging.failure import Failure
 from orchestrator.messaging.faults import crash_point
 from orchestrator.messaging.topology import REPLY_ROUTING_KEY
+from orchestrator.observability import logs, metrics, tracing
 from orchestrator.storage import inbox
-from orchestrator.storage.database import create_engine, translate_errors
+from orchestrator.storage.database import create_engine, transaction_span, translate_errors
 from orchestrator.storage.outbox import OutboxMessage, PendingRow, Relay, enqueue
 from orchestrator.storage.tables import step_results
 from workers.app import StepContext, StepFailed
@@ -69,6 +71,7 @@ class WorkerRunner:
                 f"it serves: {', '.join(app.pools) or 'nothing'}"
             )
         self.concurrency = concurrency
+        self.payloads = logs.PayloadLog(enabled=settings.log_payloads, redact=settings.log_redact)
         self.broker = Broker(settings.amqp_url, self.topology)
         self.engine: AsyncEngine | None = None
         if app.needs_database(self.pools):
@@ -120,6 +123,25 @@ class WorkerRunner:
     async def handle(self, pool: str, message: Envelope) -> None:
         if not isinstance(message, Command):
             raise MessageError(f"worker pools take commands, not {type(message).__name__.lower()}s")
+        with logs.bind(
+            saga=message.saga,
+            instance_id=message.instance_id,
+            step=message.step,
+            phase=message.phase.value,
+            attempt=message.attempt,
+        ):
+            self.payloads.log(log, "command received", message.payload)
+            started = time.perf_counter()
+            outcome = "error"
+            try:
+                outcome = await self._handle_command(pool, message)
+            finally:
+                metrics.step_duration.labels(
+                    message.saga, message.step, pool, message.phase.value, outcome
+                ).observe(time.perf_counter() - started)
+
+    async def _handle_command(self, pool: str, message: Command) -> str:
+        """Run the command's handler and reply; return the outcome for the metrics."""
         spec = self.app.lookup(pool, message.command)
         if spec is None:
             # Likely a deploy in progress: retryable, so a newer worker may pick it up.
@@ -129,25 +151,33 @@ class WorkerRunner:
                 retryable=True,
             )
             await self._reply_directly(message, ReplyPayload(ok=False, failure=failure))
-            return
+            return "unknown_command"
         if spec.transactional and self.engine is not None:
-            pending = await self._run_transactional(pool, spec, message, self.engine)
+            outcome, pending = await self._run_transactional(pool, spec, message, self.engine)
             crash_point("worker.after_commit")
             assert self.relay is not None
             await self.relay.publish_committed(pending)
-        else:
-            payload = await _run_handler(spec, _context(message, None))
-            await self._reply_directly(message, payload)
+            return outcome
+        payload = await _run_handler(spec, _context(message, None), pool)
+        await self._reply_directly(message, payload)
+        return _outcome(payload)
 
     async def _run_transactional(
         self, pool: str, spec: HandlerSpec, message: Command, engine: AsyncEngine
-    ) -> list[PendingRow]:
+    ) -> tuple[str, list[PendingRow]]:
+        with transaction_span(engine):
+            return await self._transact(pool, spec, message, engine)
+
+    async def _transact(
+        self, pool: str, spec: HandlerSpec, message: Command, engine: AsyncEngine
+    ) -> tuple[str, list[PendingRow]]:
         consumer = f"pool:{pool}"
         async with translate_errors(), AsyncSession(engine) as session, session.begin():
             conn = await session.connection()
             if not await inbox.claim(conn, consumer, message.id):
+                metrics.inbox_duplicates.labels(consumer).inc()
                 log.info("duplicate command %s dropped", message.id)
-                return []
+                return "duplicate", []
             key = message.payload.idempotency_key
             savepoint = await session.begin_nested()
             # Ask the session again: that emits the SAVEPOINT before the claim is written.
@@ -157,7 +187,7 @@ class WorkerRunner:
                 await savepoint.commit()
                 payload = ReplyPayload(ok=True, result=stored.result)
             else:
-                payload = await _run_handler(spec, _context(message, session))
+                payload = await _run_handler(spec, _context(message, session), pool)
                 if payload.ok:
                     await session.flush()
                     await conn.execute(
@@ -171,7 +201,8 @@ class WorkerRunner:
                     await savepoint.commit()
                 else:
                     await savepoint.rollback()
-            return await enqueue(conn, [self._reply_message(message, payload)])
+            pending = await enqueue(conn, [self._reply_message(message, payload)])
+            return _outcome(payload), pending
 
     async def _reply_directly(self, command: Command, payload: ReplyPayload) -> None:
         """At-least-once path (no database): publish the reply, confirmed, before the ack."""
@@ -185,7 +216,10 @@ class WorkerRunner:
         )
 
     def _reply_message(self, command: Command, payload: ReplyPayload) -> OutboxMessage:
-        reply = reply_to(command, payload)
+        # The reply continues the trace from this worker's handling of the command.
+        reply = reply_to(
+            command, payload, traceparent=tracing.current_traceparent(command.traceparent)
+        )
         return OutboxMessage(
             message_id=reply.id,
             exchange=self.topology.replies_exchange,
@@ -236,16 +270,40 @@ def _context(message: Command, session: AsyncSession | None) -> StepContext:
     )
 
 
-async def _run_handler(spec: HandlerSpec, ctx: StepContext) -> ReplyPayload:
-    """Run the user's handler and turn its outcome into a reply: failures travel as data."""
-    try:
-        result = await spec.fn(ctx)
-        msgspec.json.encode(result)  # the result must travel as JSON
-    except StepFailed as exc:
-        return ReplyPayload(
-            ok=False, failure=Failure(type=exc.type, message=exc.message, retryable=False)
-        )
-    except Exception as exc:
-        log.exception("handler for %s failed (attempt %d)", spec.command, ctx.attempt)
-        return ReplyPayload(ok=False, failure=Failure.from_exception(exc, retryable=True))
-    return ReplyPayload(ok=True, result=result)
+def _outcome(payload: ReplyPayload) -> str:
+    if payload.ok:
+        return "succeeded"
+    return "failed" if payload.failure is None or payload.failure.retryable else "failed_for_good"
+
+
+async def _run_handler(spec: HandlerSpec, ctx: StepContext, pool: str) -> ReplyPayload:
+    """Run the user's handler in a span of its own (theirs nest inside) and turn its outcome
+    into a reply: failures travel as data."""
+    kind = "step" if ctx.phase == "forward" else "compensation"
+    with tracing.span(
+        f"{kind} {ctx.command}",
+        attributes=tracing.saga_attributes(
+            saga=ctx.saga,
+            version=ctx.saga_version,
+            instance_id=ctx.instance_id,
+            step=ctx.step,
+            phase=ctx.phase.value,
+            attempt=ctx.attempt,
+            pool=pool,
+        ),
+    ) as span:
+        try:
+            result = await spec.fn(ctx)
+            msgspec.json.encode(result)  # the result must travel as JSON
+        except StepFailed as exc:
+            span.record_exception(exc)
+            tracing.mark_error(span, f"{exc.type}: {exc.message}")
+            return ReplyPayload(
+                ok=False, failure=Failure(type=exc.type, message=exc.message, retryable=False)
+            )
+        except Exception as exc:
+            span.record_exception(exc)
+            tracing.mark_error(span, f"{type(exc).__name__}: {exc}")
+            log.exception("handler for %s failed (attempt %d)", spec.command, ctx.attempt)
+            return ReplyPayload(ok=False, failure=Failure.from_exception(exc, retryable=True))
+        return ReplyPayload(ok=True, result=result)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from orchestrator.api.problems import exception_handlers
 from orchestrator.api.routes import route_handlers
@@ -52,8 +54,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await broker.close()
             await engine.dispose()
 
+    # HTTP metrics (warren_api_*) and a server span per request, which a saga's trace starts
+    # from (or joins, when the caller sent a traceparent). Health checks and scrapes are left out.
+    quiet = ["/metrics", "/health"]
+    prometheus = PrometheusConfig(
+        app_name="warren", prefix="warren_api", group_path=True, exclude=quiet
+    )
     return Litestar(
-        route_handlers=route_handlers,
+        route_handlers=[*route_handlers, PrometheusController],
+        middleware=[prometheus.middleware],
+        plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(exclude=quiet))],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -28,6 +27,8 @@ log = logging.getLogger("warren")
 
 DEFAULT_EXAMPLE_APP = "examples.orders.workers:worker"
 DEFAULT_EXAMPLE_SAGAS = "examples.orders.saga:order_saga"
+ORCHESTRATOR_METRICS_PORT = 9464
+WORKER_METRICS_PORT = 9465
 
 
 @contextlib.contextmanager
@@ -57,8 +58,31 @@ def _serve(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
             loop.add_signal_handler(sig, on_signal)
         await main(stopping)
 
+    from orchestrator.observability import tracing
+
+    try:
+        with _user_errors():
+            asyncio.run(runner())
+    finally:
+        tracing.shutdown()  # export the spans still queued
+
+
+def _observe(settings: Settings, service: str, metrics_port: int | None) -> None:
+    """Traces as the OTEL_* variables say; Prometheus metrics on their own port (None: none)."""
+    from orchestrator.observability import metrics, tracing
+
     with _user_errors():
-        asyncio.run(runner())
+        tracing.configure(f"warren-{service}")
+    port = settings.metrics_port if settings.metrics_port is not None else metrics_port
+    if not port:
+        return
+    try:
+        metrics.serve(port, settings.metrics_host)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot serve metrics on {settings.metrics_host}:{port} ({exc.strerror}); set "
+            "WARREN_METRICS_PORT to a free port, or to 0 for no metrics endpoint"
+        ) from exc
 
 
 def _settings() -> Settings:
@@ -74,18 +98,21 @@ def _settings() -> Settings:
     envvar="WARREN_LOG_LEVEL",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
-def main(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    default="auto",
+    show_default=True,
+    envvar="WARREN_LOG_FORMAT",
+    type=click.Choice(["auto", "json", "text"], case_sensitive=False),
+    help="auto: JSON lines unless stderr is a terminal.",
+)
+def main(log_level: str, log_format: str) -> None:
     """Warren: saga orchestration on RabbitMQ and Postgres.
 
     Configure with WARREN_DATABASE_URL, WARREN_AMQP_URL, WARREN_NAMESPACE (see docs/)."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiormq").setLevel(logging.WARNING)
-    logging.getLogger("aio_pika").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from orchestrator.observability import logs
+
+    logs.configure(log_level, log_format.lower())
 
 
 @main.command()
@@ -135,6 +162,7 @@ def register(target: str) -> None:
 def api(host: str | None, port: int | None) -> None:
     """Serve the HTTP API."""
     settings = _settings()
+    _observe(settings, "api", None)  # the API serves /metrics on its own port
 
     async def run(stopping: asyncio.Event) -> None:
         await _serve_api(settings, host or settings.api_host, port or settings.api_port, stopping)
@@ -148,6 +176,7 @@ def orchestrator() -> None:
     from orchestrator.service.orchestrator import Orchestrator
 
     settings = _settings()
+    _observe(settings, "orchestrator", ORCHESTRATOR_METRICS_PORT)
     _serve(Orchestrator(settings).run)
 
 
@@ -172,6 +201,7 @@ def worker(app_ref: str, pools: tuple[str, ...], concurrency: int) -> None:
         runner = WorkerRunner(
             _load_worker(app_ref), settings, pools=list(pools) or None, concurrency=concurrency
         )
+    _observe(settings, "worker", WORKER_METRICS_PORT)
     _serve(runner.run)
 
 
@@ -204,6 +234,7 @@ def dev(app_ref: str, saga_ref: str, port: int | None) -> None:
         sagas = import_sagas(saga_ref)
         runner = WorkerRunner(_load_worker(app_ref), settings)
         upgrade(settings.database_url)
+    _observe(settings, "dev", None)  # one process: the API's /metrics shows everything
 
     async def run(stopping: asyncio.Event) -> None:
         engine = create_engine(settings.database_url, pool_size=1)

@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 
 from orchestrator.errors import BrokerError, UnroutableMessage
 from orchestrator.messaging.envelope import CONTENT_TYPE
+from orchestrator.observability import metrics
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -56,6 +57,9 @@ class Broker:
             ):
                 with attempt:
                     self._connection = await aio_pika.connect_robust(self.url)
+            self.connection.close_callbacks.add(_disconnected)
+            self.connection.reconnect_callbacks.add(_reconnected)
+            metrics.broker_connected.set(1)
             self._publisher = await self.connection.channel(
                 publisher_confirms=True, on_return_raises=True
             )
@@ -185,3 +189,11 @@ def _redact(url: str) -> str:
     credentials, host = rest.rsplit("@", 1)
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}"
+
+
+def _disconnected(*_: object) -> None:
+    metrics.broker_connected.set(0)
+
+
+def _reconnected(*_: object) -> None:
+    metrics.broker_connected.set(1)

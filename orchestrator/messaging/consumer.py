@@ -16,11 +16,14 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from aio_pika.abc import AbstractRobustChannel
 from aio_pika.exceptions import AMQPError
+from opentelemetry.trace import SpanKind
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from orchestrator.errors import MessageError, WarrenError
 from orchestrator.messaging.envelope import decode
+from orchestrator.observability import metrics, tracing
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -76,10 +79,25 @@ class Consumer:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def queue_name(self) -> str:
+        return self._queue.name if self._queue is not None else "?"
+
     async def start(self) -> None:
         self._channel = await self.broker.channel(prefetch=self.prefetch)
         self._queue = await self.declare(self._channel)
         self._tag = await self._queue.consume(self._on_message)
+        metrics.consumers.labels(self.queue_name).set(1)
+        # aio-pika restores the subscription after a reconnect: follow the channel's state.
+        self._channel.close_callbacks.add(self._on_channel_closed)
+        if isinstance(self._channel, AbstractRobustChannel):
+            self._channel.reopen_callbacks.add(self._on_channel_reopened)
+
+    def _on_channel_closed(self, *_: object) -> None:
+        metrics.consumers.labels(self.queue_name).set(0)
+
+    def _on_channel_reopened(self, *_: object) -> None:
+        metrics.consumers.labels(self.queue_name).set(1)
 
     async def stop(self, grace_seconds: float) -> None:
         """Take no more messages, finish those in hand (up to `grace_seconds`), close."""
@@ -97,19 +115,42 @@ class Consumer:
                 grace_seconds,
             )
         if self._channel is not None and not self._channel.is_closed:
+            if isinstance(self._channel, AbstractRobustChannel):
+                self._channel.reopen_callbacks.discard(self._on_channel_reopened)
             await self._channel.close()
+        metrics.consumers.labels(self.queue_name).set(0)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._in_flight += 1
         self._idle.clear()
+        queue = self.queue_name
+        metrics.in_flight.labels(queue).inc()
         try:
-            await self._process(message)
+            with tracing.span(
+                f"process {queue}",
+                kind=SpanKind.CONSUMER,
+                parent=tracing.extract(message.headers),
+                attributes=tracing.messaging_attributes(
+                    "process",
+                    exchange=message.exchange,
+                    routing_key=message.routing_key,
+                    message_id=message.message_id,
+                    queue=queue,
+                    body_size=len(message.body),
+                ),
+            ) as span:
+                outcome = await self._process(message)
+                if outcome != "acked":
+                    tracing.mark_error(span, f"message {outcome}")
+            metrics.messages.labels(queue, outcome).inc()
         finally:
+            metrics.in_flight.labels(queue).dec()
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+    async def _process(self, message: AbstractIncomingMessage) -> str:
+        """Handle, then settle the message; return how: acked, requeued or dead_lettered."""
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(_transient),
@@ -128,20 +169,19 @@ class Consumer:
                     exc,
                 )
                 await message.nack(requeue=True)
-            else:
-                reason = (
-                    str(exc) if isinstance(exc, MessageError) else f"{type(exc).__name__}: {exc}"
-                )
-                await self._park(message, reason)
-            return
+                return "requeued"
+            reason = str(exc) if isinstance(exc, MessageError) else f"{type(exc).__name__}: {exc}"
+            await self._park(message, reason)
+            return "dead_lettered"
         except Exception:  # a bug must not wedge the message: hand it back
             # Redelivered; after the queue's delivery limit RabbitMQ dead-letters it.
             log.exception(
                 "unexpected error handling message %s; handing it back", message.message_id
             )
             await message.nack(requeue=True)
-            return
+            return "requeued"
         await message.ack()
+        return "acked"
 
     async def _park(self, message: AbstractIncomingMessage, reason: str) -> None:
         """Dead-letter a message that can never succeed, with its reason and origin; ack it."""

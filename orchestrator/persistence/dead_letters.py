@@ -114,7 +114,11 @@ async def replay(conn: AsyncConnection, letter_id: int) -> list[PendingRow]:
                 exchange=row.origin_exchange,
                 routing_key=row.origin_routing_key,
                 body=bytes(row.body),
-                headers={"x-warren-replay-of": str(letter_id)},
+                # The trace context it carried: the replay joins the saga's trace.
+                headers={
+                    "x-warren-replay-of": str(letter_id),
+                    **{k: v for k, v in (row.headers or {}).items() if k in TRACE_HEADERS},
+                },
             )
         ],
     )
@@ -122,6 +126,9 @@ async def replay(conn: AsyncConnection, letter_id: int) -> list[PendingRow]:
         update(dead_letters).where(dead_letters.c.id == letter_id).values(replayed_at=utcnow())
     )
     return pending
+
+
+TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 async def delete_dead_letter(conn: AsyncConnection, letter_id: int) -> None:

@@ -39,6 +39,14 @@ async def load(
     return msgspec.convert(state, InstanceState)
 
 
+async def traceparent(conn: AsyncConnection, instance_id: UUID) -> str | None:
+    """The trace context the instance was started in (None when it was not traced)."""
+    value: str | None = await conn.scalar(
+        select(instances.c.traceparent).where(instances.c.id == instance_id)
+    )
+    return value
+
+
 async def insert_new(
     conn: AsyncConnection,
     state: InstanceState,
@@ -46,6 +54,7 @@ async def insert_new(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     correlation_key: str | None = None,
+    traceparent: str | None = None,
 ) -> bool:
     """Insert a started instance's snapshot; False when its id or (saga, idempotency key) is
     taken. A concurrent start with the same key waits here until the first one commits."""
@@ -63,6 +72,7 @@ async def insert_new(
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             correlation_key=correlation_key,
+            traceparent=traceparent,
         )
         .on_conflict_do_nothing()
         .returning(instances.c.id)

@@ -19,6 +19,7 @@ from orchestrator.engine import StepReply
 from orchestrator.errors import InstanceNotFound, MessageError
 from orchestrator.messaging.envelope import Command, Reply, decode
 from orchestrator.messaging.failure import Failure
+from orchestrator.observability import metrics
 from orchestrator.service.transitions import apply_event
 from orchestrator.storage.database import transaction
 from orchestrator.storage.tables import dead_letters
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+    from orchestrator.engine import Transition
     from orchestrator.messaging.envelope import Envelope
     from orchestrator.messaging.topology import Topology
     from orchestrator.persistence.definitions import DefinitionCache
@@ -52,6 +54,7 @@ class DeadLetterRecorder:
         except MessageError:
             envelope = None
         pending: list[PendingRow] = []
+        transition: Transition | None = None
         async with transaction(self.engine) as conn:
             await conn.execute(
                 insert(dead_letters).values(
@@ -67,13 +70,16 @@ class DeadLetterRecorder:
                 )
             )
             if isinstance(envelope, Command):
-                pending = await self._fail_attempt(conn, envelope, reason)
+                transition, pending = await self._fail_attempt(conn, envelope, reason)
         log.warning("dead letter recorded: %s (%s)", message.message_id, reason)
+        metrics.dead_letters.labels(queue or routing_key or "unknown").inc()
+        if transition is not None:
+            metrics.observe_transition(transition)
         await self.relay.publish_committed(pending)
 
     async def _fail_attempt(
         self, conn: AsyncConnection, command: Command, reason: str
-    ) -> list[PendingRow]:
+    ) -> tuple[Transition | None, list[PendingRow]]:
         failure = Failure(type="DeadLettered", message=reason, retryable=False)
         event = StepReply(
             step=command.step,
@@ -83,7 +89,7 @@ class DeadLetterRecorder:
             failure=failure,
         )
         try:
-            _, pending = await apply_event(
+            return await apply_event(
                 conn,
                 self.definitions,
                 self.topology,
@@ -92,8 +98,7 @@ class DeadLetterRecorder:
                 causation_id=command.id,
             )
         except InstanceNotFound:
-            return []
-        return pending
+            return None, []
 
 
 def _kind(envelope: Envelope | None) -> str | None:

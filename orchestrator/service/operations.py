@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from orchestrator.engine import Cancel, Event, InstanceState, Resume, SagaStatus
 from orchestrator.errors import InvalidState
+from orchestrator.observability import metrics, tracing
+from orchestrator.persistence import instances
 from orchestrator.service.transitions import apply_event
 from orchestrator.storage.database import transaction
 
@@ -57,8 +59,18 @@ class Operations:
         self, instance_id: UUID, event: Event, check: Callable[[InstanceState], None]
     ) -> InstanceState:
         async with transaction(self.engine) as conn:
+            # The action joins the saga's trace, linked to the request that asked for it.
+            started_in = await instances.traceparent(conn, instance_id)
             transition, pending = await apply_event(
-                conn, self.definitions, self.topology, instance_id, event, check=check
+                conn,
+                self.definitions,
+                self.topology,
+                instance_id,
+                event,
+                check=check,
+                trace_parent=tracing.from_traceparent(started_in),
+                trace_links=tracing.link_to_current(),
             )
+        metrics.observe_transition(transition)
         await self.relay.publish_committed(pending)
         return transition.instance

@@ -23,6 +23,7 @@ from orchestrator.messaging.broker import Broker
 from orchestrator.messaging.consumer import Consumer, envelopes
 from orchestrator.messaging.envelope import Reply, utcnow
 from orchestrator.messaging.faults import crash_point
+from orchestrator.observability import logs, metrics, tracing
 from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service.breakers import evaluate as evaluate_breakers
 from orchestrator.service.dead_letters import DeadLetterRecorder
@@ -61,6 +62,7 @@ class Orchestrator:
             commands_exchange=self.topology.commands_exchange,
         )
         self.definitions = DefinitionCache()
+        self.payloads = logs.PayloadLog(enabled=settings.log_payloads, redact=settings.log_redact)
         self.consumer = Consumer(
             self.broker,
             self.topology.declare_orchestrator,
@@ -104,9 +106,21 @@ class Orchestrator:
     async def handle(self, message: Envelope) -> None:
         if not isinstance(message, Reply):
             raise MessageError(f"orchestrators take replies, not {type(message).__name__.lower()}s")
+        with logs.bind(
+            saga=message.saga,
+            instance_id=message.instance_id,
+            step=message.step,
+            phase=message.phase.value,
+            attempt=message.attempt,
+        ):
+            self.payloads.log(log, "reply received", message.payload)
+            await self._apply_reply(message)
+
+    async def _apply_reply(self, message: Reply) -> None:
         pending: list[PendingRow] = []
         async with transaction(self.engine) as conn:
             if not await inbox.claim(conn, INBOX_CONSUMER, message.id):
+                metrics.inbox_duplicates.labels(INBOX_CONSUMER).inc()
                 log.info("duplicate reply %s dropped", message.id)
                 return
             event = StepReply(
@@ -117,7 +131,7 @@ class Orchestrator:
                 result=message.payload.result,
                 failure=message.payload.failure,
             )
-            _, pending = await apply_event(
+            transition, pending = await apply_event(
                 conn,
                 self.definitions,
                 self.topology,
@@ -126,6 +140,7 @@ class Orchestrator:
                 causation_id=message.id,
                 traceparent=message.traceparent,
             )
+        metrics.observe_transition(transition)
         crash_point("orchestrator.after_commit")
         await self.relay.publish_committed(pending)
 
@@ -218,14 +233,16 @@ class Orchestrator:
             event = TimerFired(
                 kind=TimerKind(row.kind), step=row.step, phase=Phase(row.phase), attempt=row.attempt
             )
-            _, pending = await apply_event(
+            transition, pending = await apply_event(
                 conn,
                 self.definitions,
                 self.topology,
                 row.instance_id,
                 event,
                 traceparent=row.traceparent,
+                trace_parent=tracing.from_traceparent(row.traceparent),
             )
             await conn.execute(delete(timers).where(timers.c.id == row.id))
+        metrics.observe_transition(transition)
         await self.relay.publish_committed(pending)
         return True

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from orchestrator.engine import InstanceState, Start, decide, new_instance
 from orchestrator.errors import IdempotencyConflict, InputInvalid
 from orchestrator.messaging.envelope import new_message_id, utcnow
+from orchestrator.observability import metrics, tracing
 from orchestrator.persistence import definitions, instances
 from orchestrator.storage.database import transaction
 from orchestrator.storage.tables import instances as instances_table
@@ -66,6 +67,23 @@ class SagaStarter:
         self._validators: dict[tuple[str, int], jsonschema.protocols.Validator] = {}
 
     async def start(self, request: StartRequest) -> Started:
+        with tracing.span("saga.start") as current:
+            started = await self._start(request)
+            if current.is_recording():
+                current.set_attributes(
+                    tracing.saga_attributes(
+                        saga=started.instance.saga,
+                        version=started.instance.version,
+                        instance_id=started.instance.id,
+                    )
+                    | {"warren.start.created": started.created}
+                )
+        if started.created:
+            metrics.sagas_started.labels(started.instance.saga).inc()
+        return started
+
+    async def _start(self, request: StartRequest) -> Started:
+        traceparent = tracing.current_traceparent()
         async with transaction(self.engine) as conn:
             definition = await definitions.load(conn, request.saga, request.version)
             self.validate_input(definition, request.input)
@@ -81,10 +99,13 @@ class SagaStarter:
                 idempotency_key=request.idempotency_key,
                 request_hash=request.fingerprint if keyed else None,
                 correlation_key=request.correlation_key,
+                traceparent=traceparent,
             )
             if not inserted:
                 return Started(await self._earlier(conn, request), created=False)
-            pending = await instances.append(conn, transition, self.topology)
+            pending = await instances.append(
+                conn, transition, self.topology, traceparent=traceparent
+            )
         await self.relay.publish_committed(pending)
         return Started(transition.instance, created=True)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from orchestrator.observability import metrics
 from orchestrator.storage.tables import pool_breakers
 
 if TYPE_CHECKING:
@@ -28,6 +29,9 @@ class BreakerState(StrEnum):
     """Too many recent failures: the pool's commands wait in the outbox."""
     HALF_OPEN = "half_open"
     """Trying again: one probe command goes out; its outcome closes or reopens the breaker."""
+
+
+_GAUGE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
 class BreakerBoard:
@@ -47,6 +51,8 @@ class BreakerBoard:
         )
         self._states = {r.pool: (BreakerState(r.state), r.changed_at) for r in rows}
         self._read_at = time.monotonic()
+        for pool, (state, _) in self._states.items():
+            metrics.breaker_state.labels(pool).set(_GAUGE_VALUE[state])
 
     def held(self) -> frozenset[str]:
         """Pools whose commands must wait now (open, or half-open with the probe spent)."""

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from orchestrator.errors import StorageError
+from orchestrator.observability import tracing
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
 _json_encoder = msgspec.json.Encoder()
 
-# serialization_failure, deadlock_detected, admin_shutdown, cannot_connect_now: try again.
-_RETRY_SQLSTATES = {"40001", "40P01", "57P01", "57P03"}
+# serialization_failure, deadlock_detected, admin_shutdown, cannot_connect_now,
+# too_many_connections: try again.
+_RETRY_SQLSTATES = {"40001", "40P01", "57P01", "57P03", "53300"}
 
 
 def _json_serializer(value: Any) -> str:
@@ -47,8 +51,31 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 @asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """One transaction; driver failures leave as `StorageError` (retryable)."""
-    async with translate_errors(), engine.begin() as conn:
-        yield conn
+    with transaction_span(engine):
+        async with translate_errors(), engine.begin() as conn:
+            yield conn
+
+
+@contextmanager
+def transaction_span(engine: AsyncEngine) -> Iterator[None]:
+    """A span for one transaction (database semantic conventions), inside a traced operation
+    only: the background polls, which belong to no trace, start none."""
+    if not trace.get_current_span().is_recording():
+        yield
+        return
+    url = engine.url
+    with tracing.span(
+        f"transaction {url.database}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "db.system.name": "postgresql",
+            "db.namespace": url.database or "",
+            "db.operation.name": "transaction",
+            "server.address": url.host or "",
+            "server.port": url.port or 5432,
+        },
+    ):
+        yield
 
 
 @asynccontextmanager

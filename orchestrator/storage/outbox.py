@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import and_, delete, insert, select, text
+from opentelemetry.trace import SpanKind
+from sqlalchemy import and_, delete, func, insert, select, text
 
 from orchestrator.errors import WarrenError
 from orchestrator.messaging.faults import crash_point
+from orchestrator.observability import metrics, tracing
 from orchestrator.storage.database import transaction
 from orchestrator.storage.tables import outbox
 
@@ -127,6 +129,7 @@ class Relay:
                 mine = {row.id for row in claimed}
                 ours = [row for row in rows if row.id in mine]
                 published = await self._publish(ours)
+                metrics.outbox_published.labels("immediate").inc(len(published))
                 if len(published) != len(ours):
                     raise _NotAllPublished(
                         f"{len(ours) - len(published)} of {len(ours)} not confirmed"
@@ -173,13 +176,31 @@ class Relay:
             published = await self._publish(self._admit(rows))
             if published:
                 await conn.execute(delete(outbox).where(outbox.c.id.in_(published)))
+        metrics.outbox_published.labels("sweeper").inc(len(published))
         return len(published)
+
+    async def measure_backlog(self) -> None:
+        """Update the outbox gauges: rows waiting, age of the oldest."""
+        async with transaction(self.engine) as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        func.count(),
+                        func.coalesce(
+                            func.extract("epoch", func.now() - func.min(outbox.c.created_at)), 0
+                        ),
+                    )
+                )
+            ).one()
+        metrics.outbox_backlog.set(row[0])
+        metrics.outbox_oldest_age.set(max(float(row[1]), 0.0))
 
     async def run_sweeper(self, stopping: asyncio.Event, *, interval_seconds: float = 1.0) -> None:
         while not stopping.is_set():
             try:
                 while await self.sweep_once() >= self.batch_size:
                     pass
+                await self.measure_backlog()
             except WarrenError as exc:
                 log.warning("outbox sweep failed, will try again: %s", exc)
             with contextlib.suppress(TimeoutError):
@@ -190,17 +211,7 @@ class Relay:
         if not rows:
             return []
         results = await asyncio.gather(
-            *(
-                self.broker.publish(
-                    row.message.exchange,
-                    row.message.routing_key,
-                    row.message.body,
-                    message_id=row.message.message_id,
-                    headers=row.message.headers,
-                )
-                for row in rows
-            ),
-            return_exceptions=True,
+            *(self._publish_one(row.message) for row in rows), return_exceptions=True
         )
         published: list[int] = []
         for row, outcome in zip(rows, results, strict=True):
@@ -212,3 +223,26 @@ class Relay:
                 published.append(row.id)
         crash_point("relay.after_publish")
         return published
+
+    async def _publish_one(self, message: OutboxMessage) -> None:
+        """One publish, as a span of the trace whose context the row stored; the message
+        carries the publish span's context on."""
+        with tracing.span(
+            f"send {message.exchange}",
+            kind=SpanKind.PRODUCER,
+            parent=tracing.extract(message.headers),
+            attributes=tracing.messaging_attributes(
+                "send",
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                message_id=message.message_id,
+                body_size=len(message.body),
+            ),
+        ):
+            await self.broker.publish(
+                message.exchange,
+                message.routing_key,
+                message.body,
+                message_id=message.message_id,
+                headers={**message.headers, **tracing.carrier()},
+            )

@@ -90,6 +90,12 @@ instances = Table(
     ),
     Column("request_hash", Text, nullable=True, comment="what was asked under that key or id"),
     Column("correlation_key", Text, nullable=True, comment="a free key given at start, to find it"),
+    Column(
+        "traceparent",
+        Text,
+        nullable=True,
+        comment="W3C trace context of the start: operator actions join the saga's trace",
+    ),
     # Listing is newest first by (created_at, id) with keyset pagination: one index per filter.
     Index("ix_instances_created", "created_at", "id"),
     Index("ix_instances_saga_created", "saga_name", "created_at", "id"),

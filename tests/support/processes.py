@@ -35,6 +35,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "WARREN_SHUTDOWN_GRACE_SECONDS": str(settings.shutdown_grace_seconds),
         "WARREN_API_HOST": settings.api_host,
         "WARREN_API_PORT": str(settings.api_port),
+        # Many processes share this machine: no metrics port unless a test asks for one.
+        "WARREN_METRICS_PORT": str(settings.metrics_port or 0),
     }
     if settings.breakers:
         env["WARREN_BREAKERS"] = msgspec.json.encode(settings.breakers).decode()
@@ -80,10 +82,12 @@ class Processes:
     settings: Settings
     log_dir: Path
     procs: list[Proc] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for every process started from now on (OTEL_*, say)."""
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}
-        full_env = {**inherited, **settings_env(self.settings), **(env or {})}
+        full_env = {**inherited, **settings_env(self.settings), **self.env, **(env or {})}
         log_path = self.log_dir / f"{len(self.procs):02d}-{name}.log"
         with log_path.open("wb") as log_file:
             popen = subprocess.Popen(

@@ -1,0 +1,194 @@
+"""Tracing: one trace per saga instance, across the API, the orchestrators and the workers.
+
+W3C trace context travels in the AMQP headers of every message, and is stored with outbox rows
+(their headers), timers and the instance itself, so a message published later by a sweeper, a
+retry fired by a timer minutes later, an operator's action and a dead-letter replay all join the
+saga's trace. The SDK is installed only when the standard `OTEL_*` variables ask for an
+exporter; otherwise the API's no-op tracer still carries the context through, at almost no cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from orchestrator.config import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span
+
+tracer = trace.get_tracer("warren")
+"""A proxy: spans started through it use whatever provider `configure` installs later."""
+
+_provider: Any = None
+
+
+def configure(service_name: str) -> None:
+    """Install the SDK with the exporter(s) the standard environment variables ask for.
+
+    Tracing is on when `OTEL_TRACES_EXPORTER` names an exporter (otlp, console) or an OTLP
+    endpoint is set; `OTEL_SDK_DISABLED=true` turns it off. `OTEL_SERVICE_NAME` overrides the
+    process's default service name, `OTEL_TRACES_SAMPLER` picks the sampler."""
+    global _provider
+    env = os.environ
+    if _provider is not None or env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return
+    names = env.get("OTEL_TRACES_EXPORTER")
+    if names is None and not (
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
+        return
+    exporters = [n.strip() for n in (names or "otlp").split(",") if n.strip() not in ("", "none")]
+    if not exporters:
+        return
+
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    attributes = {} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    for name in exporters:
+        provider.add_span_processor(BatchSpanProcessor(_exporter(name)))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+
+
+def _exporter(name: str) -> Any:
+    if name == "otlp":
+        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+        )
+        if protocol != "http/protobuf":
+            raise ConfigError(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: Warren exports "
+                "OTLP over HTTP (http/protobuf, port 4318)"
+            )
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    raise ConfigError(f"OTEL_TRACES_EXPORTER names {name!r}; Warren knows otlp, console, none")
+
+
+def shutdown() -> None:
+    """Flush the spans still queued (at process exit)."""
+    if _provider is not None:
+        _provider.shutdown()
+
+
+# ---- context in carriers (AMQP headers, stored rows) ----------------------------------------
+
+
+def extract(headers: Mapping[str, Any] | None) -> Context:
+    """The trace context a message's headers carry (an empty context when none)."""
+    carrier = {k: v for k, v in (headers or {}).items() if isinstance(v, str)}
+    return propagate.extract(carrier)
+
+
+def from_traceparent(traceparent: str | None) -> Context | None:
+    return propagate.extract({"traceparent": traceparent}) if traceparent else None
+
+
+def carrier() -> dict[str, str]:
+    """The current context as W3C headers (`traceparent`, `tracestate`) to store or send."""
+    headers: dict[str, str] = {}
+    propagate.inject(headers)
+    return headers
+
+
+def current_traceparent(fallback: str | None = None) -> str | None:
+    """The current span as a `traceparent` value; `fallback` when there is no span."""
+    return carrier().get("traceparent", fallback)
+
+
+def trace_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the current span, in hex, for log lines."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+# ---- spans -------------------------------------------------------------------------------------
+
+
+def saga_attributes(
+    *,
+    saga: str | None = None,
+    version: int | None = None,
+    instance_id: object = None,
+    step: str | None = None,
+    phase: str | None = None,
+    attempt: int | None = None,
+    pool: str | None = None,
+) -> dict[str, Any]:
+    values = {
+        "warren.saga.name": saga,
+        "warren.saga.version": version,
+        "warren.instance.id": str(instance_id) if instance_id is not None else None,
+        "warren.step.name": step,
+        "warren.step.phase": phase,
+        "warren.step.attempt": attempt,
+        "warren.pool": pool,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@contextlib.contextmanager
+def span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    parent: Context | None = None,
+    links: list[Link] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Iterator[Span]:
+    """A span that records an escaping exception as an error and re-raises it."""
+    with tracer.start_as_current_span(
+        name, context=parent, kind=kind, links=links, attributes=attributes
+    ) as current:
+        yield current
+
+
+def link_to_current() -> list[Link]:
+    """A link to the current span, for a span that starts in another trace."""
+    context = trace.get_current_span().get_span_context()
+    return [Link(context)] if context.is_valid else []
+
+
+def mark_error(current: Span, description: str) -> None:
+    current.set_status(Status(StatusCode.ERROR, description))
+
+
+def messaging_attributes(
+    operation: str,
+    *,
+    exchange: str | None,
+    routing_key: str | None,
+    message_id: object,
+    queue: str | None = None,
+    body_size: int | None = None,
+) -> dict[str, Any]:
+    """OpenTelemetry messaging semantic conventions for RabbitMQ."""
+    values: dict[str, Any] = {
+        "messaging.system": "rabbitmq",
+        "messaging.operation.type": operation,
+        "messaging.operation.name": "publish" if operation == "send" else "consume",
+        "messaging.destination.name": exchange or "amq.default",
+        "messaging.rabbitmq.destination.routing_key": routing_key,
+        "messaging.message.id": str(message_id) if message_id is not None else None,
+        "messaging.message.body.size": body_size,
+        "messaging.consumer.group.name": queue,
+    }
+    return {k: v for k, v in values.items() if v is not None}
