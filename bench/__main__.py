@@ -32,8 +32,9 @@ What the figures mean (all latencies come from database timestamps, not from pol
   terminal) of our processes by kind; ``postgres`` and ``rabbitmq`` sum every ``postgres`` and
   ``beam.smp`` process on the machine, so other work on these servers counts too.
 - ``peak_rss_mb``: VmHWM of each Warren process, read just before stopping it.
-- ``transactions_per_saga``: commits in the scratch database (pg_stat_database) while
-  ``--count-sagas`` sagas ran one at a time, minus the background rate measured idle beforehand.
+- ``round_trips`` (with --count-sagas N; approximate, pg_stat lags): commits in the database while
+  N sagas ran one at a time, minus the idle background rate. `python -m bench.roundtrips` counts
+  every statement of one saga exactly, from the Postgres log.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--orchestrators", type=int, choices=(1, 2), default=1)
     parser.add_argument("--workers", type=int, choices=(1, 2), default=1, help="per pool")
     parser.add_argument("--concurrency", type=int, default=8, help="warren worker --concurrency")
-    parser.add_argument("--count-sagas", type=int, default=20, help="0 skips transaction counts")
+    parser.add_argument(
+        "--count-sagas", type=int, default=0, help="approximate commits per saga (pg_stat)"
+    )
     parser.add_argument("--scaling", action="store_true", help="concurrent mode, 4 combinations")
     parser.add_argument("--quick", action="store_true", help="200 concurrent, 20 sequential")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mode")

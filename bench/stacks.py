@@ -19,28 +19,31 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 # Checked in order: the first fragment found in a frame's file path names its library.
 LIBRARIES = [
-    ("sqlalchemy/orm", "sqlalchemy.orm"),
-    ("sqlalchemy", "sqlalchemy"),
-    ("asyncpg", "asyncpg"),
-    ("aio_pika", "aio_pika"),
-    ("aiormq", "aiormq"),
-    ("pamqp", "pamqp"),
-    ("msgspec", "msgspec"),
-    ("jsonschema", "jsonschema"),
-    ("referencing", "jsonschema"),
-    ("rpds", "jsonschema"),
-    ("opentelemetry", "opentelemetry"),
-    ("litestar", "litestar"),
-    ("uvicorn", "uvicorn"),
-    ("httptools", "uvicorn"),
-    ("h11", "uvicorn"),
-    ("tenacity", "tenacity"),
-    ("uuid_utils", "uuid_utils"),
-    ("/logging/", "logging"),
-    ("/asyncio/", "asyncio"),
-    ("/orchestrator/", "warren"),
-    ("/workers/", "warren"),
-    ("/bench/", "bench"),
+    ("sqlalchemy/orm/", "sqlalchemy.orm"),
+    ("sqlalchemy/", "sqlalchemy"),
+    ("asyncpg/", "asyncpg"),
+    ("aio_pika/", "aio_pika"),
+    ("aiormq/", "aiormq"),
+    ("pamqp/", "pamqp"),
+    ("msgspec/", "msgspec"),
+    ("jsonschema/", "jsonschema"),
+    ("referencing/", "jsonschema"),
+    ("rpds/", "jsonschema"),
+    ("opentelemetry/", "opentelemetry"),
+    ("litestar/", "litestar"),
+    ("uvicorn/", "uvicorn"),
+    ("httptools/", "uvicorn"),
+    ("h11/", "uvicorn"),
+    ("anyio/", "anyio"),
+    ("tenacity/", "tenacity"),
+    ("uuid_utils/", "uuid_utils"),
+    ("click/", "click"),
+    ("logging/", "logging"),
+    ("asyncio/", "asyncio"),
+    ("selectors.py", "asyncio"),
+    ("orchestrator/", "warren"),
+    ("workers/", "warren"),
+    ("bench/", "bench"),
 ]
 
 
@@ -48,7 +51,7 @@ def library(frame: str) -> str:
     match = _FRAME.match(frame)
     path = match.group("file") if match else frame
     for fragment, name in LIBRARIES:
-        if fragment in path:
+        if path.startswith(fragment) or "/" + fragment in path:
             return name
     return "other" if path.endswith(".py") else "native/other"
 
@@ -77,8 +80,14 @@ def load(path: Path) -> list[tuple[list[str], int]]:
     return stacks
 
 
-def summarise(path: Path, top: int) -> str:
+def summarise(path: Path, top: int, drop_leaf: str | None = None) -> str:
     stacks = load(path)
+    dropped = 0
+    if drop_leaf:
+        pattern = re.compile(drop_leaf)
+        kept = [(f, c) for f, c in stacks if not (f and pattern.search(f[-1]))]
+        dropped = sum(c for _, c in stacks) - sum(c for _, c in kept)
+        stacks = kept
     total = sum(count for _, count in stacks) or 1
     own_lib: Counter[str] = Counter()
     cum_lib: Counter[str] = Counter()
@@ -97,7 +106,7 @@ def summarise(path: Path, top: int) -> str:
     def pct(n: int) -> str:
         return f"{100 * n / total:5.1f}%"
 
-    lines = [f"{path.name}: {total} samples"]
+    lines = [f"{path.name}: {total} samples" + (f" ({dropped} dropped)" if dropped else "")]
     lines.append("  library          own    cumulative")
     for name, n in own_lib.most_common():
         lines.append(f"  {name:<15} {pct(n)}  {pct(cum_lib[name])}")
@@ -112,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stacks", description=__doc__)
     parser.add_argument("profiles", nargs="+", type=Path)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--drop-leaf", help="leave out samples whose innermost frame matches")
     args = parser.parse_args(argv)
     for path in args.profiles:
-        print(summarise(path, args.top))
+        print(summarise(path, args.top, args.drop_leaf))
         print()
     return 0
 
