@@ -258,8 +258,8 @@ class Stack:
         totals: dict[str, float] = {}
         for proc in self.procs:
             totals[proc.kind] = totals.get(proc.kind, 0.0) + _tree_cpu_seconds(proc.pid)
-        totals["postgres"] = _cpu_of_command("postgres")
-        totals["rabbitmq"] = _cpu_of_command("beam.smp")
+        totals["postgres"] = _server_cpu_seconds(5432, "postgres")
+        totals["rabbitmq"] = _server_cpu_seconds(5672, "beam.smp")
         return totals
 
 
@@ -333,20 +333,41 @@ def _tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def _cpu_of_command(comm: str) -> float:
-    """CPU of every process named `comm` on the machine (a server's processes; those that
-    exited are counted by their parent's cutime/cstime)."""
-    total = 0.0
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(inode)
+    return inodes
+
+
+def _server_pids(port: int, comm: str) -> list[int]:
+    """The process(es) named `comm` listening on `port` (the server, not its CLI tools)."""
+    sockets = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            name = (entry / "comm").read_text().strip()
+            if (entry / "comm").read_text().strip() != comm:
+                continue
+            links = {os.readlink(fd) for fd in (entry / "fd").iterdir()}
         except OSError:
             continue
-        if name == comm:
-            total += _cpu_seconds(int(entry.name))
-    return total
+        if links & sockets:
+            found.append(int(entry.name))
+    return found
+
+
+def _server_cpu_seconds(port: int, comm: str) -> float:
+    """CPU of the server listening on `port` and all its children (for Postgres: every backend,
+    also those that exited meanwhile, counted in the postmaster's cutime/cstime). Machine-wide:
+    the work of other databases or vhosts on the same server counts too."""
+    return sum(_tree_cpu_seconds(pid) for pid in _server_pids(port, comm))
 
 
 def _vm_hwm_kb(pid: int) -> int:
