@@ -1,0 +1,306 @@
+"""The saga benchmark of issue 6: the "order-3" workload on real Postgres and RabbitMQ.
+
+    .venv/bin/python -m bench                      # 2,000 concurrent + 200 one at a time
+    .venv/bin/python -m bench --quick              # 200 + 20: well under a minute
+    .venv/bin/python -m bench --orchestrators 2 --workers 2
+    .venv/bin/python -m bench --scaling            # concurrent: 1|2 orchestrators x 1|2 workers
+    .venv/bin/python -m bench --profile /tmp/prof  # py-spy raw stacks of every process
+
+Each configuration gets its own scratch database and RabbitMQ vhost (dropped at the end, also on
+failure or Ctrl-C); `warren migrate`, `warren register bench.order3:order3`, then `warren api`,
+`warren orchestrator` (xN) and `warren worker --pool payments|inventory` (xN per pool) run as
+separate OS processes with Warren's default settings. Sagas are started through the HTTP API.
+The JSON figures go to stdout, progress to stderr.
+
+What the figures mean (all latencies come from database timestamps, not from polling):
+
+- ``end_to_end``: instance ``created_at`` (the API's clock when it decided to start it) ->
+  ``updated_at`` of its terminal transition (the orchestrator's clock).
+- ``sagas_per_second``: instances / (first ``created_at`` -> last terminal ``updated_at``);
+  ``client_sagas_per_second``: instances / (first start request sent -> all seen terminal, polled
+  every 20 ms).
+- ``steps.step_to_step``: a worker's transaction start for command k (``step_results.recorded_at``,
+  ``now()`` of the transaction that claims the inbox row, i.e. when the command was consumed) ->
+  the same for command k+1 of the instance. It includes the worker committing and publishing the
+  reply of k, the orchestrator consuming it and committing and publishing command k+1, and its
+  delivery. Warren stores no "reply committed" time, so the issue's "reply committed -> next
+  command consumed" lies between ``orchestrator_to_worker`` (a lower bound: from the orchestrator's
+  decision, inside the reply's transaction) and ``step_to_step`` (an upper bound: the handler does
+  nothing, so it adds only the worker's own transaction). A failed ``charge`` leaves no
+  ``step_results`` row (its savepoint is rolled back), so the hand-overs around it are missing.
+- ``cpu_seconds_per_saga``: deltas of utime+stime over the concurrent run (first start -> all
+  terminal) of our processes by kind; ``postgres`` and ``rabbitmq`` sum every ``postgres`` and
+  ``beam.smp`` process on the machine, so other work on these servers counts too.
+- ``peak_rss_mb``: VmHWM of each Warren process, read just before stopping it.
+- ``round_trips`` (with --count-sagas N; approximate, pg_stat lags): commits in the database while
+  N sagas ran one at a time, minus the idle background rate. `python -m bench.roundtrips` counts
+  every statement of one saga exactly, from the Postgres log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench import runner
+from bench.order3 import POOLS
+from bench.runner import log
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--sagas", type=int, default=2000, help="concurrent mode: instances")
+    parser.add_argument("--sequential", type=int, default=200, help="sequential mode: instances")
+    parser.add_argument("--warmup", type=int, default=50, help="instances run before measuring")
+    parser.add_argument("--in-flight", type=int, default=32, help="concurrent start requests")
+    parser.add_argument("--orchestrators", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--workers", type=int, choices=(1, 2), default=1, help="per pool")
+    parser.add_argument("--concurrency", type=int, default=8, help="warren worker --concurrency")
+    parser.add_argument(
+        "--count-sagas", type=int, default=0, help="approximate commits per saga (pg_stat)"
+    )
+    parser.add_argument("--scaling", action="store_true", help="concurrent mode, 4 combinations")
+    parser.add_argument("--quick", action="store_true", help="200 concurrent, 20 sequential")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mode")
+    parser.add_argument("--profile", type=Path, help="py-spy raw stacks of each process here")
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--logs", type=Path, help="keep the processes' logs in this directory")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sagas, args.sequential, args.warmup, args.count_sagas = 200, 20, 10, 0
+    return args
+
+
+async def _measure(
+    stack: runner.Stack,
+    args: argparse.Namespace,
+    *,
+    sequential: int,
+    count_sagas: int,
+    with_machine: bool,
+) -> dict[str, Any]:
+    await stack.wait_ready()
+    db = await asyncpg.connect(stack.database_url.replace("+asyncpg", ""))
+    try:
+        figures: dict[str, Any] = {}
+        if with_machine:
+            pg_version = await db.fetchval("SHOW server_version")
+            settings = {
+                name: await db.fetchval(f"SHOW {name}")
+                for name in ("fsync", "synchronous_commit", "shared_buffers", "max_connections")
+            }
+            figures["machine"] = runner.machine_info(pg_version, settings)
+        figures["config"] = {
+            "orchestrators": stack.orchestrators,
+            "workers_per_pool": stack.workers_per_pool,
+            "worker_concurrency": stack.concurrency,
+            "pools": list(POOLS),
+            "start_requests_in_flight": args.in_flight,
+            "warmup_sagas": args.warmup,
+        }
+        offset = 0
+        if args.warmup:
+            log(f"warm-up: {args.warmup} sagas")
+            await runner.run_concurrent(stack, db, args.warmup, args.in_flight, args.timeout)
+            offset += args.warmup
+        figures["concurrent"] = await _concurrent(stack, db, args, offset)
+        offset += args.sagas
+        if sequential:
+            figures["sequential"] = await _sequential(stack, db, sequential, offset, args.timeout)
+            offset += sequential
+        if count_sagas:
+            figures["round_trips"] = await _count_transactions(stack, db, count_sagas, offset)
+        figures["peak_rss_mb"] = {k: round(v, 1) for k, v in stack.peak_rss_mb().items()}
+        return figures
+    finally:
+        await db.close()
+
+
+async def _concurrent(
+    stack: runner.Stack, db: asyncpg.Connection, args: argparse.Namespace, offset: int
+) -> dict[str, Any]:
+    spies = []
+    if args.profile is not None:
+        spies = runner.start_profilers(stack, args.profile, args.profile_rate)
+        await asyncio.sleep(1.0)  # let py-spy attach before the load starts
+    log(f"concurrent: {args.sagas} sagas, {args.in_flight} start requests in flight")
+    cpu_before = stack.cpu_by_kind()
+    try:
+        outcome, accepted = await runner.run_concurrent(
+            stack, db, args.sagas, args.in_flight, args.timeout, offset
+        )
+        cpu_after = stack.cpu_by_kind()
+    finally:
+        runner.stop_profilers(spies)
+    rows = await runner.instance_rows(db, outcome.ids)
+    span = (max(r["updated_at"] for r in rows) - min(r["created_at"] for r in rows)).total_seconds()
+    wall = outcome.all_terminal - outcome.first_start
+    n = len(outcome.ids)
+    cpu = {kind: cpu_after[kind] - cpu_before[kind] for kind in cpu_after}
+    result: dict[str, Any] = {
+        "sagas": n,
+        **runner.check_statuses(outcome.ids, rows, offset),
+        "sagas_per_second": round(n / span, 1),
+        "client_sagas_per_second": round(n / wall, 1),
+        "starts_per_second": round(n / (accepted - outcome.first_start), 1),
+        "wall_seconds": round(wall, 2),
+        "end_to_end": runner.summary_ms(runner.end_to_end(rows)),
+        "steps": await runner.step_latencies(db, outcome.ids),
+        "cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
+        "cpu_ms_per_saga": {k: round(v / n * 1000, 3) for k, v in cpu.items()},
+        "cpu_ms_per_saga_total": round(sum(cpu.values()) / n * 1000, 3),
+        "cpu_share_of_machine_percent": {
+            k: round(v / wall / (os.cpu_count() or 1) * 100, 1) for k, v in cpu.items()
+        },
+    }
+    log(
+        f"concurrent: {result['sagas_per_second']} sagas/s, "
+        f"p50 {result['end_to_end']['p50_ms']} ms, statuses {result['statuses']}"
+    )
+    return result
+
+
+async def _sequential(
+    stack: runner.Stack, db: asyncpg.Connection, sagas: int, offset: int, limit: float
+) -> dict[str, Any]:
+    log(f"sequential: {sagas} sagas one at a time")
+    outcome, client = await runner.run_sequential(stack, db, sagas, offset, limit)
+    rows = await runner.instance_rows(db, outcome.ids)
+    result: dict[str, Any] = {
+        "sagas": len(outcome.ids),
+        **runner.check_statuses(outcome.ids, rows, offset),
+        "end_to_end": runner.summary_ms(runner.end_to_end(rows)),
+        "client_end_to_end": runner.summary_ms(client),
+        "steps": await runner.step_latencies(db, outcome.ids),
+    }
+    log(f"sequential: p50 {result['end_to_end']['p50_ms']} ms")
+    return result
+
+
+async def _count_transactions(
+    stack: runner.Stack, db: asyncpg.Connection, sagas: int, offset: int
+) -> dict[str, Any]:
+    """Commits per saga in the scratch database, one saga at a time, our own queries excluded:
+    we wait a fixed time per saga instead of polling, and subtract the idle background rate
+    (sweepers, timer and breaker loops)."""
+    pause = 0.3
+    log(f"counting transactions: {sagas} sagas, {pause}s apart")
+    await asyncio.sleep(1.5)
+    idle_start = await runner.transactions_committed(db)
+    await asyncio.sleep(sagas * pause)
+    await asyncio.sleep(1.5)  # backends report their counts at most once a second
+    idle = await runner.transactions_committed(db) - idle_start - 1
+    before = await runner.transactions_committed(db)
+    ids = []
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30.0) as http:
+        for k in range(sagas):
+            ids.append(await runner.start_saga(http, offset + k))
+            await asyncio.sleep(pause)
+    await asyncio.sleep(1.5)
+    busy = await runner.transactions_committed(db) - before - 1
+    rows = await runner.instance_rows(db, ids)
+    completed = sum(1 for r in rows if r["status"] == "completed")
+    compensated = sum(1 for r in rows if r["status"] == "compensated")
+    return {
+        "sagas": sagas,
+        "statuses": {"completed": completed, "compensated": compensated},
+        "idle_commits_in_same_time": idle,
+        "commits_per_saga": round((busy - idle) / sagas, 2),
+    }
+
+
+def _run_config(
+    args: argparse.Namespace,
+    orchestrators: int,
+    workers: int,
+    *,
+    sequential: int,
+    count_sagas: int,
+    with_machine: bool,
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="warren-bench-") as tmp:
+        log_dir = args.logs or Path(tmp)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with runner.scratch_servers() as (database_url, amqp_url):
+            stack = runner.Stack(
+                database_url,
+                amqp_url,
+                log_dir,
+                orchestrators=orchestrators,
+                workers_per_pool=workers,
+                concurrency=args.concurrency,
+            )
+            with runner.running_stack(stack):
+                return asyncio.run(
+                    _measure(
+                        stack,
+                        args,
+                        sequential=sequential,
+                        count_sagas=count_sagas,
+                        with_machine=with_machine,
+                    )
+                )
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # Treat SIGTERM as Ctrl-C: inside asyncio.run that cancels the measuring task cleanly, and
+    # the clean-up (stop the processes, drop the database and vhost) runs in `finally` blocks.
+    signal.raise_signal(signal.SIGINT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started ignoring it
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.time()
+    output: dict[str, Any] = {"workload": "order-3", "note": _NOTE}
+    if args.scaling:
+        output["scaling"] = []
+        for orchestrators in (1, 2):
+            for workers in (1, 2):
+                figures = _run_config(
+                    args,
+                    orchestrators,
+                    workers,
+                    sequential=0,
+                    count_sagas=0,
+                    with_machine="machine" not in output,
+                )
+                if "machine" in figures:
+                    output["machine"] = figures.pop("machine")
+                output["scaling"].append(figures)
+    else:
+        figures = _run_config(
+            args,
+            args.orchestrators,
+            args.workers,
+            sequential=args.sequential,
+            count_sagas=args.count_sagas,
+            with_machine=True,
+        )
+        output["machine"] = figures.pop("machine")
+        output.update(figures)
+    output["bench_seconds"] = round(time.time() - started, 1)
+    json.dump(output, sys.stdout, indent=2, default=str)
+    print()
+    return 0
+
+
+_NOTE = (
+    "Latencies from database timestamps; CPU of postgres and rabbitmq is machine-wide; "
+    "see `python -m bench --help` and bench/__main__.py for what each figure measures."
+)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,680 @@
+"""The machinery of the saga benchmark: scratch servers, Warren's processes, measurements.
+
+Everything here is synchronous at the edges (creating and dropping the scratch database and
+vhost, starting and stopping processes) so that clean-up runs in plain `finally` blocks, even on
+Ctrl-C; only the measuring itself is async.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+import asyncpg
+import httpx
+
+from bench.order3 import POOLS, SAGA_NAME, expected_status, order_input
+from orchestrator.messaging.topology import Topology
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from datetime import datetime
+
+ADMIN_DSN = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_BASE = os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672")
+RABBITMQCTL = os.environ.get("BENCH_RABBITMQCTL", "rabbitmqctl")
+ROOT = Path(__file__).resolve().parent.parent
+TERMINAL = ("completed", "compensated", "failed")
+NAMESPACE = "bench"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr; stdout is for the JSON figures only."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---- scratch database and vhost ------------------------------------------------------------
+
+
+def _dsn(database: str) -> str:
+    return f"{ADMIN_DSN.rsplit('/', 1)[0]}/{database}"
+
+
+def _admin(*statements: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(ADMIN_DSN)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def _rabbitmqctl(*args: str) -> str:
+    if shutil.which(RABBITMQCTL) is None:
+        raise RuntimeError(f"{RABBITMQCTL} not found: the benchmark creates a vhost with it")
+    done = subprocess.run(  # noqa: S603 - a fixed command with our own arguments
+        [RABBITMQCTL, "-q", *args], check=True, capture_output=True, text=True, timeout=60
+    )
+    return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def scratch_servers() -> Iterator[tuple[str, str]]:
+    """A fresh database and a fresh vhost, both removed on the way out: (database URL, AMQP URL)."""
+    name = f"warren_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    log(f"creating database and vhost {name}")
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        _rabbitmqctl("add_vhost", name)
+        try:
+            _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+            yield _dsn(name), f"{AMQP_BASE}/{name}"
+        finally:
+            with contextlib.suppress(Exception):
+                _rabbitmqctl("delete_vhost", name)
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        log(f"dropped database and vhost {name}")
+
+
+# ---- Warren's processes --------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _warren_command() -> list[str]:
+    script = Path(sys.executable).parent / "warren"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "orchestrator.cli"]
+
+
+@dataclass
+class Proc:
+    kind: str
+    """orchestrator, worker or api"""
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, chars: int = 3000) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[-chars:]
+
+
+@dataclass
+class Stack:
+    """api + orchestrators + workers (per pool) as OS processes on one scratch database."""
+
+    database_url: str
+    amqp_url: str
+    log_dir: Path
+    orchestrators: int = 1
+    workers_per_pool: int = 1
+    concurrency: int = 8
+    api_port: int = field(default_factory=_free_port)
+    procs: list[Proc] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}
+        path = os.pathsep.join(p for p in (str(ROOT), inherited.get("PYTHONPATH")) if p)
+        return {
+            **inherited,
+            "PYTHONPATH": path,
+            "WARREN_DATABASE_URL": self.database_url,
+            "WARREN_AMQP_URL": self.amqp_url,
+            "WARREN_NAMESPACE": NAMESPACE,
+            "WARREN_API_HOST": "127.0.0.1",
+            "WARREN_API_PORT": str(self.api_port),
+        }
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def run_once(self, *args: str) -> None:
+        done = subprocess.run(  # noqa: S603 - our own command line
+            [*_warren_command(), *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"warren {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+
+    def spawn(self, kind: str, name: str, *args: str) -> Proc:
+        log_path = self.log_dir / f"{len(self.procs):02d}-{name}.log"
+        with log_path.open("wb") as log_file:
+            popen = subprocess.Popen(  # noqa: S603 - our own command line
+                [*_warren_command(), *args],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc = Proc(kind, name, popen, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> None:
+        log("warren migrate, register")
+        self.run_once("migrate")
+        self.run_once("register", "bench.order3:order3")
+        log(
+            f"starting api, {self.orchestrators} orchestrator(s), "
+            f"{self.workers_per_pool} worker(s) per pool {', '.join(POOLS)}"
+        )
+        self.spawn("api", "api", "api")
+        for i in range(self.orchestrators):
+            self.spawn("orchestrator", f"orchestrator-{i + 1}", "orchestrator")
+        for pool in POOLS:
+            for i in range(self.workers_per_pool):
+                self.spawn(
+                    "worker",
+                    f"worker-{pool}-{i + 1}",
+                    "worker",
+                    "--app",
+                    "bench.order3:worker",
+                    "--pool",
+                    pool,
+                    "--concurrency",
+                    str(self.concurrency),
+                )
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.running:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.procs:
+            try:
+                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait(timeout=10)
+
+    def check_alive(self) -> None:
+        for proc in self.procs:
+            if not proc.running:
+                raise RuntimeError(f"{proc.name} exited early:\n{proc.tail()}")
+
+    async def wait_ready(self, limit: float = 60.0) -> None:
+        topology = Topology(namespace=NAMESPACE)
+        wanted = {topology.orchestrator_queue: self.orchestrators}
+        wanted.update({topology.pool_queue(pool): self.workers_per_pool for pool in POOLS})
+        deadline = time.monotonic() + limit
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=5.0) as http:
+            while True:
+                self.check_alive()
+                try:
+                    api_ok = (await http.get("/health/ready")).status_code == 200
+                except httpx.TransportError:
+                    api_ok = False
+                if api_ok and await _consumers_at_least(self.amqp_url, wanted):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the stack did not become ready in time")
+                await asyncio.sleep(0.2)
+
+    def peak_rss_mb(self) -> dict[str, float]:
+        return {proc.name: _vm_hwm_kb(proc.pid) / 1024 for proc in self.procs if proc.running}
+
+    def cpu_by_kind(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for proc in self.procs:
+            totals[proc.kind] = totals.get(proc.kind, 0.0) + _tree_cpu_seconds(proc.pid)
+        totals["postgres"] = _server_cpu_seconds(5432, "postgres")
+        totals["rabbitmq"] = _server_cpu_seconds(5672, "beam.smp")
+        return totals
+
+
+@contextlib.contextmanager
+def running_stack(stack: Stack) -> Iterator[Stack]:
+    try:
+        stack.start()
+        yield stack
+    except BaseException:
+        for proc in stack.procs:
+            log(f"----- {proc.name} (pid {proc.pid}) log tail -----\n{proc.tail()}")
+        raise
+    finally:
+        stack.stop()
+
+
+async def _consumers_at_least(amqp_url: str, wanted: dict[str, int]) -> bool:
+    try:
+        connection = await aio_pika.connect(amqp_url)
+    except (aio_pika.exceptions.AMQPError, OSError):
+        return False
+    try:
+        for queue_name, count in wanted.items():
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(queue_name, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                return False
+            if (queue.declaration_result.consumer_count or 0) < count:
+                return False
+            await channel.close()
+        return True
+    finally:
+        await connection.close()
+
+
+# ---- /proc ----------------------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name may hold spaces: fields start after its closing parenthesis
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process plus cutime + cstime of its reaped children."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    # after the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLK_TCK
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    total = _cpu_seconds(pid)
+    with contextlib.suppress(OSError):
+        for child in _children(pid):
+            total += _tree_cpu_seconds(child)
+    return total
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(inode)
+    return inodes
+
+
+def _server_pids(port: int, comm: str) -> list[int]:
+    """The process(es) named `comm` listening on `port` (the server, not its CLI tools)."""
+    sockets = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != comm:
+                continue
+            links = {os.readlink(fd) for fd in (entry / "fd").iterdir()}
+        except OSError:
+            continue
+        if links & sockets:
+            found.append(int(entry.name))
+    return found
+
+
+def _server_cpu_seconds(port: int, comm: str) -> float:
+    """CPU of the server listening on `port` and all its children (for Postgres: every backend,
+    also those that exited meanwhile, counted in the postmaster's cutime/cstime). Machine-wide:
+    the work of other databases or vhosts on the same server counts too."""
+    return sum(_tree_cpu_seconds(pid) for pid in _server_pids(port, comm))
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+# ---- statistics -------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, float | int | None]:
+    def ms(v: float | None) -> float | None:
+        return None if v is None else round(v * 1000, 2)
+
+    return {
+        "count": len(values),
+        "p50_ms": ms(percentile(values, 50)),
+        "p90_ms": ms(percentile(values, 90)),
+        "p99_ms": ms(percentile(values, 99)),
+        "max_ms": ms(max(values) if values else None),
+    }
+
+
+# ---- starting and waiting ------------------------------------------------------------------
+
+
+class StartFailed(RuntimeError):
+    pass
+
+
+async def start_saga(http: httpx.AsyncClient, n: int) -> str:
+    response = await http.post(f"/v1/sagas/{SAGA_NAME}", json={"input": order_input(n)})
+    if response.status_code != 201:
+        raise StartFailed(f"start {n}: HTTP {response.status_code}: {response.text[:500]}")
+    instance_id: str = response.json()["id"]
+    return instance_id
+
+
+async def count_terminal(db: asyncpg.Connection) -> int:
+    value = await db.fetchval(
+        "SELECT count(*) FROM warren.instances WHERE status = ANY($1::text[])", list(TERMINAL)
+    )
+    return int(value)
+
+
+@dataclass
+class Outcome:
+    """Instance ids started, in order (the index is the workload's n), and client timings."""
+
+    ids: list[str]
+    first_start: float
+    """perf_counter when the first start request was sent"""
+    all_terminal: float
+    """perf_counter when every instance was seen terminal"""
+
+
+async def run_concurrent(
+    stack: Stack,
+    db: asyncpg.Connection,
+    sagas: int,
+    in_flight: int,
+    limit: float,
+    offset: int = 0,
+) -> tuple[Outcome, float]:
+    """Start `sagas` instances with at most `in_flight` requests at once; wait for all to end.
+    Returns the outcome and the time (perf_counter) when every start had been accepted."""
+    ids: list[str | None] = [None] * sagas
+    counter = iter(range(sagas))  # shared by the starters: each takes the next n
+    before = await count_terminal(db)
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=60.0, limits=limits) as http:
+
+        async def starter() -> None:
+            for n in counter:
+                ids[n] = await start_saga(http, offset + n)
+
+        first = time.perf_counter()
+        await asyncio.gather(*(starter() for _ in range(in_flight)))
+        accepted = time.perf_counter()
+    log(f"{sagas} starts accepted in {accepted - first:.2f}s; waiting for the ends")
+    deadline = first + limit
+    last_report = 0.0
+    while True:
+        done = await count_terminal(db) - before
+        now = time.perf_counter()
+        if done >= sagas:
+            break
+        if now > deadline:
+            raise TimeoutError(f"only {done} of {sagas} sagas ended within {limit}s")
+        if now - last_report > 5:
+            stack.check_alive()
+            log(f"{done}/{sagas} terminal")
+            last_report = now
+        await asyncio.sleep(0.02)
+    return Outcome([i for i in ids if i is not None], first, now), accepted
+
+
+async def run_sequential(
+    stack: Stack, db: asyncpg.Connection, sagas: int, offset: int, limit: float
+) -> tuple[Outcome, list[float]]:
+    """One saga at a time: start, poll its status every 1 ms until terminal, next.
+    Returns the outcome and the client-side latencies (request sent -> terminal seen)."""
+    poll = await db.prepare("SELECT status FROM warren.instances WHERE id = $1::uuid")
+    ids: list[str] = []
+    client: list[float] = []
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30.0) as http:
+        first = time.perf_counter()
+        for k in range(sagas):
+            sent = time.perf_counter()
+            instance_id = await start_saga(http, offset + k)
+            while (await poll.fetchval(instance_id)) not in TERMINAL:
+                if time.perf_counter() - sent > limit:
+                    raise TimeoutError(f"saga {instance_id} did not end within {limit}s")
+                await asyncio.sleep(0.001)
+            client.append(time.perf_counter() - sent)
+            ids.append(instance_id)
+    return Outcome(ids, first, time.perf_counter()), client
+
+
+# ---- figures from the database ----------------------------------------------------------------
+
+
+async def instance_rows(db: asyncpg.Connection, ids: list[str]) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT id::text AS id, status, created_at, updated_at FROM warren.instances "
+        "WHERE id = ANY($1::uuid[])",
+        ids,
+    )
+    return rows
+
+
+def check_statuses(ids: list[str], rows: list[asyncpg.Record], offset: int = 0) -> dict[str, Any]:
+    """Counts by status, and how many instances ended other than the workload expects."""
+    by_id = {row["id"]: row["status"] for row in rows}
+    counts: dict[str, int] = {}
+    unexpected = 0
+    for k, instance_id in enumerate(ids):
+        status = by_id.get(instance_id, "missing")
+        counts[status] = counts.get(status, 0) + 1
+        if status != expected_status(offset + k):
+            unexpected += 1
+    return {"statuses": dict(sorted(counts.items())), "unexpected": unexpected}
+
+
+def end_to_end(rows: list[asyncpg.Record]) -> list[float]:
+    return [(row["updated_at"] - row["created_at"]).total_seconds() for row in rows]
+
+
+STEP_QUERY = """
+SELECT h.instance_id::text AS instance_id, h.seq, h.type, h.step, h.phase,
+       h.recorded_at AS decided_at, r.recorded_at AS consumed_at
+FROM warren.history h
+LEFT JOIN warren.step_results r
+  ON r.consumer = 'pool:' || h.pool
+ AND r.idempotency_key = h.instance_id::text || ':' || h.step || ':' || h.phase
+WHERE h.instance_id = ANY($1::uuid[])
+  AND h.type IN ('step_dispatched', 'compensation_dispatched')
+ORDER BY h.instance_id, h.seq
+"""
+
+
+async def step_latencies(db: asyncpg.Connection, ids: list[str]) -> dict[str, Any]:
+    """Per step hand-over, from database timestamps (see docs in bench/__main__.py):
+
+    - step_to_step: worker transaction start of command k -> of command k+1 (command consumed
+      to next command consumed; includes the worker's handler+commit+reply publish, the
+      orchestrator's transaction and command publish, and both deliveries);
+    - orchestrator_to_worker: the orchestrator's decision to dispatch command k+1 (history
+      recorded_at, taken inside the reply's transaction) -> the worker's transaction start for
+      it: the orchestrator's commit + outbox publish/confirm + delivery to the worker;
+    - worker_to_orchestrator: worker transaction start of command k -> the orchestrator's
+      decision on its reply: the worker's handler+commit+reply publish + delivery + the
+      orchestrator's inbox claim and row lock;
+    - api_to_worker: the API's decision to dispatch the first command -> its consumption.
+    """
+    rows = await db.fetch(STEP_QUERY, ids)
+    cycle: list[float] = []
+    hop_out: list[float] = []
+    hop_back: list[float] = []
+    first_hop: list[float] = []
+    previous: asyncpg.Record | None = None
+    for row in rows:
+        same = previous is not None and previous["instance_id"] == row["instance_id"]
+        consumed: datetime | None = row["consumed_at"]
+        if consumed is not None:
+            gap = (consumed - row["decided_at"]).total_seconds()
+            (hop_out if same else first_hop).append(gap)
+        if same and previous is not None and previous["consumed_at"] is not None:
+            hop_back.append((row["decided_at"] - previous["consumed_at"]).total_seconds())
+            if consumed is not None:
+                cycle.append((consumed - previous["consumed_at"]).total_seconds())
+        previous = row
+    return {
+        "step_to_step": summary_ms(cycle),
+        "orchestrator_to_worker": summary_ms(hop_out),
+        "worker_to_orchestrator": summary_ms(hop_back),
+        "api_to_worker": summary_ms(first_hop),
+    }
+
+
+async def transactions_committed(db: asyncpg.Connection) -> int:
+    value = await db.fetchval(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    )
+    return int(value)
+
+
+# ---- the machine ----------------------------------------------------------------------------
+
+
+def machine_info(pg_version: str, pg_settings: dict[str, str]) -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    try:
+        rabbit = _rabbitmqctl("version")
+    except (RuntimeError, subprocess.SubprocessError):
+        rabbit = "unknown"
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"],  # noqa: S607
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    mem_kb = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem_kb = int(Path("/proc/meminfo").read_text().splitlines()[0].split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgres": pg_version,
+        "postgres_settings": pg_settings,
+        "rabbitmq": rabbit,
+        "git_commit": commit + ("-dirty" if dirty else ""),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+# ---- profiling (optional: needs py-spy) -------------------------------------------------------
+
+
+def start_profilers(stack: Stack, out_dir: Path, rate: int) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every Warren process, collapsed stacks (`--format raw`) into out_dir."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for proc in stack.procs:
+        target = out_dir / f"{proc.name}.txt"
+        spies.append(
+            subprocess.Popen(  # noqa: S603 - our own command line
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--rate",
+                    str(rate),
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(target),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=(out_dir / f"{proc.name}.py-spy.log").open("wb"),
+            )
+        )
+    return spies
+
+
+def stop_profilers(spies: list[subprocess.Popen[bytes]]) -> None:
+    for spy in spies:
+        if spy.poll() is None:
+            spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait(timeout=10)

@@ -1,0 +1,66 @@
+"""`python -m bench --quick` runs end to end and every saga ends as the workload says.
+
+It checks correctness (the figures are there, 90% completed and 10% compensated), not speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+STEP_FIGURES = {"step_to_step", "orchestrator_to_worker", "worker_to_orchestrator", "api_to_worker"}
+LATENCY_KEYS = {"count", "p50_ms", "p90_ms", "p99_ms", "max_ms"}
+KINDS = {"api", "orchestrator", "worker", "postgres", "rabbitmq"}
+
+
+@pytest.mark.timeout(180)
+def test_quick_bench_prints_every_figure_and_every_saga_ends_as_expected() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    figures = json.loads(done.stdout)
+
+    assert {"workload", "machine", "config", "concurrent", "sequential", "peak_rss_mb"} <= set(
+        figures
+    )
+    machine = figures["machine"]
+    assert {"nproc", "cpu_model", "postgres", "rabbitmq", "git_commit"} <= set(machine)
+    assert machine["postgres_settings"]["fsync"] == "on"
+    assert machine["postgres_settings"]["synchronous_commit"] == "on"
+
+    concurrent = figures["concurrent"]
+    assert concurrent["sagas"] == 200
+    assert concurrent["statuses"] == {"completed": 180, "compensated": 20}
+    assert concurrent["unexpected"] == 0
+    assert concurrent["sagas_per_second"] > 0
+    assert set(concurrent["end_to_end"]) == LATENCY_KEYS
+    assert concurrent["end_to_end"]["count"] == 200
+    assert set(concurrent["steps"]) == STEP_FIGURES
+    assert concurrent["steps"]["step_to_step"]["count"] == 2 * 200
+    assert set(concurrent["cpu_ms_per_saga"]) == KINDS
+    assert all(value >= 0 for value in concurrent["cpu_ms_per_saga"].values())
+
+    sequential = figures["sequential"]
+    assert sequential["sagas"] == 20
+    assert sequential["statuses"] == {"completed": 18, "compensated": 2}
+    assert sequential["unexpected"] == 0
+    assert sequential["end_to_end"]["p50_ms"] > 0
+    assert set(sequential["client_end_to_end"]) == LATENCY_KEYS
+
+    rss = figures["peak_rss_mb"]
+    assert {"api", "orchestrator-1", "worker-payments-1", "worker-inventory-1"} <= set(rss)
+    assert all(value > 0 for value in rss.values())
