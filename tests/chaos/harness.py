@@ -439,7 +439,10 @@ class Harness:
                 self.run_state.problems.append(f"drain probe failed: {exc!r}")
             await asyncio.sleep(2.0)
         self.run_state.problems.append(
-            f"not drained within {self.config.drain_timeout:.0f}s of healing"
+            f"not drained within {self.config.drain_timeout:.0f}s of healing; open through the "
+            f"proxies: {len(self.amqp_proxy.links)} to RabbitMQ "
+            f"({self.amqp_proxy.connections_accepted} accepted in all), "
+            f"{len(self.pg_proxy.links)} to Postgres"
         )
         return None
 

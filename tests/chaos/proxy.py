@@ -61,6 +61,10 @@ class FaultyProxy:
         self.connections_accepted = 0
 
     @property
+    def links(self) -> list[_Link]:
+        return list(self._links)
+
+    @property
     def port(self) -> int:
         return self.listen_port
 
