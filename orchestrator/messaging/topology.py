@@ -63,8 +63,8 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
             "x-dead-letter-exchange": self.dead_letter_exchange,
         }
 
-    async def declare_base(self, channel: AbstractChannel) -> None:
-        """Exchanges and the dead-letter queue; cheap and idempotent."""
+    async def declare_base(self, channel: AbstractChannel) -> AbstractQueue:
+        """Exchanges and the dead-letter queue; cheap and idempotent. Returns that queue."""
         await channel.declare_exchange(self.commands_exchange, ExchangeType.DIRECT, durable=True)
         await channel.declare_exchange(self.replies_exchange, ExchangeType.DIRECT, durable=True)
         await channel.declare_exchange(self.events_exchange, ExchangeType.TOPIC, durable=True)
@@ -75,10 +75,12 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
             self.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
         )
         await dlq.bind(dlx)
+        return dlq
 
     async def declare_dead_letters(self, channel: AbstractChannel) -> AbstractQueue:
-        await self.declare_base(channel)
-        return await channel.get_queue(self.dead_letter_queue, ensure=False)
+        # The queue object declare_queue returned: a robust channel restores the consumers of
+        # the queues it declared after a reconnect, and only those (not get_queue's).
+        return await self.declare_base(channel)
 
     async def declare_pool(self, channel: AbstractChannel, pool: str) -> AbstractQueue:
         await self.declare_base(channel)
