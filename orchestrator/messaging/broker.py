@@ -3,6 +3,8 @@ translation of aio-pika errors into `BrokerError`."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ from aio_pika.exceptions import (
     ProbableAuthenticationError,
     PublishError,
 )
+from aiormq.exceptions import ChannelInvalidStateError
 from pamqp.commands import Basic
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
@@ -44,6 +47,7 @@ class Broker:
         self._publisher: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._declared: set[tuple[str, str]] = set()
+        self._reopening = asyncio.Lock()
 
     async def connect(self, *, patience_seconds: float = 30.0) -> None:
         """Connect, waiting up to `patience_seconds` for a broker that is still starting.
@@ -56,7 +60,9 @@ class Broker:
                 reraise=True,
             ):
                 with attempt:
-                    self._connection = await aio_pika.connect_robust(self.url)
+                    self._connection = await aio_pika.connect_robust(
+                        self.url, timeout=PUBLISH_TIMEOUT_SECONDS
+                    )
             self.connection.close_callbacks.add(_disconnected)
             self.connection.reconnect_callbacks.add(_reconnected)
             metrics.broker_connected.set(1)
@@ -121,10 +127,15 @@ class Broker:
             delivery_mode=DeliveryMode.PERSISTENT,
             headers=headers,
         )
+        channel = self._publisher
         try:
-            exchange = await self._exchange(self.topology.dead_letter_exchange)
-            await exchange.publish(message, "", mandatory=True, timeout=PUBLISH_TIMEOUT_SECONDS)
-        except (TimeoutError, AMQPError, aiormq.exceptions.AMQPError, OSError) as exc:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                exchange = await self._exchange(self.topology.dead_letter_exchange)
+                await exchange.publish(message, "", mandatory=True)
+        except (TimeoutError, ChannelInvalidStateError) as exc:
+            await self._reopen_publisher(channel)
+            raise BrokerError(f"could not dead-letter message {message_id}: {exc!r}") from exc
+        except (AMQPError, aiormq.exceptions.AMQPError, OSError) as exc:
             raise BrokerError(f"could not dead-letter message {message_id}: {exc!r}") from exc
 
     async def _publish_confirmed(
@@ -142,16 +153,21 @@ class Broker:
             delivery_mode=DeliveryMode.PERSISTENT,
             headers=headers or {},
         )
+        channel = self._publisher
         try:
-            exchange = await self._exchange(exchange_name)
-            confirmation = await exchange.publish(
-                message, routing_key, mandatory=True, timeout=PUBLISH_TIMEOUT_SECONDS
-            )
+            # The whole publish is bounded, waiting for a reconnecting channel included.
+            async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                exchange = await self._exchange(exchange_name)
+                confirmation = await exchange.publish(message, routing_key, mandatory=True)
         except (DeliveryError, PublishError) as exc:
             raise UnroutableMessage(
                 f"no queue for routing key {routing_key!r} on exchange {exchange_name!r}"
             ) from exc
-        except (TimeoutError, AMQPError, aiormq.exceptions.AMQPError, OSError) as exc:
+        except (TimeoutError, ChannelInvalidStateError) as exc:
+            # Timed out, or the channel is closed and not (yet) restored: try a fresh one.
+            await self._reopen_publisher(channel)
+            raise BrokerError(f"publish to {exchange_name!r} failed: {exc!r}") from exc
+        except (AMQPError, aiormq.exceptions.AMQPError, OSError) as exc:
             raise BrokerError(f"publish to {exchange_name!r} failed: {exc!r}") from exc
         if not isinstance(confirmation, Basic.Ack):
             raise BrokerError(f"broker did not confirm the publish to {exchange_name!r}")
@@ -162,6 +178,28 @@ class Broker:
             exchange = await self._publisher_channel().get_exchange(name, ensure=False)
             self._exchanges[name] = exchange
         return exchange
+
+    async def _reopen_publisher(self, stale: AbstractChannel | None) -> None:
+        """A publish on `stale` timed out: that channel may never come back by itself (seen
+        after broker restarts), so open a fresh one, if the connection lets us."""
+        async with self._reopening:
+            if self._publisher is not stale:
+                return  # another publish replaced it already
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                    fresh = await self.connection.channel(
+                        publisher_confirms=True, on_return_raises=True
+                    )
+            except (TimeoutError, AMQPError, aiormq.exceptions.AMQPError, OSError) as exc:
+                log.warning("could not open a new publisher channel yet: %r", exc)
+                return
+            self._publisher = fresh
+            self._exchanges.clear()
+            log.warning("publisher channel replaced after a publish timed out")
+            if stale is not None and not stale.is_closed:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                        await stale.close()
 
     def _publisher_channel(self) -> AbstractChannel:
         if self._publisher is None:
