@@ -181,7 +181,8 @@ class Stack:
         with log_path.open("wb") as log_file:
             popen = subprocess.Popen(  # noqa: S603 - our own command line
                 [*_warren_command(), *args],
-                env=self.env,
+                # Each process serves its metrics on a port of its own, as in production.
+                env={**self.env, "WARREN_METRICS_PORT": str(_free_port())},
                 cwd=ROOT,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -47,6 +47,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """WARREN_MAX_BODY_BYTES: larger request bodies get 413."""
     prefetch: int = 32
     """WARREN_PREFETCH: messages an orchestrator holds at once."""
+    batch_size: int = 32
+    """WARREN_BATCH_SIZE: replies an orchestrator (or commands a worker) handles in one
+    transaction, at most: those that arrived while the last batch was handled. 1: one by one."""
     outbox_grace_seconds: float = 2.0
     """WARREN_OUTBOX_GRACE_SECONDS: the sweeper leaves younger rows to their committer."""
     sweep_interval_seconds: float = 1.0

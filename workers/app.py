@@ -127,5 +127,8 @@ class Worker:
     def lookup(self, pool: str, command: str) -> HandlerSpec | None:
         return self._handlers.get(pool, {}).get(command)
 
+    def all_transactional(self, pool: str) -> bool:
+        return all(spec.transactional for spec in self._handlers.get(pool, {}).values())
+
     def needs_database(self, pools: list[str]) -> bool:
         return any(spec.transactional for p in pools for spec in self._handlers.get(p, {}).values())

@@ -29,7 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.errors import MessageError, WarrenError
 from orchestrator.messaging.broker import Broker
-from orchestrator.messaging.consumer import Consumer, envelopes
+from orchestrator.messaging.consumer import (
+    Consumer,
+    Delivery,
+    envelope_batches,
+    envelopes,
+    message_span,
+)
 from orchestrator.messaging.envelope import Command, ReplyPayload, encode, reply_to
 from orchestrator.messaging.failure import Failure
 from orchestrator.messaging.faults import crash_point
@@ -37,11 +43,14 @@ from orchestrator.messaging.topology import REPLY_ROUTING_KEY
 from orchestrator.observability import logs, metrics, tracing
 from orchestrator.storage import inbox
 from orchestrator.storage.database import create_engine, transaction_span, translate_errors
-from orchestrator.storage.outbox import OutboxMessage, PendingRow, Relay, enqueue
+from orchestrator.storage.outbox import OutboxMessage, Relay, enqueue
 from orchestrator.storage.tables import step_results
 from workers.app import StepContext, StepFailed
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from aio_pika.abc import AbstractIncomingMessage
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from orchestrator.config import Settings
@@ -86,10 +95,18 @@ class WorkerRunner:
                 self.broker,
                 partial(self.topology.declare_pool, pool=pool),
                 envelopes(partial(self.handle, pool)),
-                prefetch=concurrency,
+                # In hand at most: a full batch, or one command per lane.
+                prefetch=max(concurrency, settings.batch_size),
+                handle_batch=envelope_batches(partial(self.handle_batch, pool)),
+                batch_size=settings.batch_size if self._batchable(pool) else 1,
+                lanes=concurrency,
             )
             for pool in self.pools
         ]
+
+    def _batchable(self, pool: str) -> bool:
+        """Batches need one transaction for all: every handler of the pool transactional."""
+        return self.engine is not None and self.app.all_transactional(pool)
 
     async def run(self, stopping: asyncio.Event) -> None:
         await self.broker.connect()
@@ -116,33 +133,46 @@ class WorkerRunner:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if self.relay is not None:
+                await self.relay.flush()
             await self.broker.close()
             if self.engine is not None:
                 await self.engine.dispose()
 
     async def handle(self, pool: str, message: Envelope) -> None:
+        """One command (the consumer made its span)."""
         if not isinstance(message, Command):
             raise MessageError(f"worker pools take commands, not {type(message).__name__.lower()}s")
-        with logs.bind(
-            saga=message.saga,
-            instance_id=message.instance_id,
-            step=message.step,
-            phase=message.phase.value,
-            attempt=message.attempt,
-        ):
+        spec = self.app.lookup(pool, message.command)
+        if spec is not None and spec.transactional and self.engine is not None:
+            await self._run_transactional(pool, [(message, spec, None)], self.engine)
+            return
+        with _bound(message):
             self.payloads.log(log, "command received", message.payload)
             started = time.perf_counter()
             outcome = "error"
             try:
-                outcome = await self._handle_command(pool, message)
+                outcome = await self._run_directly(pool, spec, message)
             finally:
-                metrics.step_duration.labels(
-                    message.saga, message.step, pool, message.phase.value, outcome
-                ).observe(time.perf_counter() - started)
+                _observe_step(pool, message, outcome, started)
 
-    async def _handle_command(self, pool: str, message: Command) -> str:
-        """Run the command's handler and reply; return the outcome for the metrics."""
-        spec = self.app.lookup(pool, message.command)
+    async def handle_batch(self, pool: str, deliveries: list[Delivery]) -> None:
+        """Commands that arrived together, all for transactional handlers: one transaction
+        (each handler in a savepoint of its own), one round of confirms for the replies."""
+        batch: list[tuple[Command, HandlerSpec, AbstractIncomingMessage | None]] = []
+        for delivery in deliveries:
+            command = delivery.envelope
+            if not isinstance(command, Command):
+                raise MessageError("worker pools take commands only")
+            spec = self.app.lookup(pool, command.command)
+            if spec is None or not spec.transactional or self.engine is None:
+                raise _OneByOne(f"{command.command!r} is not a transactional handler here")
+            batch.append((command, spec, delivery.message))
+        assert self.engine is not None
+        await self._run_transactional(pool, batch, self.engine)
+
+    async def _run_directly(self, pool: str, spec: HandlerSpec | None, message: Command) -> str:
+        """The at-least-once path: no handler here, or one that is not transactional."""
         if spec is None:
             # Likely a deploy in progress: retryable, so a newer worker may pick it up.
             failure = Failure(
@@ -152,57 +182,47 @@ class WorkerRunner:
             )
             await self._reply_directly(message, ReplyPayload(ok=False, failure=failure))
             return "unknown_command"
-        if spec.transactional and self.engine is not None:
-            outcome, pending = await self._run_transactional(pool, spec, message, self.engine)
-            crash_point("worker.after_commit")
-            assert self.relay is not None
-            await self.relay.publish_committed(pending)
-            return outcome
         payload = await _run_handler(spec, _context(message, None), pool)
         await self._reply_directly(message, payload)
         return _outcome(payload)
 
     async def _run_transactional(
-        self, pool: str, spec: HandlerSpec, message: Command, engine: AsyncEngine
-    ) -> tuple[str, list[PendingRow]]:
-        with transaction_span(engine):
-            return await self._transact(pool, spec, message, engine)
-
-    async def _transact(
-        self, pool: str, spec: HandlerSpec, message: Command, engine: AsyncEngine
-    ) -> tuple[str, list[PendingRow]]:
+        self,
+        pool: str,
+        batch: list[tuple[Command, HandlerSpec, AbstractIncomingMessage | None]],
+        engine: AsyncEngine,
+    ) -> None:
+        """BEGIN, claim every command in the inbox, apply each one's effect, write the
+        replies, COMMIT; then publish the replies."""
         consumer = f"pool:{pool}"
-        async with translate_errors(), AsyncSession(engine) as session, session.begin():
-            conn = await session.connection()
-            if not await inbox.claim(conn, consumer, message.id):
-                metrics.inbox_duplicates.labels(consumer).inc()
-                log.info("duplicate command %s dropped", message.id)
-                return "duplicate", []
-            key = message.payload.idempotency_key
-            savepoint = await session.begin_nested()
-            # Ask the session again: that emits the SAVEPOINT before the claim is written.
-            conn = await session.connection()
-            stored = await _claim_effect(conn, consumer, key)
-            if stored is not None:
-                await savepoint.commit()
-                payload = ReplyPayload(ok=True, result=stored.result)
-            else:
-                payload = await _run_handler(spec, _context(message, session), pool)
-                if payload.ok:
-                    await session.flush()
-                    await conn.execute(
-                        update(step_results)
-                        .where(
-                            step_results.c.consumer == consumer,
-                            step_results.c.idempotency_key == key,
-                        )
-                        .values(result=payload.result)
-                    )
-                    await savepoint.commit()
-                else:
-                    await savepoint.rollback()
-            pending = await enqueue(conn, [self._reply_message(message, payload)])
-            return _outcome(payload), pending
+        queue = self.topology.pool_queue(pool)
+        replies: list[OutboxMessage] = []
+        with transaction_span(engine):
+            async with translate_errors(), AsyncSession(engine) as session, session.begin():
+                conn = await session.connection()
+                fresh = await inbox.claim_many(conn, consumer, [c.id for c, _, _ in batch])
+                for command, spec, message in batch:
+                    if command.id not in fresh:
+                        metrics.inbox_duplicates.labels(consumer).inc()
+                        log.info("duplicate command %s dropped", command.id)
+                        continue
+                    fresh.discard(command.id)  # a second copy in the batch is a duplicate too
+                    span = message_span(message, queue) if message else contextlib.nullcontext()
+                    with span, _bound(command):
+                        self.payloads.log(log, "command received", command.payload)
+                        started = time.perf_counter()
+                        outcome = "error"
+                        try:
+                            payload = await _apply_effect(session, pool, spec, command)
+                            outcome = _outcome(payload)
+                        finally:
+                            _observe_step(pool, command, outcome, started)
+                        # Inside the span: the reply continues this command's trace.
+                        replies.append(self._reply_message(command, payload))
+                pending = await enqueue(conn, replies)
+        crash_point("worker.after_commit")
+        assert self.relay is not None
+        await self.relay.publish_committed(pending)
 
     async def _reply_directly(self, command: Command, payload: ReplyPayload) -> None:
         """At-least-once path (no database): publish the reply, confirmed, before the ack."""
@@ -227,6 +247,34 @@ class WorkerRunner:
             body=encode(reply),
             headers={"traceparent": reply.traceparent} if reply.traceparent else {},
         )
+
+
+async def _apply_effect(
+    session: AsyncSession, pool: str, spec: HandlerSpec, command: Command
+) -> ReplyPayload:
+    """In a savepoint: claim the step phase's effect, run the handler (its writes go with
+    the claim), or replay the result an earlier attempt stored."""
+    consumer = f"pool:{pool}"
+    key = command.payload.idempotency_key
+    savepoint = await session.begin_nested()
+    # Ask the session again: that emits the SAVEPOINT before the claim is written.
+    conn = await session.connection()
+    stored = await _claim_effect(conn, consumer, key)
+    if stored is not None:
+        await savepoint.commit()
+        return ReplyPayload(ok=True, result=stored.result)
+    payload = await _run_handler(spec, _context(command, session), pool)
+    if not payload.ok:
+        await savepoint.rollback()
+        return payload
+    await session.flush()
+    await conn.execute(
+        update(step_results)
+        .where(step_results.c.consumer == consumer, step_results.c.idempotency_key == key)
+        .values(result=payload.result)
+    )
+    await savepoint.commit()
+    return payload
 
 
 class _StoredResult(msgspec.Struct, frozen=True):
@@ -307,3 +355,25 @@ async def _run_handler(spec: HandlerSpec, ctx: StepContext, pool: str) -> ReplyP
             log.exception("handler for %s failed (attempt %d)", spec.command, ctx.attempt)
             return ReplyPayload(ok=False, failure=Failure.from_exception(exc, retryable=True))
         return ReplyPayload(ok=True, result=result)
+
+
+class _OneByOne(WarrenError):
+    """This batch cannot go in one transaction: the consumer handles its commands singly."""
+
+
+@contextlib.contextmanager
+def _bound(command: Command) -> Iterator[None]:
+    with logs.bind(
+        saga=command.saga,
+        instance_id=command.instance_id,
+        step=command.step,
+        phase=command.phase.value,
+        attempt=command.attempt,
+    ):
+        yield
+
+
+def _observe_step(pool: str, command: Command, outcome: str, started: float) -> None:
+    metrics.step_duration.labels(
+        command.saga, command.step, pool, command.phase.value, outcome
+    ).observe(time.perf_counter() - started)

@@ -46,11 +46,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.broker = broker
         app.state.definitions = definitions
         app.state.relay = relay
-        app.state.starter = SagaStarter(engine, relay, settings.topology)
+        app.state.starter = SagaStarter(engine, relay, settings.topology, definitions)
         app.state.operations = Operations(engine, relay, settings.topology, definitions)
         try:
             yield
         finally:
+            await relay.flush()
             await broker.close()
             await engine.dispose()
 

@@ -58,11 +58,13 @@ def _serve(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
             loop.add_signal_handler(sig, on_signal)
         await main(stopping)
 
+    import uvloop  # a faster event loop: the loop itself was a fifth of each process's CPU
+
     from orchestrator.observability import tracing
 
     try:
         with _user_errors():
-            asyncio.run(runner())
+            uvloop.run(runner())
     finally:
         tracing.shutdown()  # export the spans still queued
 
@@ -190,7 +192,8 @@ def orchestrator() -> None:
     default=8,
     show_default=True,
     type=click.IntRange(1, 1000),
-    help="Commands handled at once (the queue prefetch).",
+    help="Transactions at once; each takes the commands that arrived meanwhile, up to "
+    "WARREN_BATCH_SIZE.",
 )
 def worker(app_ref: str, pools: tuple[str, ...], concurrency: int) -> None:
     """Run a worker for one or more pools."""

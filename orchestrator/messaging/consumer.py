@@ -6,6 +6,11 @@ database or broker faults are retried in-process with backoff, bounded, so that 
 does not burn the queue's delivery limit. Any other error (a bug) hands the message back; if it
 keeps failing, the queue's delivery limit dead-letters it, so no message is ever wedged.
 
+With `handle_batch`, the messages that arrived while the previous batch was being handled are
+taken together (up to `batch_size`, never waiting for more): one transaction, one round of
+publisher confirms and one ack each for all of them. If a batch fails for any reason but a
+transient one, its messages are handled one by one, so that one bad message costs only itself.
+
 Stopping cancels the subscription first, lets the messages in hand finish, then closes the
 channel (anything unacked goes back to the queue).
 """
@@ -13,7 +18,9 @@ channel (anything unacked goes back to the queue).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aio_pika.abc import AbstractRobustChannel
@@ -26,9 +33,10 @@ from orchestrator.messaging.envelope import decode
 from orchestrator.observability import metrics, tracing
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+    from opentelemetry.trace import Span
 
     from orchestrator.messaging.broker import Broker
     from orchestrator.messaging.envelope import Envelope
@@ -51,6 +59,43 @@ def envelopes(
     return decode_then_handle
 
 
+def envelope_batches(
+    handle: Callable[[list[Delivery]], Awaitable[None]],
+) -> Callable[[list[AbstractIncomingMessage]], Awaitable[None]]:
+    """Adapt a batch handler: decode every message first (poison fails the batch, and the
+    one-by-one path parks it)."""
+
+    async def decode_then_handle(messages: list[AbstractIncomingMessage]) -> None:
+        await handle([Delivery(m, decode(m.body)) for m in messages])
+
+    return decode_then_handle
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    message: AbstractIncomingMessage
+    envelope: Envelope
+
+
+@contextlib.contextmanager
+def message_span(message: AbstractIncomingMessage, queue: str) -> Iterator[Span]:
+    """The consumer span of one message: a child of the span that published it."""
+    with tracing.span(
+        f"process {queue}",
+        kind=SpanKind.CONSUMER,
+        parent=tracing.extract(message.headers),
+        attributes=tracing.messaging_attributes(
+            "process",
+            exchange=message.exchange,
+            routing_key=message.routing_key,
+            message_id=message.message_id,
+            queue=queue,
+            body_size=len(message.body),
+        ),
+    ) as span:
+        yield span
+
+
 class Consumer:
     """Consumes one queue with `handle(message)`; see the module docstring for the rules."""
 
@@ -62,12 +107,21 @@ class Consumer:
         *,
         prefetch: int,
         retry_seconds: float = 60.0,
+        handle_batch: Callable[[list[AbstractIncomingMessage]], Awaitable[None]] | None = None,
+        batch_size: int = 1,
+        lanes: int = 1,
     ) -> None:
         self.broker = broker
         self.declare = declare
         self.handle = handle
         self.prefetch = prefetch
         self.retry_seconds = retry_seconds
+        self.handle_batch = handle_batch if batch_size > 1 else None
+        self.batch_size = batch_size
+        self.lanes = lanes
+        """Batches handled at once (each its own transaction)."""
+        self._waiting: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._lanes: list[asyncio.Task[None]] = []
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
@@ -86,7 +140,11 @@ class Consumer:
     async def start(self) -> None:
         self._channel = await self.broker.channel(prefetch=self.prefetch)
         self._queue = await self.declare(self._channel)
-        self._tag = await self._queue.consume(self._on_message)
+        if self.handle_batch is not None:
+            self._lanes = [asyncio.create_task(self._run_lane()) for _ in range(self.lanes)]
+        self._tag = await self._queue.consume(
+            self._on_message if self.handle_batch is None else self._on_batched_message
+        )
         metrics.consumers.labels(self.queue_name).set(1)
         # aio-pika restores the subscription after a reconnect: follow the channel's state.
         self._channel.close_callbacks.add(self._on_channel_closed)
@@ -114,6 +172,8 @@ class Consumer:
                 self._in_flight,
                 grace_seconds,
             )
+        for lane in self._lanes:
+            lane.cancel()
         if self._channel is not None and not self._channel.is_closed:
             if isinstance(self._channel, AbstractRobustChannel):
                 self._channel.reopen_callbacks.discard(self._on_channel_reopened)
@@ -126,28 +186,83 @@ class Consumer:
         queue = self.queue_name
         metrics.in_flight.labels(queue).inc()
         try:
-            with tracing.span(
-                f"process {queue}",
-                kind=SpanKind.CONSUMER,
-                parent=tracing.extract(message.headers),
-                attributes=tracing.messaging_attributes(
-                    "process",
-                    exchange=message.exchange,
-                    routing_key=message.routing_key,
-                    message_id=message.message_id,
-                    queue=queue,
-                    body_size=len(message.body),
-                ),
-            ) as span:
-                outcome = await self._process(message)
-                if outcome != "acked":
-                    tracing.mark_error(span, f"message {outcome}")
-            metrics.messages.labels(queue, outcome).inc()
+            await self._process_alone(message, queue)
         finally:
-            metrics.in_flight.labels(queue).dec()
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
+            self._settled(1)
+
+    async def _process_alone(self, message: AbstractIncomingMessage, queue: str) -> None:
+        with message_span(message, queue) as span:
+            outcome = await self._process(message)
+            if outcome != "acked":
+                tracing.mark_error(span, f"message {outcome}")
+        metrics.messages.labels(queue, outcome).inc()
+
+    def _settled(self, count: int) -> None:
+        metrics.in_flight.labels(self.queue_name).dec(count)
+        self._in_flight -= count
+        if self._in_flight == 0:
+            self._idle.set()
+
+    # ---- batches --------------------------------------------------------------------------------
+
+    async def _on_batched_message(self, message: AbstractIncomingMessage) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+        metrics.in_flight.labels(self.queue_name).inc()
+        self._waiting.put_nowait(message)
+
+    async def _run_lane(self) -> None:
+        """Take what has arrived (at least one message, at most `batch_size`), handle it."""
+        while True:
+            batch = [await self._waiting.get()]
+            while len(batch) < self.batch_size and not self._waiting.empty():
+                batch.append(self._waiting.get_nowait())
+            try:
+                await self._process_batch(batch)
+            except (AMQPError, OSError) as exc:
+                # Settling failed (the channel went away): the broker redelivers them.
+                log.warning("could not settle %d messages: %s", len(batch), exc)
+            except Exception:
+                log.exception("unexpected error settling %d messages", len(batch))
+            finally:
+                self._settled(len(batch))
+
+    async def _process_batch(self, batch: list[AbstractIncomingMessage]) -> None:
+        queue = self.queue_name
+        if len(batch) == 1:
+            await self._process_alone(batch[0], queue)
+            return
+        assert self.handle_batch is not None
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_transient),
+                wait=wait_exponential(multiplier=0.1, max=5.0),
+                stop=stop_after_delay(self.retry_seconds),
+                reraise=True,
+            ):
+                with attempt:
+                    await self.handle_batch(batch)
+        except WarrenError as exc:
+            if exc.retryable:
+                log.error("giving %d messages back after repeated failures: %s", len(batch), exc)
+                for message in batch:
+                    await message.nack(requeue=True)
+                metrics.messages.labels(queue, "requeued").inc(len(batch))
+                return
+            log.info("batch of %d failed (%s): handling them one by one", len(batch), exc)
+            await self._one_by_one(batch, queue)
+            return
+        except Exception:
+            log.exception("batch of %d failed: handling them one by one", len(batch))
+            await self._one_by_one(batch, queue)
+            return
+        for message in batch:
+            await message.ack()
+        metrics.messages.labels(queue, "acked").inc(len(batch))
+
+    async def _one_by_one(self, batch: list[AbstractIncomingMessage], queue: str) -> None:
+        for message in batch:
+            await self._process_alone(message, queue)
 
     async def _process(self, message: AbstractIncomingMessage) -> str:
         """Handle, then settle the message; return how: acked, requeued or dead_lettered."""

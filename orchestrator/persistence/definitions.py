@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from orchestrator.definitions import Saga
@@ -78,3 +78,14 @@ class DefinitionCache:
             saga = await load(conn, name, version)
             self._by_key[(name, version)] = saga
         return saga
+
+    async def get_latest_or(self, conn: AsyncConnection, name: str, version: int | None) -> Saga:
+        """`version` of `name`, or its latest version: read the number (new versions may have
+        been registered), then take the definition from the cache."""
+        if version is None:
+            version = await conn.scalar(
+                select(func.max(definitions.c.version)).where(definitions.c.name == name)
+            )
+            if version is None:
+                raise SagaNotFound(f"no saga {name!r} is registered")
+        return await self.get(conn, name, version)

@@ -6,10 +6,11 @@ into the caller's transaction, so it commits (or vanishes) together with the inb
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import msgspec
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from orchestrator.engine import Dispatch, InstanceState, Phase, TimerKind, Transition
@@ -80,6 +81,33 @@ async def insert_new(
     return inserted.first() is not None
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A transition to write, with the message that caused it and the trace context its
+    timers and commands carry on."""
+
+    transition: Transition
+    causation_id: UUID | None = None
+    traceparent: str | None = None
+
+
+async def load_many(conn: AsyncConnection, instance_ids: list[UUID]) -> dict[UUID, InstanceState]:
+    """Lock and read several instances in one statement (in id order: no lock-order cycles
+    between two batches); a missing one is `InstanceNotFound`."""
+    wanted = sorted(set(instance_ids))
+    rows = await conn.execute(
+        select(instances.c.id, instances.c.state)
+        .where(instances.c.id.in_(wanted))
+        .order_by(instances.c.id)
+        .with_for_update()
+    )
+    found = {row.id: msgspec.convert(row.state, InstanceState) for row in rows}
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        raise InstanceNotFound(f"no saga instance {missing[0]}")
+    return found
+
+
 async def save_transition(
     conn: AsyncConnection,
     transition: Transition,
@@ -88,18 +116,35 @@ async def save_transition(
     causation_id: UUID | None = None,
     traceparent: str | None = None,
 ) -> list[PendingRow]:
-    """Update the snapshot, then append history, timers and commands (see `append`)."""
-    if not transition.history:
+    """Update the snapshot, then append history, timers and commands (see `save_many`)."""
+    return await save_many(conn, [Written(transition, causation_id, traceparent)], topology)
+
+
+async def save_many(
+    conn: AsyncConnection, written: list[Written], topology: Topology
+) -> list[PendingRow]:
+    """Write what several transitions produced, a few statements for all of them: each
+    instance's latest snapshot, then history, timers and commands (see `append_many`)."""
+    latest: dict[UUID, InstanceState] = {}
+    for item in written:
+        if item.transition.history:
+            latest[item.transition.instance.id] = item.transition.instance
+    if not latest:
         return []
-    state = transition.instance
     await conn.execute(
-        update(instances)
-        .where(instances.c.id == state.id)
-        .values(status=state.status.value, seq=state.seq, state=state, updated_at=state.updated_at)
+        update(instances).where(instances.c.id == bindparam("instance_id")),
+        [
+            {
+                "instance_id": state.id,
+                "status": state.status.value,
+                "seq": state.seq,
+                "state": state,
+                "updated_at": state.updated_at,
+            }
+            for state in latest.values()
+        ],
     )
-    return await append(
-        conn, transition, topology, causation_id=causation_id, traceparent=traceparent
-    )
+    return await append_many(conn, written, topology)
 
 
 async def append(
@@ -111,46 +156,53 @@ async def append(
     traceparent: str | None = None,
 ) -> list[PendingRow]:
     """Write history, timers and commands; return the outbox rows to publish after commit."""
-    if not transition.history:
+    return await append_many(conn, [Written(transition, causation_id, traceparent)], topology)
+
+
+async def append_many(
+    conn: AsyncConnection, written: list[Written], topology: Topology
+) -> list[PendingRow]:
+    """History, timers and commands of several transitions: one statement each."""
+    events = [
+        {
+            "instance_id": item.transition.instance.id,
+            "seq": event.seq,
+            "type": event.type,
+            "step": event.step,
+            "phase": event.phase.value if event.phase else None,
+            "attempt": event.attempt,
+            "pool": event.pool,
+            "data": event.data,
+            "recorded_at": event.at,
+        }
+        for item in written
+        for event in item.transition.history
+    ]
+    if not events:
         return []
-    state = transition.instance
-    await conn.execute(
-        insert(history),
-        [
-            {
-                "instance_id": state.id,
-                "seq": event.seq,
-                "type": event.type,
-                "step": event.step,
-                "phase": event.phase.value if event.phase else None,
-                "attempt": event.attempt,
-                "pool": event.pool,
-                "data": event.data,
-                "recorded_at": event.at,
-            }
-            for event in transition.history
-        ],
-    )
-    if transition.timers:
+    await conn.execute(insert(history), events)
+    due = [
+        {
+            "instance_id": item.transition.instance.id,
+            "kind": timer.kind.value,
+            "step": timer.step,
+            "phase": timer.phase.value,
+            "attempt": timer.attempt,
+            "due_at": timer.due_at,
+            "traceparent": item.traceparent,
+        }
+        for item in written
+        for timer in item.transition.timers
+    ]
+    if due:
         await notify(conn, TIMERS_CHANNEL)  # wake an orchestrator when this commits
-        await conn.execute(
-            insert(timers),
-            [
-                {
-                    "instance_id": state.id,
-                    "kind": timer.kind.value,
-                    "step": timer.step,
-                    "phase": timer.phase.value,
-                    "attempt": timer.attempt,
-                    "due_at": timer.due_at,
-                    "traceparent": traceparent,
-                }
-                for timer in transition.timers
-            ],
-        )
+        await conn.execute(insert(timers), due)
     commands = [
-        _command_message(state, dispatch, topology, causation_id, traceparent)
-        for dispatch in transition.dispatches
+        _command_message(
+            item.transition.instance, dispatch, topology, item.causation_id, item.traceparent
+        )
+        for item in written
+        for dispatch in item.transition.dispatches
     ]
     return await enqueue(conn, commands)
 
@@ -158,16 +210,25 @@ async def append(
 async def cancel_timeout(
     conn: AsyncConnection, instance_id: UUID, step: str, phase: Phase, attempt: int
 ) -> None:
-    """Drop the timeout of an attempt that replied. A timer being fired right now is locked:
-    skip it (no lock-order inversion with the firing transaction); it will find the attempt over."""
+    """Drop the timeout of an attempt that replied (see `cancel_timeouts`)."""
+    await cancel_timeouts(conn, [(instance_id, step, phase, attempt)])
+
+
+async def cancel_timeouts(
+    conn: AsyncConnection, attempts: list[tuple[UUID, str, Phase, int]]
+) -> None:
+    """Drop the timeouts of attempts that replied, in one statement. A timer being fired right
+    now is locked: skip it (no lock-order inversion with the firing transaction); it will find
+    the attempt over."""
+    if not attempts:
+        return
     doomed = (
         select(timers.c.id)
         .where(
-            timers.c.instance_id == instance_id,
             timers.c.kind == TimerKind.TIMEOUT.value,
-            timers.c.step == step,
-            timers.c.phase == phase.value,
-            timers.c.attempt == attempt,
+            tuple_(timers.c.instance_id, timers.c.step, timers.c.phase, timers.c.attempt).in_(
+                [(i, step, phase.value, attempt) for i, step, phase, attempt in attempts]
+            ),
         )
         .with_for_update(skip_locked=True)
     )

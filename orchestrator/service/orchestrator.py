@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
@@ -20,14 +21,20 @@ from sqlalchemy import delete, func, select, update
 from orchestrator.engine import Phase, StepReply, TimerFired, TimerKind
 from orchestrator.errors import MessageError, WarrenError
 from orchestrator.messaging.broker import Broker
-from orchestrator.messaging.consumer import Consumer, envelopes
+from orchestrator.messaging.consumer import (
+    Consumer,
+    Delivery,
+    envelope_batches,
+    envelopes,
+    message_span,
+)
 from orchestrator.messaging.envelope import Reply, utcnow
 from orchestrator.messaging.faults import crash_point
 from orchestrator.observability import logs, metrics, tracing
 from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service.breakers import evaluate as evaluate_breakers
 from orchestrator.service.dead_letters import DeadLetterRecorder
-from orchestrator.service.transitions import apply_event
+from orchestrator.service.transitions import Incoming, apply_event, apply_events
 from orchestrator.storage import inbox
 from orchestrator.storage.breakers import BreakerBoard
 from orchestrator.storage.database import create_engine, transaction
@@ -36,15 +43,19 @@ from orchestrator.storage.tables import instances, timers
 from orchestrator.storage.wakeup import TIMERS_CHANNEL, Listener
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from aio_pika.abc import AbstractIncomingMessage
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from orchestrator.config import Settings
     from orchestrator.messaging.envelope import Envelope
-    from orchestrator.storage.outbox import PendingRow
 
 log = logging.getLogger(__name__)
 
 INBOX_CONSUMER = "orchestrator"
+BATCH_LANES = 2
+"""Batches in progress at once: one can commit while the next one is handled."""
 
 
 class Orchestrator:
@@ -68,6 +79,9 @@ class Orchestrator:
             self.topology.declare_orchestrator,
             envelopes(self.handle),
             prefetch=settings.prefetch,
+            handle_batch=envelope_batches(self.handle_batch),
+            batch_size=settings.batch_size,
+            lanes=BATCH_LANES,
         )
         self.dead_letters = Consumer(
             self.broker,
@@ -98,51 +112,76 @@ class Orchestrator:
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self.relay.flush()
             await self.broker.close()
             await self.engine.dispose()
 
     # ---- replies ------------------------------------------------------------------------------
 
     async def handle(self, message: Envelope) -> None:
+        """One reply (the consumer made its span)."""
         if not isinstance(message, Reply):
             raise MessageError(f"orchestrators take replies, not {type(message).__name__.lower()}s")
-        with logs.bind(
-            saga=message.saga,
-            instance_id=message.instance_id,
-            step=message.step,
-            phase=message.phase.value,
-            attempt=message.attempt,
-        ):
-            self.payloads.log(log, "reply received", message.payload)
-            await self._apply_reply(message)
+        await self._apply_replies([(message, None)])
 
-    async def _apply_reply(self, message: Reply) -> None:
-        pending: list[PendingRow] = []
+    async def handle_batch(self, deliveries: list[Delivery]) -> None:
+        """Replies that arrived together: one transaction, one round of confirms."""
+        replies: list[tuple[Reply, AbstractIncomingMessage | None]] = []
+        for delivery in deliveries:
+            if not isinstance(delivery.envelope, Reply):
+                raise MessageError("orchestrators take replies only")
+            replies.append((delivery.envelope, delivery.message))
+        await self._apply_replies(replies)
+
+    async def _apply_replies(
+        self, replies: list[tuple[Reply, AbstractIncomingMessage | None]]
+    ) -> None:
+        """Claim the replies in the inbox, apply each to its instance (in instance order, so
+        that concurrent batches lock rows in the same order), commit, publish what they sent."""
+        queue = self.topology.orchestrator_queue
         async with transaction(self.engine) as conn:
-            if not await inbox.claim(conn, INBOX_CONSUMER, message.id):
-                metrics.inbox_duplicates.labels(INBOX_CONSUMER).inc()
-                log.info("duplicate reply %s dropped", message.id)
-                return
-            event = StepReply(
-                step=message.step,
-                phase=message.phase,
-                attempt=message.attempt,
-                ok=message.payload.ok,
-                result=message.payload.result,
-                failure=message.payload.failure,
+            fresh = await inbox.claim_many(conn, INBOX_CONSUMER, [r.id for r, _ in replies])
+            incoming: list[Incoming] = []
+            for reply, message in sorted(replies, key=lambda item: item[0].instance_id.bytes):
+                if reply.id not in fresh:
+                    metrics.inbox_duplicates.labels(INBOX_CONSUMER).inc()
+                    log.info("duplicate reply %s dropped", reply.id)
+                    continue
+                fresh.discard(reply.id)  # a second copy in the same batch is a duplicate too
+                incoming.append(
+                    Incoming(
+                        reply.instance_id,
+                        _as_event(reply),
+                        causation_id=reply.id,
+                        traceparent=reply.traceparent,
+                        around=partial(self._around, reply, message, queue),
+                    )
+                )
+            transitions, pending = await apply_events(
+                conn, self.definitions, self.topology, incoming
             )
-            transition, pending = await apply_event(
-                conn,
-                self.definitions,
-                self.topology,
-                message.instance_id,
-                event,
-                causation_id=message.id,
-                traceparent=message.traceparent,
-            )
-        metrics.observe_transition(transition)
+        for transition in transitions:
+            metrics.observe_transition(transition)
         crash_point("orchestrator.after_commit")
         await self.relay.publish_committed(pending)
+
+    @contextlib.contextmanager
+    def _around(
+        self, reply: Reply, message: AbstractIncomingMessage | None, queue: str
+    ) -> Iterator[None]:
+        """A reply's own span (in a batch; alone, the consumer made it) and log fields."""
+        with (
+            message_span(message, queue) if message else contextlib.nullcontext(),
+            logs.bind(
+                saga=reply.saga,
+                instance_id=reply.instance_id,
+                step=reply.step,
+                phase=reply.phase.value,
+                attempt=reply.attempt,
+            ),
+        ):
+            self.payloads.log(log, "reply received", reply.payload)
+            yield
 
     # ---- timers -------------------------------------------------------------------------------
 
@@ -160,6 +199,8 @@ class Orchestrator:
                     pause = min(interval, await self._seconds_to_next_timer())
                 except WarrenError as exc:
                     log.warning("timer poll failed, will try again: %s", exc)
+                except Exception:  # a bug must not stop the timers for good
+                    log.exception("timer poll failed unexpectedly, will try again")
                 await listener.wait(pause)
         finally:
             await listener.stop()
@@ -194,6 +235,8 @@ class Orchestrator:
                     await evaluate_breakers(conn, self.settings, utcnow())
             except WarrenError as exc:
                 log.warning("circuit breaker evaluation failed, will try again: %s", exc)
+            except Exception:
+                log.exception("circuit breaker evaluation failed unexpectedly, will try again")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=interval)
 
@@ -246,3 +289,14 @@ class Orchestrator:
         metrics.observe_transition(transition)
         await self.relay.publish_committed(pending)
         return True
+
+
+def _as_event(reply: Reply) -> StepReply:
+    return StepReply(
+        step=reply.step,
+        phase=reply.phase,
+        attempt=reply.attempt,
+        ok=reply.payload.ok,
+        result=reply.payload.result,
+        failure=reply.payload.failure,
+    )

@@ -20,7 +20,8 @@ from orchestrator.engine import InstanceState, Start, decide, new_instance
 from orchestrator.errors import IdempotencyConflict, InputInvalid
 from orchestrator.messaging.envelope import new_message_id, utcnow
 from orchestrator.observability import metrics, tracing
-from orchestrator.persistence import definitions, instances
+from orchestrator.persistence import instances
+from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.storage.database import transaction
 from orchestrator.storage.tables import instances as instances_table
 
@@ -60,10 +61,17 @@ class Started:
 
 
 class SagaStarter:
-    def __init__(self, engine: AsyncEngine, relay: Relay, topology: Topology) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        relay: Relay,
+        topology: Topology,
+        definitions: DefinitionCache | None = None,
+    ) -> None:
         self.engine = engine
         self.relay = relay
         self.topology = topology
+        self.definitions = definitions or DefinitionCache()
         self._validators: dict[tuple[str, int], jsonschema.protocols.Validator] = {}
 
     async def start(self, request: StartRequest) -> Started:
@@ -85,7 +93,7 @@ class SagaStarter:
     async def _start(self, request: StartRequest) -> Started:
         traceparent = tracing.current_traceparent()
         async with transaction(self.engine) as conn:
-            definition = await definitions.load(conn, request.saga, request.version)
+            definition = await self.definitions.get_latest_or(conn, request.saga, request.version)
             self.validate_input(definition, request.input)
             now = utcnow()
             state = new_instance(

@@ -8,7 +8,11 @@ writes carry that span's context, so what they cause later joins the same trace.
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
 
 from orchestrator.engine import Cancel, Phase, Resume, StepReply, TimerFired, decide
 from orchestrator.messaging.envelope import utcnow
@@ -17,6 +21,7 @@ from orchestrator.persistence import instances
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from contextlib import AbstractContextManager
     from uuid import UUID
 
     from opentelemetry.context import Context
@@ -47,27 +52,79 @@ async def apply_event(
 
     The span is a child of the current one unless `trace_parent` says otherwise (a timer's
     stored context, an instance's start); `traceparent` is what to store when not tracing."""
-    with tracing.span(f"saga.{_verb(event)}", parent=trace_parent, links=trace_links) as current:
+    with tracing.span(f"saga.{_verb(event)}", parent=trace_parent, links=trace_links):
         state = await instances.load(conn, instance_id, for_update=True)
         if check is not None:
             check(state)
-        definition = await definitions.get(conn, state.saga, state.version)
-        transition = decide(definition, state, event, utcnow())
-        if current.is_recording():
-            current.set_attributes(_span_attributes(transition.instance, event))
-        pending = await instances.save_transition(
-            conn,
-            transition,
-            topology,
-            causation_id=causation_id,
-            traceparent=tracing.current_traceparent(fallback=traceparent),
-        )
-        if isinstance(event, StepReply) and _has_timeout(definition, event):
-            # The attempt replied: its timeout timer has nothing left to do.
-            await instances.cancel_timeout(
-                conn, instance_id, event.step, event.phase, event.attempt
+        written, timeout = await _decide(conn, definitions, state, event, causation_id, traceparent)
+        pending = await instances.save_many(conn, [written], topology)
+        await instances.cancel_timeouts(conn, timeout)
+        return written.transition, pending
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One event for `apply_events`, with what the caller wants around its handling (the
+    message's span, its log fields)."""
+
+    instance_id: UUID
+    event: Event
+    causation_id: UUID | None = None
+    traceparent: str | None = None
+    around: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+
+
+async def apply_events(
+    conn: AsyncConnection,
+    definitions: DefinitionCache,
+    topology: Topology,
+    incoming: list[Incoming],
+) -> tuple[list[Transition], list[PendingRow]]:
+    """`apply_event` for many events at once, a few statements for all: lock every instance in
+    one statement, decide each event in turn (several may concern one instance), then write
+    all snapshots, history, timers and commands together."""
+    states = await instances.load_many(conn, [item.instance_id for item in incoming])
+    written: list[instances.Written] = []
+    timeouts: list[tuple[UUID, str, Phase, int]] = []
+    for item in incoming:
+        with item.around(), tracing.span(f"saga.{_verb(item.event)}"):
+            done, timeout = await _decide(
+                conn,
+                definitions,
+                states[item.instance_id],
+                item.event,
+                item.causation_id,
+                item.traceparent,
             )
-        return transition, pending
+        states[item.instance_id] = done.transition.instance
+        written.append(done)
+        timeouts += timeout
+    pending = await instances.save_many(conn, written, topology)
+    await instances.cancel_timeouts(conn, timeouts)
+    return [item.transition for item in written], pending
+
+
+async def _decide(
+    conn: AsyncConnection,
+    definitions: DefinitionCache,
+    state: InstanceState,
+    event: Event,
+    causation_id: UUID | None,
+    traceparent: str | None,
+) -> tuple[instances.Written, list[tuple[UUID, str, Phase, int]]]:
+    """Decide in the current span; what to write, and the timeout the reply makes moot."""
+    definition = await definitions.get(conn, state.saga, state.version)
+    transition = decide(definition, state, event, utcnow())
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.set_attributes(_span_attributes(transition.instance, event))
+    written = instances.Written(
+        transition, causation_id, tracing.current_traceparent(fallback=traceparent)
+    )
+    if isinstance(event, StepReply) and _has_timeout(definition, event):
+        # The attempt replied: its timeout timer has nothing left to do.
+        return written, [(state.id, event.step, event.phase, event.attempt)]
+    return written, []
 
 
 def _verb(event: Event) -> str:

@@ -43,8 +43,12 @@ class BreakerBoard:
         self._read_at = float("-inf")
         self._probed: dict[str, datetime] = {}
 
+    @property
+    def stale(self) -> bool:
+        return time.monotonic() - self._read_at >= self.refresh_seconds
+
     async def refresh(self, conn: AsyncConnection) -> None:
-        if time.monotonic() - self._read_at < self.refresh_seconds:
+        if not self.stale:
             return
         rows = await conn.execute(
             select(pool_breakers.c.pool, pool_breakers.c.state, pool_breakers.c.changed_at)

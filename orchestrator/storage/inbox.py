@@ -27,3 +27,17 @@ async def claim(conn: AsyncConnection, consumer: str, message_id: UUID) -> bool:
         .returning(inbox.c.message_id)
     )
     return (await conn.execute(statement)).first() is not None
+
+
+async def claim_many(conn: AsyncConnection, consumer: str, message_ids: list[UUID]) -> set[UUID]:
+    """`claim` for a batch in one statement: the ids seen for the first time."""
+    if not message_ids:
+        return set()
+    statement = (
+        insert(inbox)
+        # Sorted: two batches claiming the same ids lock them in the same order.
+        .values([{"consumer": consumer, "message_id": m} for m in sorted(set(message_ids))])
+        .on_conflict_do_nothing()
+        .returning(inbox.c.message_id)
+    )
+    return {row.message_id for row in await conn.execute(statement)}

@@ -106,8 +106,14 @@ async def test_a_compensating_saga_with_a_retry_is_one_trace_across_processes(
             "compensation release_credit",
         ]
     )
+
+    def above_transaction(span: Span) -> Span:
+        """The parent, skipping a database transaction span in between."""
+        up = parent(span)
+        return parent(up) if up.kind == "client" else up
+
     for handler in handlers:
-        assert parent(handler).kind == "consumer"
+        assert above_transaction(handler).kind == "consumer"
         assert handler.service == "warren-worker"
         assert handler.attributes["warren.instance.id"] == instance_id
         assert handler.attributes["warren.pool"] in {"payments", "inventory"}
@@ -122,7 +128,8 @@ async def test_a_compensating_saga_with_a_retry_is_one_trace_across_processes(
     # scheduled it, minutes later if need be, in the same trace.
     replies = named("saga.reply")
     assert len(replies) == 6
-    assert all(parent(r).service == "warren-orchestrator" for r in replies)
+    assert all(above_transaction(r).kind == "consumer" for r in replies)
+    assert all(r.service == "warren-orchestrator" for r in replies)
     (timer,) = [s for s in named("saga.timer") if s.attributes["warren.timer.kind"] == "retry"]
     assert parent(timer).name == "saga.reply"
     assert parent(timer).attributes["warren.step.name"] == "reserve_stock"

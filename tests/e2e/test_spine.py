@@ -6,6 +6,7 @@ import pytest
 
 from examples.orders.saga import STEP_NAMES
 from tests.conftest import Stack
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +24,7 @@ async def test_happy_path_completes_with_each_effect_once(stack: Stack) -> None:
     assert await stack.probe.wait_terminal(instance_id) == "completed"
     assert await stack.probe.ledger(instance_id) == [(s, s) for s in STEP_NAMES]
     assert await stack.probe.count("warren.timers") == 0  # each step's timeout was dropped
-    assert await stack.probe.count("warren.outbox") == 0
+    await wait_for(lambda: stack.probe.count("warren.outbox"), lambda n: n == 0, what="empty")
 
     body = (await stack.http.get(f"/v1/instances/{instance_id}")).json()
     assert body["status"] == "completed"

@@ -126,6 +126,7 @@ async def test_publish_declares_a_missing_pool_queue_instead_of_losing_the_comma
     relay = Relay(engine, broker)
 
     await relay.publish_committed(rows)
+    await relay.flush()
 
     ids = await _drain_ids(settings, settings.topology.pool_queue("brand_new_pool"), 1)
     assert ids == [str(rows[0].message.message_id)]
