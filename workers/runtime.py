@@ -23,8 +23,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.errors import MessageError, WarrenError
@@ -42,9 +40,13 @@ from orchestrator.messaging.faults import crash_point
 from orchestrator.messaging.topology import REPLY_ROUTING_KEY
 from orchestrator.observability import logs, metrics, tracing
 from orchestrator.storage import inbox
-from orchestrator.storage.database import create_engine, transaction_span, translate_errors
+from orchestrator.storage.database import (
+    create_engine,
+    driver,
+    transaction_span,
+    translate_errors,
+)
 from orchestrator.storage.outbox import OutboxMessage, Relay, enqueue
-from orchestrator.storage.tables import step_results
 from workers.app import StepContext, StepFailed
 
 if TYPE_CHECKING:
@@ -268,10 +270,8 @@ async def _apply_effect(
         await savepoint.rollback()
         return payload
     await session.flush()
-    await conn.execute(
-        update(step_results)
-        .where(step_results.c.consumer == consumer, step_results.c.idempotency_key == key)
-        .values(result=payload.result)
+    await (await driver(conn)).execute(
+        _RECORD_RESULT, consumer, key, msgspec.json.encode(payload.result).decode()
     )
     await savepoint.commit()
     return payload
@@ -281,23 +281,24 @@ class _StoredResult(msgspec.Struct, frozen=True):
     result: Any
 
 
+# On every command's path: sent on the driver connection (orchestrator.storage.database.driver).
+_CLAIM_EFFECT = """
+INSERT INTO warren.step_results (consumer, idempotency_key) VALUES ($1, $2)
+ON CONFLICT DO NOTHING RETURNING idempotency_key"""
+_STORED_RESULT = """
+SELECT result::text FROM warren.step_results WHERE consumer = $1 AND idempotency_key = $2"""
+_RECORD_RESULT = """
+UPDATE warren.step_results SET result = $3::jsonb WHERE consumer = $1 AND idempotency_key = $2"""
+
+
 async def _claim_effect(conn: AsyncConnection, consumer: str, key: str) -> _StoredResult | None:
     """Claim the right to apply this step phase's effect; None when claimed, else the stored
     result of the attempt that already applied it. A concurrent attempt waits on the key."""
-    inserted = await conn.execute(
-        insert(step_results)
-        .values(consumer=consumer, idempotency_key=key)
-        .on_conflict_do_nothing()
-        .returning(step_results.c.idempotency_key)
-    )
-    if inserted.first() is not None:
+    raw = await driver(conn)
+    if await raw.fetchval(_CLAIM_EFFECT, consumer, key) is not None:
         return None
-    result = await conn.scalar(
-        select(step_results.c.result).where(
-            step_results.c.consumer == consumer, step_results.c.idempotency_key == key
-        )
-    )
-    return _StoredResult(result)
+    stored = await raw.fetchval(_STORED_RESULT, consumer, key)
+    return _StoredResult(msgspec.json.decode(stored) if stored is not None else None)
 
 
 def _context(message: Command, session: AsyncSession | None) -> StepContext:

@@ -6,11 +6,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from orchestrator.definitions import Saga
 from orchestrator.errors import RegistrationConflict, SagaNotFound
+from orchestrator.storage.database import driver
 from orchestrator.storage.tables import definitions
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ async def load(conn: AsyncConnection, name: str, version: int | None = None) -> 
     return Saga.from_json(msgspec.json.encode(body))
 
 
+_LATEST_VERSION = "SELECT max(version) FROM warren.definitions WHERE name = $1"
+
+
 class DefinitionCache:
     """Definitions never change once stored, so a process keeps each one it has read."""
 
@@ -83,9 +87,7 @@ class DefinitionCache:
         """`version` of `name`, or its latest version: read the number (new versions may have
         been registered), then take the definition from the cache."""
         if version is None:
-            version = await conn.scalar(
-                select(func.max(definitions.c.version)).where(definitions.c.name == name)
-            )
+            version = await (await driver(conn)).fetchval(_LATEST_VERSION, name)
             if version is None:
                 raise SagaNotFound(f"no saga {name!r} is registered")
         return await self.get(conn, name, version)

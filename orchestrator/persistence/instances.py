@@ -8,21 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 import msgspec
-from sqlalchemy import bindparam, delete, insert, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select
 
-from orchestrator.engine import Dispatch, InstanceState, Phase, TimerKind, Transition
+from orchestrator.engine import Dispatch, InstanceState, Phase, Transition
 from orchestrator.errors import InstanceNotFound
 from orchestrator.messaging.envelope import Command, CommandPayload, encode, new_message_id, utcnow
+from orchestrator.storage.database import driver
 from orchestrator.storage.outbox import OutboxMessage, PendingRow, enqueue
-from orchestrator.storage.tables import history, instances, timers
+from orchestrator.storage.tables import instances
 from orchestrator.storage.wakeup import TIMERS_CHANNEL, notify
 
 if TYPE_CHECKING:
-    from uuid import UUID
-
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from orchestrator.messaging.topology import Topology
@@ -59,26 +58,68 @@ async def insert_new(
 ) -> bool:
     """Insert a started instance's snapshot; False when its id or (saga, idempotency key) is
     taken. A concurrent start with the same key waits here until the first one commits."""
-    inserted = await conn.execute(
-        pg_insert(instances)
-        .values(
-            id=state.id,
-            saga_name=state.saga,
-            saga_version=state.version,
-            status=state.status.value,
-            seq=state.seq,
-            state=state,
-            created_at=state.created_at,
-            updated_at=state.updated_at,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            correlation_key=correlation_key,
-            traceparent=traceparent,
-        )
-        .on_conflict_do_nothing()
-        .returning(instances.c.id)
+    inserted = await (await driver(conn)).fetchval(
+        _INSERT_NEW,
+        state.id,
+        state.saga,
+        state.version,
+        state.status.value,
+        state.seq,
+        _json.encode(state).decode(),
+        state.created_at,
+        state.updated_at,
+        idempotency_key,
+        request_hash,
+        correlation_key,
+        traceparent,
     )
-    return inserted.first() is not None
+    return inserted is not None
+
+
+# The statements on every message's path, sent on the driver connection (storage.database.driver):
+# fixed texts, prepared once per connection, one round trip for any number of rows.
+_INSERT_NEW = """
+INSERT INTO warren.instances (id, saga_name, saga_version, status, seq, state, created_at,
+                              updated_at, idempotency_key, request_hash, correlation_key,
+                              traceparent)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12)
+ON CONFLICT DO NOTHING RETURNING id"""
+
+_LOCK_MANY = """
+SELECT id, state::text AS state FROM warren.instances
+WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"""
+
+_UPDATE_MANY = """
+UPDATE warren.instances AS i
+SET status = u.status, seq = u.seq, state = u.state::jsonb, updated_at = u.updated_at
+FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[])
+    AS u(id, status, seq, state, updated_at)
+WHERE i.id = u.id"""
+
+_INSERT_HISTORY = """
+INSERT INTO warren.history (instance_id, seq, type, step, phase, attempt, pool, data, recorded_at)
+SELECT i, s, t, st, ph, a, p, d::jsonb, r
+FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
+            $8::text[], $9::timestamptz[]) AS x(i, s, t, st, ph, a, p, d, r)"""
+
+_INSERT_TIMERS = """
+INSERT INTO warren.timers (instance_id, kind, step, phase, attempt, due_at, traceparent)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[],
+                     $6::timestamptz[], $7::text[])"""
+
+# A timer being fired right now is locked: skip it (see `cancel_timeouts`).
+_CANCEL_TIMEOUTS = """
+DELETE FROM warren.timers WHERE id IN (
+    SELECT t.id FROM warren.timers AS t
+    JOIN unnest($1::uuid[], $2::text[], $3::text[], $4::int[])
+        AS a(instance_id, step, phase, attempt)
+      ON (t.instance_id, t.step, t.phase, t.attempt)
+       = (a.instance_id, a.step, a.phase, a.attempt)
+    WHERE t.kind = 'timeout'
+    FOR UPDATE OF t SKIP LOCKED)"""
+
+_json = msgspec.json.Encoder()
+_state = msgspec.json.Decoder(InstanceState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +136,8 @@ async def load_many(conn: AsyncConnection, instance_ids: list[UUID]) -> dict[UUI
     """Lock and read several instances in one statement (in id order: no lock-order cycles
     between two batches); a missing one is `InstanceNotFound`."""
     wanted = sorted(set(instance_ids))
-    rows = await conn.execute(
-        select(instances.c.id, instances.c.state)
-        .where(instances.c.id.in_(wanted))
-        .order_by(instances.c.id)
-        .with_for_update()
-    )
-    found = {row.id: msgspec.convert(row.state, InstanceState) for row in rows}
+    rows = await (await driver(conn)).fetch(_LOCK_MANY, wanted)
+    found = {UUID(bytes=row["id"].bytes): _state.decode(row["state"]) for row in rows}
     missing = [i for i in wanted if i not in found]
     if missing:
         raise InstanceNotFound(f"no saga instance {missing[0]}")
@@ -131,18 +167,14 @@ async def save_many(
             latest[item.transition.instance.id] = item.transition.instance
     if not latest:
         return []
-    await conn.execute(
-        update(instances).where(instances.c.id == bindparam("instance_id")),
-        [
-            {
-                "instance_id": state.id,
-                "status": state.status.value,
-                "seq": state.seq,
-                "state": state,
-                "updated_at": state.updated_at,
-            }
-            for state in latest.values()
-        ],
+    states = list(latest.values())
+    await (await driver(conn)).execute(
+        _UPDATE_MANY,
+        [state.id for state in states],
+        [state.status.value for state in states],
+        [state.seq for state in states],
+        [_json.encode(state).decode() for state in states],
+        [state.updated_at for state in states],
     )
     return await append_many(conn, written, topology)
 
@@ -164,39 +196,42 @@ async def append_many(
 ) -> list[PendingRow]:
     """History, timers and commands of several transitions: one statement each."""
     events = [
-        {
-            "instance_id": item.transition.instance.id,
-            "seq": event.seq,
-            "type": event.type,
-            "step": event.step,
-            "phase": event.phase.value if event.phase else None,
-            "attempt": event.attempt,
-            "pool": event.pool,
-            "data": event.data,
-            "recorded_at": event.at,
-        }
+        (item.transition.instance.id, event)
         for item in written
         for event in item.transition.history
     ]
     if not events:
         return []
-    await conn.execute(insert(history), events)
+    raw = await driver(conn)
+    await raw.execute(
+        _INSERT_HISTORY,
+        [instance_id for instance_id, _ in events],
+        [e.seq for _, e in events],
+        [e.type for _, e in events],
+        [e.step for _, e in events],
+        [e.phase.value if e.phase else None for _, e in events],
+        [e.attempt for _, e in events],
+        [e.pool for _, e in events],
+        [_json.encode(e.data).decode() for _, e in events],
+        [e.at for _, e in events],
+    )
     due = [
-        {
-            "instance_id": item.transition.instance.id,
-            "kind": timer.kind.value,
-            "step": timer.step,
-            "phase": timer.phase.value,
-            "attempt": timer.attempt,
-            "due_at": timer.due_at,
-            "traceparent": item.traceparent,
-        }
+        (item.transition.instance.id, item.traceparent, timer)
         for item in written
         for timer in item.transition.timers
     ]
     if due:
         await notify(conn, TIMERS_CHANNEL)  # wake an orchestrator when this commits
-        await conn.execute(insert(timers), due)
+        await raw.execute(
+            _INSERT_TIMERS,
+            [instance_id for instance_id, _, _ in due],
+            [t.kind.value for _, _, t in due],
+            [t.step for _, _, t in due],
+            [t.phase.value for _, _, t in due],
+            [t.attempt for _, _, t in due],
+            [t.due_at for _, _, t in due],
+            [traceparent for _, traceparent, _ in due],
+        )
     commands = [
         _command_message(
             item.transition.instance, dispatch, topology, item.causation_id, item.traceparent
@@ -222,17 +257,13 @@ async def cancel_timeouts(
     the attempt over."""
     if not attempts:
         return
-    doomed = (
-        select(timers.c.id)
-        .where(
-            timers.c.kind == TimerKind.TIMEOUT.value,
-            tuple_(timers.c.instance_id, timers.c.step, timers.c.phase, timers.c.attempt).in_(
-                [(i, step, phase.value, attempt) for i, step, phase, attempt in attempts]
-            ),
-        )
-        .with_for_update(skip_locked=True)
+    await (await driver(conn)).execute(
+        _CANCEL_TIMEOUTS,
+        [instance_id for instance_id, _, _, _ in attempts],
+        [step for _, step, _, _ in attempts],
+        [phase.value for _, _, phase, _ in attempts],
+        [attempt for _, _, _, attempt in attempts],
     )
-    await conn.execute(delete(timers).where(timers.c.id.in_(doomed)))
 
 
 def _command_message(

@@ -17,12 +17,12 @@ from uuid import UUID
 
 import msgspec
 from opentelemetry.trace import SpanKind
-from sqlalchemy import and_, delete, func, insert, select, text
+from sqlalchemy import and_, delete, func, select, text
 
 from orchestrator.errors import WarrenError
 from orchestrator.messaging.faults import crash_point
 from orchestrator.observability import metrics, tracing
-from orchestrator.storage.database import transaction
+from orchestrator.storage.database import driver, transaction
 from orchestrator.storage.tables import outbox
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from orchestrator.storage.breakers import BreakerBoard
 
 log = logging.getLogger(__name__)
+
+_headers = msgspec.json.Encoder()
 
 
 class OutboxMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,23 +49,30 @@ class PendingRow(msgspec.Struct, frozen=True):
     message: OutboxMessage
 
 
+_ENQUEUE = """
+INSERT INTO warren.outbox (message_id, exchange, routing_key, body, headers)
+SELECT m, e, r, b, h::jsonb
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[]) AS x(m, e, r, b, h)
+RETURNING id, message_id"""
+
+_DELETE = "DELETE FROM warren.outbox WHERE id = ANY($1::bigint[])"
+
+
 async def enqueue(conn: AsyncConnection, messages: list[OutboxMessage]) -> list[PendingRow]:
-    """Write `messages` in the caller's transaction; publish the result after commit."""
+    """Write `messages` in the caller's transaction (one statement); publish the result after
+    commit."""
     if not messages:
         return []
-    rows = [
-        {
-            "message_id": m.message_id,
-            "exchange": m.exchange,
-            "routing_key": m.routing_key,
-            "body": m.body,
-            "headers": m.headers,
-        }
-        for m in messages
-    ]
-    result = await conn.execute(insert(outbox).returning(outbox.c.id), rows)
-    ids = [row.id for row in result]
-    return [PendingRow(row_id, message) for row_id, message in zip(ids, messages, strict=True)]
+    rows = await (await driver(conn)).fetch(
+        _ENQUEUE,
+        [m.message_id for m in messages],
+        [m.exchange for m in messages],
+        [m.routing_key for m in messages],
+        [m.body for m in messages],
+        [_headers.encode(m.headers).decode() for m in messages],
+    )
+    ids = {UUID(bytes=row["message_id"].bytes): row["id"] for row in rows}
+    return [PendingRow(ids[m.message_id], m) for m in messages]
 
 
 class Relay:
@@ -138,7 +147,7 @@ class Relay:
             ids, self._confirmed = self._confirmed, []
             try:
                 async with transaction(self.engine) as conn:
-                    await conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+                    await (await driver(conn)).execute(_DELETE, ids)
             except WarrenError as exc:
                 # Published already: the sweeper will publish them again, the inboxes drop them.
                 log.warning("%d published outbox rows not deleted: %s", len(ids), exc)

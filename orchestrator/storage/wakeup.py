@@ -11,7 +11,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from sqlalchemy import text
+
+from orchestrator.storage.database import driver
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,7 +24,7 @@ TIMERS_CHANNEL = "warren_timers"
 
 async def notify(conn: AsyncConnection, channel: str) -> None:
     """Queue a notification; Postgres delivers it when (and only if) the transaction commits."""
-    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel})
+    await (await driver(conn)).execute("SELECT pg_notify($1, '')", channel)
 
 
 class Listener:

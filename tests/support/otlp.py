@@ -30,6 +30,8 @@ class Span:
     events: tuple[str, ...]
     links: tuple[str, ...]
     """Trace ids this span links to."""
+    start_ns: int = 0
+    end_ns: int = 0
 
 
 def _value(value: AnyValue) -> Any:
@@ -91,6 +93,8 @@ class Collector:
                             error=span.status.code == 2,
                             events=tuple(e.name for e in span.events),
                             links=tuple(link.trace_id.hex() for link in span.links),
+                            start_ns=span.start_time_unix_nano,
+                            end_ns=span.end_time_unix_nano,
                         )
                     )
         with self._lock:
