@@ -97,8 +97,11 @@ class WorkerRunner:
                 self.broker,
                 partial(self.topology.declare_pool, pool=pool),
                 envelopes(partial(self.handle, pool)),
-                # In hand at most: a full batch, or one command per lane.
-                prefetch=max(concurrency, settings.batch_size),
+                # In hand at most: a full batch, or one command per lane (one by one: the
+                # prefetch is the concurrency).
+                prefetch=max(concurrency, settings.batch_size)
+                if self._batchable(pool)
+                else concurrency,
                 handle_batch=envelope_batches(partial(self.handle_batch, pool)),
                 batch_size=settings.batch_size if self._batchable(pool) else 1,
                 lanes=concurrency,

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from aio_pika.abc import AbstractRobustChannel
 from aio_pika.exceptions import AMQPError
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from orchestrator.messaging.envelope import Envelope
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _transient(exc: BaseException) -> bool:
@@ -234,14 +236,7 @@ class Consumer:
             return
         assert self.handle_batch is not None
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_transient),
-                wait=wait_exponential(multiplier=0.1, max=5.0),
-                stop=stop_after_delay(self.retry_seconds),
-                reraise=True,
-            ):
-                with attempt:
-                    await self.handle_batch(batch)
+            await self._retrying_transient(self.handle_batch, batch)
         except WarrenError as exc:
             if exc.retryable:
                 log.error("giving %d messages back after repeated failures: %s", len(batch), exc)
@@ -260,6 +255,20 @@ class Consumer:
             await message.ack()
         metrics.messages.labels(queue, "acked").inc(len(batch))
 
+    async def _retrying_transient(
+        self, handle: Callable[[T], Awaitable[None]], messages: T
+    ) -> None:
+        """Transient faults (a database or broker blip) are retried here, with backoff, for
+        up to `retry_seconds`: a short outage does not burn the queue's delivery limit."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_transient),
+            wait=wait_exponential(multiplier=0.1, max=5.0),
+            stop=stop_after_delay(self.retry_seconds),
+            reraise=True,
+        ):
+            with attempt:
+                await handle(messages)
+
     async def _one_by_one(self, batch: list[AbstractIncomingMessage], queue: str) -> None:
         for message in batch:
             await self._process_alone(message, queue)
@@ -267,14 +276,7 @@ class Consumer:
     async def _process(self, message: AbstractIncomingMessage) -> str:
         """Handle, then settle the message; return how: acked, requeued or dead_lettered."""
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_transient),
-                wait=wait_exponential(multiplier=0.1, max=5.0),
-                stop=stop_after_delay(self.retry_seconds),
-                reraise=True,
-            ):
-                with attempt:
-                    await self.handle(message)
+            await self._retrying_transient(self.handle, message)
         except WarrenError as exc:
             if exc.retryable:
                 log.error(
