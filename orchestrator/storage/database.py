@@ -114,6 +114,17 @@ async def driver(conn: AsyncConnection) -> Any:
     asyncpg adapter is asked to begin, so that its COMMIT or ROLLBACK covers ours."""
     pooled = await conn.get_raw_connection()
     adapted: Any = pooled.dbapi_connection
-    if adapted._transaction is None:
-        await adapted._start_transaction()
-    return pooled.driver_connection
+    raw: Any = pooled.driver_connection
+    try:
+        if raw.is_closed():
+            raise StorageError("database connection lost: connection is closed")
+        if adapted._transaction is None:
+            await adapted._start_transaction()
+    except Exception as exc:
+        # Dead, and SQLAlchemy has not seen it fail: tell the pool, or it would hand this
+        # connection out again and again (there is no pre-ping to catch it).
+        await conn.invalidate()
+        if isinstance(exc, StorageError):
+            raise
+        raise StorageError(f"database connection lost: {exc}") from exc
+    return raw

@@ -37,6 +37,8 @@ from tests.support.processes import Proc, Processes, free_port, run_warren, sett
 DATABASE = "warren"
 POOLS = ROLES[1:]
 APP = "examples.orders.workers:worker"
+START_SLOTS = 16
+"""Start requests in flight at once."""
 DUPLICATE_COMMAND = re.compile(r"duplicate command \S+ dropped")
 DUPLICATE_REPLY = re.compile(r"duplicate reply \S+ dropped")
 
@@ -216,12 +218,20 @@ class Harness:
     async def _load(self) -> None:
         rng = random.Random(self.config.seed * 7919 + 1)
         interval = self.config.duration * 0.9 / max(self.config.sagas, 1)
+        # Bounded, like a real client pool: during an outage the starts wait their turn
+        # instead of piling up by the thousand (which starved this process, and with it the
+        # proxies every Warren connection goes through).
+        slots = asyncio.Semaphore(START_SLOTS)
         starts: list[asyncio.Task[None]] = []
         for n in range(self.config.sagas):
             fail_at = None if rng.random() < 0.5 else rng.choice(STEP_NAMES)
             await _sleep_until(self.t0 + n * interval)
-            starts.append(asyncio.create_task(self._start_one(n, fail_at)))
+            starts.append(asyncio.create_task(self._start_when_free(slots, n, fail_at)))
         await asyncio.gather(*starts)
+
+    async def _start_when_free(self, slots: asyncio.Semaphore, n: int, fail_at: str | None) -> None:
+        async with slots:
+            await self._start_one(n, fail_at)
 
     async def _start_one(self, n: int, fail_at: str | None) -> None:
         saga_input: dict[str, Any] = {"order_id": f"chaos-{n}", "amount": 10}
