@@ -17,7 +17,6 @@ from aio_pika.exceptions import (
     ProbableAuthenticationError,
     PublishError,
 )
-from aiormq.exceptions import ChannelInvalidStateError
 from pamqp.commands import Basic
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
@@ -132,7 +131,7 @@ class Broker:
             async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
                 exchange = await self._exchange(self.topology.dead_letter_exchange)
                 await exchange.publish(message, "", mandatory=True)
-        except (TimeoutError, ChannelInvalidStateError) as exc:
+        except (TimeoutError, RuntimeError) as exc:  # ChannelInvalidStateError is one too
             await self._reopen_publisher(channel)
             raise BrokerError(f"could not dead-letter message {message_id}: {exc!r}") from exc
         except (AMQPError, aiormq.exceptions.AMQPError, OSError) as exc:
@@ -163,8 +162,9 @@ class Broker:
             raise UnroutableMessage(
                 f"no queue for routing key {routing_key!r} on exchange {exchange_name!r}"
             ) from exc
-        except (TimeoutError, ChannelInvalidStateError) as exc:
-            # Timed out, or the channel is closed and not (yet) restored: try a fresh one.
+        except (TimeoutError, RuntimeError) as exc:
+            # Timed out, or the channel or connection is closed and not (yet) restored
+            # (aio-pika says so with RuntimeErrors, ChannelInvalidStateError among them).
             await self._reopen_publisher(channel)
             raise BrokerError(f"publish to {exchange_name!r} failed: {exc!r}") from exc
         except (AMQPError, aiormq.exceptions.AMQPError, OSError) as exc:
@@ -190,7 +190,14 @@ class Broker:
                     fresh = await self.connection.channel(
                         publisher_confirms=True, on_return_raises=True
                     )
-            except (TimeoutError, AMQPError, aiormq.exceptions.AMQPError, OSError) as exc:
+            except (
+                TimeoutError,
+                RuntimeError,
+                AMQPError,
+                aiormq.exceptions.AMQPError,
+                OSError,
+            ) as exc:
+                # The connection is down too: aio-pika restores it, and its channels, by itself.
                 log.warning("could not open a new publisher channel yet: %r", exc)
                 return
             self._publisher = fresh
