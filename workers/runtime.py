@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -152,14 +153,8 @@ class WorkerRunner:
         if spec is not None and spec.transactional and self.engine is not None:
             await self._run_transactional(pool, [(message, spec, None)], self.engine)
             return
-        with _bound(message):
-            self.payloads.log(log, "command received", message.payload)
-            started = time.perf_counter()
-            outcome = "error"
-            try:
-                outcome = await self._run_directly(pool, spec, message)
-            finally:
-                _observe_step(pool, message, outcome, started)
+        with self._handling(pool, message) as step:
+            step.outcome = await self._run_directly(pool, spec, message)
 
     async def handle_batch(self, pool: str, deliveries: list[Delivery]) -> None:
         """Commands that arrived together, all for transactional handlers: one transaction
@@ -175,6 +170,27 @@ class WorkerRunner:
             batch.append((command, spec, delivery.message))
         assert self.engine is not None
         await self._run_transactional(pool, batch, self.engine)
+
+    @contextlib.contextmanager
+    def _handling(self, pool: str, command: Command) -> Iterator[_Step]:
+        """Around one command: its log fields and payload line, its duration and outcome in
+        the metrics ("error" unless the block sets another)."""
+        step = _Step()
+        with logs.bind(
+            saga=command.saga,
+            instance_id=command.instance_id,
+            step=command.step,
+            phase=command.phase.value,
+            attempt=command.attempt,
+        ):
+            self.payloads.log(log, "command received", command.payload)
+            started = time.perf_counter()
+            try:
+                yield step
+            finally:
+                metrics.step_duration.labels(
+                    command.saga, command.step, pool, command.phase.value, step.outcome
+                ).observe(time.perf_counter() - started)
 
     async def _run_directly(self, pool: str, spec: HandlerSpec | None, message: Command) -> str:
         """The at-least-once path: no handler here, or one that is not transactional."""
@@ -213,15 +229,9 @@ class WorkerRunner:
                         continue
                     fresh.discard(command.id)  # a second copy in the batch is a duplicate too
                     span = message_span(message, queue) if message else contextlib.nullcontext()
-                    with span, _bound(command):
-                        self.payloads.log(log, "command received", command.payload)
-                        started = time.perf_counter()
-                        outcome = "error"
-                        try:
-                            payload = await _apply_effect(session, pool, spec, command)
-                            outcome = _outcome(payload)
-                        finally:
-                            _observe_step(pool, command, outcome, started)
+                    with span, self._handling(pool, command) as step:
+                        payload = await _apply_effect(session, pool, spec, command)
+                        step.outcome = _outcome(payload)
                         # Inside the span: the reply continues this command's trace.
                         replies.append(self._reply_message(command, payload))
                 pending = await enqueue(conn, replies)
@@ -365,19 +375,6 @@ class _OneByOne(WarrenError):
     """This batch cannot go in one transaction: the consumer handles its commands singly."""
 
 
-@contextlib.contextmanager
-def _bound(command: Command) -> Iterator[None]:
-    with logs.bind(
-        saga=command.saga,
-        instance_id=command.instance_id,
-        step=command.step,
-        phase=command.phase.value,
-        attempt=command.attempt,
-    ):
-        yield
-
-
-def _observe_step(pool: str, command: Command, outcome: str, started: float) -> None:
-    metrics.step_duration.labels(
-        command.saga, command.step, pool, command.phase.value, outcome
-    ).observe(time.perf_counter() - started)
+@dataclass
+class _Step:
+    outcome: str = "error"

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aio_pika.abc import AbstractRobustChannel
 from aio_pika.exceptions import AMQPError
-from opentelemetry.trace import SpanKind
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from orchestrator.errors import MessageError, WarrenError
@@ -82,18 +81,14 @@ class Delivery:
 @contextlib.contextmanager
 def message_span(message: AbstractIncomingMessage, queue: str) -> Iterator[Span]:
     """The consumer span of one message: a child of the span that published it."""
-    with tracing.span(
-        f"process {queue}",
-        kind=SpanKind.CONSUMER,
-        parent=tracing.extract(message.headers),
-        attributes=tracing.messaging_attributes(
-            "process",
-            exchange=message.exchange,
-            routing_key=message.routing_key,
-            message_id=message.message_id,
-            queue=queue,
-            body_size=len(message.body),
-        ),
+    with tracing.messaging_span(
+        "process",
+        headers=message.headers,
+        exchange=message.exchange,
+        routing_key=message.routing_key,
+        message_id=message.message_id,
+        body_size=len(message.body),
+        queue=queue,
     ) as span:
         yield span
 

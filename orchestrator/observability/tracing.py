@@ -171,24 +171,33 @@ def mark_error(current: Span, description: str) -> None:
     current.set_status(Status(StatusCode.ERROR, description))
 
 
-def messaging_attributes(
+def messaging_span(
     operation: str,
     *,
+    headers: Mapping[str, Any] | None,
     exchange: str | None,
     routing_key: str | None,
     message_id: object,
+    body_size: int,
     queue: str | None = None,
-    body_size: int | None = None,
-) -> dict[str, Any]:
-    """OpenTelemetry messaging semantic conventions for RabbitMQ."""
+) -> contextlib.AbstractContextManager[Span]:
+    """The span of one publish (`send <exchange>`, a producer) or of one message consumed
+    (`process <queue>`, a consumer), a child of the context the message's headers carry, with
+    the messaging semantic conventions for RabbitMQ."""
+    sending = operation == "send"
     values: dict[str, Any] = {
         "messaging.system": "rabbitmq",
         "messaging.operation.type": operation,
-        "messaging.operation.name": "publish" if operation == "send" else "consume",
+        "messaging.operation.name": "publish" if sending else "consume",
         "messaging.destination.name": exchange or "amq.default",
         "messaging.rabbitmq.destination.routing_key": routing_key,
         "messaging.message.id": str(message_id) if message_id is not None else None,
         "messaging.message.body.size": body_size,
         "messaging.consumer.group.name": queue,
     }
-    return {k: v for k, v in values.items() if v is not None}
+    return span(
+        f"send {exchange}" if sending else f"process {queue}",
+        kind=SpanKind.PRODUCER if sending else SpanKind.CONSUMER,
+        parent=extract(headers),
+        attributes={k: v for k, v in values.items() if v is not None},
+    )

@@ -27,13 +27,9 @@ if TYPE_CHECKING:
     from orchestrator.messaging.topology import Topology
 
 
-async def load(
-    conn: AsyncConnection, instance_id: UUID, *, for_update: bool = False
-) -> InstanceState:
-    query = select(instances.c.state).where(instances.c.id == instance_id)
-    if for_update:
-        query = query.with_for_update()
-    state = await conn.scalar(query)
+async def load(conn: AsyncConnection, instance_id: UUID) -> InstanceState:
+    """Read an instance (to lock it and change it: `load_many`)."""
+    state = await conn.scalar(select(instances.c.state).where(instances.c.id == instance_id))
     if state is None:
         raise InstanceNotFound(f"no saga instance {instance_id}")
     return msgspec.convert(state, InstanceState)

@@ -53,7 +53,7 @@ async def apply_event(
     The span is a child of the current one unless `trace_parent` says otherwise (a timer's
     stored context, an instance's start); `traceparent` is what to store when not tracing."""
     with tracing.span(f"saga.{_verb(event)}", parent=trace_parent, links=trace_links):
-        state = await instances.load(conn, instance_id, for_update=True)
+        state = (await instances.load_many(conn, [instance_id]))[instance_id]
         if check is not None:
             check(state)
         written, timeout = await _decide(conn, definitions, state, event, causation_id, traceparent)

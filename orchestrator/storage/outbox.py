@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import msgspec
-from opentelemetry.trace import SpanKind
 from sqlalchemy import and_, delete, func, select, text
 
 from orchestrator.errors import WarrenError
@@ -249,17 +248,13 @@ class Relay:
     async def _publish_one(self, message: OutboxMessage) -> None:
         """One publish, as a span of the trace whose context the row stored; the message
         carries the publish span's context on."""
-        with tracing.span(
-            f"send {message.exchange}",
-            kind=SpanKind.PRODUCER,
-            parent=tracing.extract(message.headers),
-            attributes=tracing.messaging_attributes(
-                "send",
-                exchange=message.exchange,
-                routing_key=message.routing_key,
-                message_id=message.message_id,
-                body_size=len(message.body),
-            ),
+        with tracing.messaging_span(
+            "send",
+            headers=message.headers,
+            exchange=message.exchange,
+            routing_key=message.routing_key,
+            message_id=message.message_id,
+            body_size=len(message.body),
         ):
             await self.broker.publish(
                 message.exchange,
