@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aio_pika
 import aiormq
 from aio_pika import DeliveryMode, Message
 from aio_pika.exceptions import (
+    AMQPChannelError,
     AMQPError,
     DeliveryError,
     ProbableAuthenticationError,
@@ -25,6 +26,7 @@ from orchestrator.messaging.envelope import CONTENT_TYPE
 from orchestrator.observability import metrics
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from uuid import UUID
 
     from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
@@ -34,6 +36,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_SECONDS = 10.0
+SETUP_PATIENCE_SECONDS = 60.0
+"""How long a process keeps setting up (channels, declarations, subscriptions) through a
+connection that is lost or being restored, before it gives up."""
+
+T = TypeVar("T")
 
 
 class Broker:
@@ -65,12 +72,40 @@ class Broker:
             self.connection.close_callbacks.add(_disconnected)
             self.connection.reconnect_callbacks.add(_reconnected)
             metrics.broker_connected.set(1)
-            self._publisher = await self.connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
-            await self.topology.declare_base(self._publisher)
-        except (AMQPError, OSError) as exc:
+            await self.setting_up(self._open_publisher)
+        except (AMQPError, OSError, RuntimeError) as exc:
             raise BrokerError(f"cannot reach RabbitMQ at {_redact(self.url)}: {exc}") from exc
+
+    async def _open_publisher(self) -> None:
+        stale, self._publisher = self._publisher, None
+        await close_quietly(stale)
+        self._publisher = await self.connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        await self.topology.declare_base(self._publisher)
+
+    async def setting_up(self, step: Callable[[], Awaitable[T]]) -> T:
+        """Run one set-up step (open a channel, declare, subscribe), again and again while the
+        connection is lost or being restored, for up to SETUP_PATIENCE_SECONDS: a reset while a
+        process starts (or restarts a consumer) must not stop it. Refusals (no access, a queue
+        declared with other arguments) are not waited for. `step` must undo its own half-done
+        work before it tries again."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_connection_lost),
+            wait=wait_exponential(multiplier=0.2, max=2.0),
+            stop=stop_after_delay(SETUP_PATIENCE_SECONDS),
+            before_sleep=lambda state: log.warning(
+                "broker connection lost while setting up (%r); trying again",
+                state.outcome.exception() if state.outcome else None,
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                async with asyncio.timeout(SETUP_PATIENCE_SECONDS):
+                    await self.connection.connected.wait()
+                async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                    return await step()
+        raise AssertionError("unreachable: tenacity reraises the last error")
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -79,12 +114,14 @@ class Broker:
         return self._connection
 
     async def channel(self, *, prefetch: int) -> AbstractChannel:
-        """A consumer channel with bounded prefetch."""
+        """A consumer channel with bounded prefetch. Errors are the driver's own (for
+        `setting_up` to judge); callers outside it translate them."""
+        channel = await self.connection.channel()
         try:
-            channel = await self.connection.channel()
             await channel.set_qos(prefetch_count=prefetch)
-        except (AMQPError, OSError) as exc:
-            raise BrokerError(f"cannot open a channel: {exc}") from exc
+        except BaseException:
+            await close_quietly(channel)
+            raise
         return channel
 
     async def publish(
@@ -224,6 +261,24 @@ class Broker:
 def _worth_waiting_for(exc: BaseException) -> bool:
     """A broker still starting refuses connections; wrong credentials will not get better."""
     return isinstance(exc, AMQPError | OSError) and not isinstance(exc, ProbableAuthenticationError)
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """The connection dropped, was reset, timed out, or is being restored (aio-pika says so with
+    RuntimeErrors, ChannelInvalidStateError among them): worth trying again. A channel-level
+    refusal (access, missing entity, precondition) is an answer, not an outage."""
+    if isinstance(exc, AMQPChannelError):
+        return False
+    return isinstance(exc, AMQPError | OSError | RuntimeError)  # TimeoutError is an OSError
+
+
+async def close_quietly(channel: AbstractChannel | None) -> None:
+    """Close what a failed set-up step left open, so that aio-pika does not restore it too."""
+    if channel is None or channel.is_closed:
+        return
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+            await channel.close()
 
 
 def _redact(url: str) -> str:

@@ -27,7 +27,8 @@ from aio_pika.abc import AbstractRobustChannel
 from aio_pika.exceptions import AMQPError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from orchestrator.errors import MessageError, WarrenError
+from orchestrator.errors import BrokerError, MessageError, WarrenError
+from orchestrator.messaging.broker import close_quietly
 from orchestrator.messaging.envelope import decode
 from orchestrator.observability import metrics, tracing
 
@@ -135,18 +136,30 @@ class Consumer:
         return self._queue.name if self._queue is not None else "?"
 
     async def start(self) -> None:
-        self._channel = await self.broker.channel(prefetch=self.prefetch)
-        self._queue = await self.declare(self._channel)
+        """Declare the queue and subscribe, waiting out a connection lost meanwhile (the
+        broker's set-up patience); a refusal or a longer outage is a `BrokerError`."""
+        try:
+            await self.broker.setting_up(self._subscribe)
+        except (AMQPError, OSError, RuntimeError) as exc:
+            raise BrokerError(f"cannot start consuming: {exc!r}") from exc
         if self.handle_batch is not None:
             self._lanes = [asyncio.create_task(self._run_lane()) for _ in range(self.lanes)]
+        metrics.consumers.labels(self.queue_name).set(1)
+
+    async def _subscribe(self) -> None:
+        # A try that failed half-way left a channel open: close it, or aio-pika would restore
+        # its declarations and subscription beside the new one.
+        stale, self._channel, self._queue = self._channel, None, None
+        await close_quietly(stale)
+        channel = self._channel = await self.broker.channel(prefetch=self.prefetch)
+        self._queue = await self.declare(channel)
         self._tag = await self._queue.consume(
             self._on_message if self.handle_batch is None else self._on_batched_message
         )
-        metrics.consumers.labels(self.queue_name).set(1)
         # aio-pika restores the subscription after a reconnect: follow the channel's state.
-        self._channel.close_callbacks.add(self._on_channel_closed)
-        if isinstance(self._channel, AbstractRobustChannel):
-            self._channel.reopen_callbacks.add(self._on_channel_reopened)
+        channel.close_callbacks.add(self._on_channel_closed)
+        if isinstance(channel, AbstractRobustChannel):
+            channel.reopen_callbacks.add(self._on_channel_reopened)
 
     def _on_channel_closed(self, *_: object) -> None:
         metrics.consumers.labels(self.queue_name).set(0)

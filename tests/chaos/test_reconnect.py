@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
 
 pytestmark = pytest.mark.e2e
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +75,51 @@ async def test_the_dead_letter_consumer_is_restored_after_a_reconnect(
         await wait_for(reconnected, timeout=30, what="a new connection")
         await wait_for(consumers, lambda n: n == 1, timeout=30, what="the consumer to come back")
         await broker.publish_dead_letter(b"x", message_id="after-reconnect", headers={})
-        for _ in range(100):
-            if seen:
-                break
-            await asyncio.sleep(0.1)
+        await wait_for(lambda: _now(seen), timeout=30, what="the message after the reconnect")
         assert seen == ["after-reconnect"]
     finally:
         await consumer.stop(1.0)
         await broker.close()
+
+
+@pytest.mark.timeout(120)
+async def test_a_consumer_started_while_the_connection_is_down_subscribes_once_it_is_back(
+    proxy: FaultyProxy, private_rabbit: PrivateRabbitMQ
+) -> None:
+    """A process (re)starting its consumers just as the connection is reset waits for aio-pika
+    to reconnect instead of stopping (found by the chaos run: a worker restarted just before an
+    AMQP reset exited with 'cannot open a channel')."""
+    topology = Topology(namespace="late-start")
+    broker = Broker(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", topology)
+    await broker.connect()
+    seen: list[str | None] = []
+
+    async def record(message: AbstractIncomingMessage) -> None:
+        seen.append(message.message_id)
+
+    consumer = Consumer(broker, topology.declare_dead_letters, record, prefetch=4)
+    try:
+        proxy.reset()
+        await wait_for(
+            lambda: _now(not broker.connection.connected.is_set()),
+            timeout=30,
+            what="the client to notice the reset",
+        )
+        await consumer.start()  # before the fix: BrokerError, the channel could not open
+
+        async def consumers() -> int:
+            queues = await asyncio.to_thread(private_rabbit.list_queues)
+            return queues.get(topology.dead_letter_queue, (0, 0, 0))[2]
+
+        await wait_for(consumers, lambda n: n >= 1, timeout=30, what="the consumer")
+        await broker.publish_dead_letter(b"x", message_id="after-start", headers={})
+        await wait_for(lambda: _now(seen), timeout=30, what="the message")
+        assert seen == ["after-start"]
+        assert await consumers() == 1  # the failed try left no second subscription behind
+    finally:
+        await consumer.stop(1.0)
+        await broker.close()
+
+
+async def _now(value: T) -> T:
+    return value
