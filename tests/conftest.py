@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,8 @@ from orchestrator.service.registry import register_saga
 from orchestrator.storage.database import create_engine
 from orchestrator.storage.migrate import upgrade
 from tests.support import services
-from tests.support.probes import EXAMPLE_POOLS, Probe
-from tests.support.processes import Processes, free_port
+from tests.support.probes import CONSUMER_PATIENCE_SECONDS, EXAMPLE_POOLS, Probe
+from tests.support.processes import Proc, Processes, free_port
 from tests.support.waiting import wait_for
 
 _counter = itertools.count(1)
@@ -109,8 +109,10 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def probe(settings: Settings, engine: AsyncEngine) -> Probe:
-    return Probe(settings, engine)
+async def probe(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Probe]:
+    probe = Probe(settings, engine)
+    yield probe
+    await probe.close()
 
 
 @pytest.fixture
@@ -146,26 +148,28 @@ class Stack:
         proc = self.processes.api()
 
         async def live() -> bool:
-            assert proc.running, f"api exited:\n{proc.log()}"
             try:
                 return (await self.http.get("/health/live")).status_code == 200
             except httpx.TransportError:
                 return False
 
-        await wait_for(live, timeout=30, what="the API to answer")
+        await wait_for(
+            live, timeout=CONSUMER_PATIENCE_SECONDS, what="the API to answer", alive=proc.alive
+        )
 
     async def orchestrators(self, count: int = 1, *, crash_at: str | None = None) -> None:
         before = await self.probe._consumers_or_zero(self.topology.orchestrator_queue)
-        for _ in range(count):
-            self.processes.orchestrator(crash_at=crash_at)
-        await self.probe.wait_consumers(self.topology.orchestrator_queue, before + count)
+        started = [self.processes.orchestrator(crash_at=crash_at) for _ in range(count)]
+        await self.probe.wait_consumers(
+            self.topology.orchestrator_queue, before + count, alive=_all_alive(started)
+        )
 
     async def workers(
         self, *, crash_at: str | None = None, app: str = "examples.orders.workers:worker"
     ) -> None:
-        self.processes.worker(app, crash_at=crash_at)
+        proc = self.processes.worker(app, crash_at=crash_at)
         for pool in EXAMPLE_POOLS:
-            await self.probe.wait_consumers(self.topology.pool_queue(pool))
+            await self.probe.wait_consumers(self.topology.pool_queue(pool), alive=proc.alive)
 
     async def up(self) -> None:
         await self.api()
@@ -177,6 +181,14 @@ class Stack:
         assert response.status_code == 201, response.text
         instance_id: str = response.json()["id"]
         return instance_id
+
+
+def _all_alive(procs: list[Proc]) -> Callable[[], None]:
+    def check() -> None:
+        for proc in procs:
+            proc.alive()
+
+    return check
 
 
 @pytest.fixture

@@ -33,8 +33,8 @@ async def test_the_breaker_opens_holds_the_steps_and_closes_after_a_good_probe(
     await register_saga(stack.probe.engine, flaky_saga)
     await stack.api()
     await stack.orchestrators()
-    stack.processes.worker("tests.apps.flaky:worker", "flaky")
-    await stack.probe.wait_consumers(stack.topology.pool_queue("flaky"))
+    worker = stack.processes.worker("tests.apps.flaky:worker", "flaky")
+    await stack.probe.wait_consumers(stack.topology.pool_queue("flaky"), alive=worker.alive)
 
     ids = await asyncio.gather(*(stack.start({}, saga="flaky") for _ in range(10)))
 

@@ -49,8 +49,8 @@ async def test_a_reply_after_the_timeout_is_compensated_too(stack: Stack) -> Non
     await register_saga(stack.probe.engine, timing_out)
     await stack.api()
     await stack.orchestrators()
-    stack.processes.worker("tests.apps.fast:worker", "fast")
-    await stack.probe.wait_consumers(stack.topology.pool_queue("fast"))
+    worker = stack.processes.worker("tests.apps.fast:worker", "fast")
+    await stack.probe.wait_consumers(stack.topology.pool_queue("fast"), alive=worker.alive)
     instance_id = await stack.start({}, saga="timing-out")
 
     assert await stack.probe.wait_terminal(instance_id) == "compensated"  # `hold` timed out

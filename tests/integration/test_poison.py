@@ -24,7 +24,7 @@ from orchestrator.messaging.topology import REPLY_ROUTING_KEY
 from orchestrator.service.orchestrator import Orchestrator
 from tests.support.messages import success_reply
 from tests.support.probes import Probe
-from tests.support.waiting import wait_for
+from tests.support.waiting import tasks_alive, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ async def orchestrator(settings: Settings, probe: Probe) -> AsyncIterator[Orches
     service = Orchestrator(settings)
     stopping = asyncio.Event()
     task = asyncio.create_task(service.run(stopping))
-    await probe.wait_consumers(settings.topology.orchestrator_queue)
+    await probe.wait_consumers(settings.topology.orchestrator_queue, alive=tasks_alive(task))
     yield service
     stopping.set()
     with contextlib.suppress(asyncio.CancelledError):

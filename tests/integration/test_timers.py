@@ -19,6 +19,7 @@ from orchestrator.service.starter import SagaStarter, StartRequest
 from orchestrator.storage.outbox import Relay
 from tests.apps.sagas import deadlined, delayed
 from tests.support.probes import Probe
+from tests.support.waiting import tasks_alive
 from workers.runtime import WorkerRunner
 
 pytestmark = pytest.mark.integration
@@ -32,8 +33,9 @@ async def running(settings: Settings, probe: Probe) -> AsyncIterator[None]:
         asyncio.create_task(Orchestrator(settings).run(stopping)),
         asyncio.create_task(WorkerRunner(example_worker, settings, concurrency=2).run(stopping)),
     ]
-    await probe.wait_consumers(settings.topology.orchestrator_queue)
-    await probe.wait_consumers(settings.topology.pool_queue("inventory"))
+    alive = tasks_alive(*tasks)
+    await probe.wait_consumers(settings.topology.orchestrator_queue, alive=alive)
+    await probe.wait_consumers(settings.topology.pool_queue("inventory"), alive=alive)
     yield
     stopping.set()
     for task in tasks:
@@ -75,7 +77,7 @@ async def fast_worker(settings: Settings, probe: Probe) -> AsyncIterator[None]:
 
     stopping = asyncio.Event()
     task = asyncio.create_task(WorkerRunner(worker, settings, concurrency=2).run(stopping))
-    await probe.wait_consumers(settings.topology.pool_queue("fast"))
+    await probe.wait_consumers(settings.topology.pool_queue("fast"), alive=tasks_alive(task))
     yield
     stopping.set()
     with contextlib.suppress(asyncio.CancelledError):

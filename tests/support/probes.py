@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -12,17 +13,26 @@ from sqlalchemy import text
 from tests.support.waiting import wait_for
 
 if TYPE_CHECKING:
+    from aio_pika.abc import AbstractConnection
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from orchestrator.config import Settings
 
 TERMINAL = {"completed", "compensated", "failed"}
+CONSUMER_PATIENCE_SECONDS = 60.0
+"""A process starting on a loaded 2-core machine: interpreter, imports, connect, declare."""
 
 
 @dataclass
 class Probe:
     settings: Settings
     engine: AsyncEngine
+    _amqp: AbstractConnection | None = field(default=None, init=False, repr=False)
+
+    async def close(self) -> None:
+        if self._amqp is not None:
+            await self._amqp.close()
+            self._amqp = None
 
     async def status(self, instance_id: UUID | str) -> str | None:
         async with self.engine.connect() as conn:
@@ -82,22 +92,36 @@ class Probe:
             return int(value or 0)
 
     async def queue(self, name: str) -> tuple[int, int]:
-        """(ready messages, consumers) of a queue, by a passive declare."""
-        connection = await aio_pika.connect(self.settings.amqp_url)
+        """(ready messages, consumers) of a queue, by a passive declare on a channel of its own
+        (a missing queue closes the channel) over one connection kept for the test: a new
+        connection per look costs a loaded broker a handshake every quarter second."""
+        if self._amqp is None or self._amqp.is_closed:
+            self._amqp = await aio_pika.connect(self.settings.amqp_url, timeout=30)
+        channel = await self._amqp.channel()
         try:
-            channel = await connection.channel()
             queue = await channel.declare_queue(name, passive=True)
             result = queue.declaration_result
             return result.message_count or 0, result.consumer_count or 0
         finally:
-            await connection.close()
+            if not channel.is_closed:
+                await channel.close()
 
-    async def wait_consumers(self, queue: str, count: int = 1, timeout: float = 30.0) -> None:
+    async def wait_consumers(
+        self,
+        queue: str,
+        count: int = 1,
+        timeout: float = CONSUMER_PATIENCE_SECONDS,
+        *,
+        alive: Callable[[], None] | None = None,
+    ) -> None:
+        """Until `count` consumers hold `queue`; `alive` fails the wait early when the process
+        or task that should consume has died."""
         await wait_for(
             lambda: self._consumers_or_zero(queue),
             lambda n: n >= count,
             timeout=timeout,
             what=f"{count} consumer(s) on {queue}",
+            alive=alive,
         )
 
     async def _consumers_or_zero(self, queue: str) -> int:

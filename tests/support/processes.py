@@ -74,6 +74,14 @@ class Proc:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def alive(self) -> None:
+        """An `alive` check for wait_for: a process that exited fails the wait with its log."""
+        if not self.running:
+            raise AssertionError(
+                f"{self.name} (pid {self.pid}) exited with {self.popen.returncode}:\n"
+                f"{self.log()[-4000:]}"
+            )
+
 
 @dataclass
 class Processes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -16,11 +16,15 @@ async def wait_for(
     *,
     timeout: float = 30.0,
     what: str = "condition",
+    alive: Callable[[], None] | None = None,
 ) -> T:
-    """Call `probe` until `until(value)` holds; return that value."""
+    """Call `probe` until `until(value)` holds; return that value. `alive()` raises when what
+    we wait on has died (a process, a task): fail then, with its reason, not at the timeout."""
     deadline = time.monotonic() + timeout
     interval = 0.02
     while True:
+        if alive is not None:
+            alive()
         value = await probe()
         if until(value):
             return value
@@ -30,3 +34,15 @@ async def wait_for(
             )
         await asyncio.sleep(interval)
         interval = min(interval * 1.5, 0.25)
+
+
+def tasks_alive(*tasks: asyncio.Task[Any]) -> Callable[[], None]:
+    """An `alive` check for tasks that should run until the test stops them."""
+
+    def check() -> None:
+        for task in tasks:
+            if task.done():
+                error = None if task.cancelled() else task.exception()
+                raise AssertionError(f"task {task.get_name()} ended: {error!r}") from error
+
+    return check
