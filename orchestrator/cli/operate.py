@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from orchestrator.api.views import InstanceView
     from orchestrator.client import WarrenClient
+    from orchestrator.persistence.dead_letters import DeadLetterRow
 
 EXIT_BY_STATUS = {"completed": 0, "compensated": 3, "failed": 4}
 EXIT_WAIT_TIMEOUT = 5
@@ -354,7 +355,7 @@ def dead_letters_list(
                 render.when(d.received_at),
                 d.kind or "?",
                 str(d.instance_id or ""),
-                d.origin_queue or f"{d.origin_exchange or ''}/{d.origin_routing_key or ''}",
+                d.origin_queue or _origin(d),
                 d.reason[:60],
                 render.when(d.replayed_at) if d.replayed_at else "",
             ]
@@ -378,8 +379,7 @@ def dead_letters_show(letter_id: int, api_url: str, as_json: bool) -> None:
     kind = letter.kind or "undecodable"
     click.echo(f"dead letter {letter.id}  {kind}  received {render.when(letter.received_at)}")
     click.echo(f"reason: {letter.reason}")
-    origin = f"{letter.origin_exchange} / {letter.origin_routing_key}"
-    click.echo(f"from:   {origin} ({letter.origin_queue or '-'})")
+    click.echo(f"from:   {_origin(letter)} ({letter.origin_queue or '-'})")
     click.echo(f"body:   {letter.body}")
 
 
@@ -393,8 +393,13 @@ def dead_letters_replay(letter_id: int, api_url: str, as_json: bool) -> None:
     if as_json:
         render.emit_json(letter)
     else:
-        origin = f"{letter.origin_exchange} / {letter.origin_routing_key}"
-        click.echo(f"replayed dead letter {letter.id} to {origin}")
+        click.echo(f"replayed dead letter {letter.id} to {_origin(letter)}")
+
+
+def _origin(letter: DeadLetterRow) -> str:
+    """Exchange / routing key; "" is the default exchange (routing key = the queue)."""
+    exchange = "(default exchange)" if letter.origin_exchange == "" else letter.origin_exchange
+    return f"{exchange or '?'} / {letter.origin_routing_key or '?'}"
 
 
 @dead_letters.command(name="delete")
