@@ -13,6 +13,7 @@ The `warren` command line uses it. Errors are `ApiError` (the problem details th
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,7 +37,7 @@ from orchestrator.errors import WarrenError
 from orchestrator.persistence.dead_letters import DeadLetterDetail
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from orchestrator.definitions import Saga
 
@@ -165,16 +166,18 @@ class WarrenClient:
         *,
         timeout: float = 300.0,  # noqa: ASYNC109 - a deadline for the whole poll, documented
         poll_interval: float = 0.25,
-        on_update: Callable[[InstanceView], None] | None = None,
+        on_update: Callable[[InstanceView], Awaitable[None] | None] | None = None,
     ) -> InstanceView:
-        """Poll until the instance ends (completed, compensated or failed); `on_update` sees
-        every snapshot that differs from the last one."""
+        """Poll until the instance ends (completed, compensated or failed); `on_update` (a
+        function or a coroutine function) sees every snapshot that differs from the last one."""
         deadline = time.monotonic() + timeout
         last: InstanceView | None = None
         while True:
             view = await self.get(instance_id)
             if on_update is not None and view != last:
-                on_update(view)
+                update = on_update(view)
+                if inspect.isawaitable(update):
+                    await update
             last = view
             if view.status in TERMINAL:
                 return view

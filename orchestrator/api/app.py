@@ -14,6 +14,7 @@ from orchestrator.api.problems import exception_handlers
 from orchestrator.api.routes import route_handlers
 from orchestrator.config import Settings
 from orchestrator.messaging.broker import Broker
+from orchestrator.observability import tracing
 from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service.operations import Operations
 from orchestrator.service.starter import SagaStarter
@@ -63,8 +64,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     return Litestar(
         route_handlers=[*route_handlers, PrometheusController],
-        middleware=[prometheus.middleware],
-        plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(exclude=quiet))],
+        middleware=[prometheus.middleware, tracing.name_server_span_by_route],
+        plugins=[
+            OpenTelemetryPlugin(
+                OpenTelemetryConfig(
+                    exclude=quiet,
+                    scope_span_details_extractor=tracing.server_span_details,
+                    exclude_spans=["receive", "send"],  # per ASGI message: noise
+                )
+            )
+        ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
     from orchestrator.api.views import InstanceView
     from orchestrator.client import WarrenClient
+    from orchestrator.persistence.dead_letters import DeadLetterRow
+    from orchestrator.persistence.queries import HistoryRow
 
 EXIT_BY_STATUS = {"completed": 0, "compensated": 3, "failed": 4}
 EXIT_WAIT_TIMEOUT = 5
@@ -105,19 +107,7 @@ def start(
             click.echo(f"{started.id}  {started.saga} v{started.version}  {how}")
         if not wait:
             return started, None
-        shown: dict[str, str] = {}
-
-        def progress(view: InstanceView) -> None:
-            if as_json:
-                return
-            for step in view.steps:
-                state = f"{step.status}:{step.attempts}"
-                if shown.get(step.name) != state and step.status != "pending":
-                    shown[step.name] = state
-                    click.echo(
-                        f"  {step.name:<24} {render.status(step.status)}  attempt {step.attempts}"
-                    )
-
+        progress = None if as_json else _Progress(client)
         try:
             final = await client.wait(started.id, timeout=timeout, on_update=progress)
         except WaitTimeout as exc:  # its own exit code, not a generic error
@@ -137,6 +127,52 @@ def start(
     else:
         click.echo(f"ended {render.status(final.status)}")
     raise SystemExit(EXIT_BY_STATUS.get(final.status, 1))
+
+
+# What `start --wait` prints for a history event: the step's new state, in the words of
+# `warren status`. The saga's start and end are said by the lines around them.
+_PROGRESS = {
+    "step_dispatched": "running",
+    "step_succeeded": "succeeded",
+    "step_succeeded_late": "succeeded late",
+    "attempt_timed_out": "timed out",
+    "step_failed": "failed",
+    "compensation_dispatched": "compensating",
+    "compensation_succeeded": "compensated",
+    "compensation_failed": "compensation_failed",
+    "reply_ignored": "reply ignored",
+}
+_UNSAID = {"saga_started", "saga_completed", "saga_compensated", "saga_failed"}
+
+
+class _Progress:
+    """`start --wait`'s progress, from the history rather than the snapshot: one poll can see
+    several changes at once, and only `seq` says in which order they happened (compensations
+    run newest first)."""
+
+    def __init__(self, client: WarrenClient) -> None:
+        self.client = client
+        self.shown_seq = 0
+
+    async def __call__(self, view: InstanceView) -> None:
+        while True:
+            page = await self.client.history(view.id, after_seq=self.shown_seq)
+            for row in page.items:
+                self.echo(row)
+                self.shown_seq = row.seq
+            if page.next_after_seq is None:
+                return
+
+    @staticmethod
+    def echo(row: HistoryRow) -> None:
+        if row.type in _UNSAID:
+            return
+        if row.type == "attempt_failed":  # always followed by a retry timer
+            label = "retry_wait" if row.phase == "forward" else "compensation_retry_wait"
+        else:
+            label = _PROGRESS.get(row.type, row.type.removeprefix("saga_").replace("_", " "))
+        attempt = f"  attempt {row.attempt}" if row.attempt else ""
+        click.echo(f"  {row.seq:>3}  {row.step or 'saga':<24} {render.status(label)}{attempt}")
 
 
 @click.command()
@@ -354,7 +390,7 @@ def dead_letters_list(
                 render.when(d.received_at),
                 d.kind or "?",
                 str(d.instance_id or ""),
-                d.origin_queue or f"{d.origin_exchange or ''}/{d.origin_routing_key or ''}",
+                d.origin_queue or _origin(d),
                 d.reason[:60],
                 render.when(d.replayed_at) if d.replayed_at else "",
             ]
@@ -378,8 +414,7 @@ def dead_letters_show(letter_id: int, api_url: str, as_json: bool) -> None:
     kind = letter.kind or "undecodable"
     click.echo(f"dead letter {letter.id}  {kind}  received {render.when(letter.received_at)}")
     click.echo(f"reason: {letter.reason}")
-    origin = f"{letter.origin_exchange} / {letter.origin_routing_key}"
-    click.echo(f"from:   {origin} ({letter.origin_queue or '-'})")
+    click.echo(f"from:   {_origin(letter)} ({letter.origin_queue or '-'})")
     click.echo(f"body:   {letter.body}")
 
 
@@ -393,8 +428,13 @@ def dead_letters_replay(letter_id: int, api_url: str, as_json: bool) -> None:
     if as_json:
         render.emit_json(letter)
     else:
-        origin = f"{letter.origin_exchange} / {letter.origin_routing_key}"
-        click.echo(f"replayed dead letter {letter.id} to {origin}")
+        click.echo(f"replayed dead letter {letter.id} to {_origin(letter)}")
+
+
+def _origin(letter: DeadLetterRow) -> str:
+    """Exchange / routing key; "" is the default exchange (routing key = the queue)."""
+    exchange = "(default exchange)" if letter.origin_exchange == "" else letter.origin_exchange
+    return f"{exchange or '?'} / {letter.origin_routing_key or '?'}"
 
 
 @dead_letters.command(name="delete")

@@ -319,6 +319,7 @@ class Consumer:
                 "x-warren-reason": reason[:1000],
                 "x-warren-origin-exchange": message.exchange or "",
                 "x-warren-origin-routing-key": message.routing_key or "",
+                "x-warren-origin-queue": self.queue_name,
             }
         )
         await self.broker.publish_dead_letter(

@@ -19,10 +19,12 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from orchestrator.config import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Awaitable, Callable, Iterator, Mapping
 
     from opentelemetry.context import Context
     from opentelemetry.trace import Span
+
+    ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 tracer = trace.get_tracer("warren")
 """A proxy: spans started through it use whatever provider `configure` installs later."""
@@ -118,6 +120,40 @@ def trace_ids() -> tuple[str, str] | None:
     if not context.is_valid:
         return None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+# ---- HTTP server spans -------------------------------------------------------------------------
+
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+
+
+def server_span_details(scope: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The name a request's server span starts with, before routing: its method alone (`HTTP`
+    for a method outside the standard set), so an unmatched path never names an operation.
+    `name_server_span_by_route` renames it once the route is known."""
+    method = str(scope.get("method", "")).upper()
+    return (method if method in _METHODS else "HTTP"), {"url.path": scope.get("path", "")}
+
+
+def name_server_span_by_route(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware for a routed request: names the current (server) span by its route
+    template, `POST /v1/sagas/{name}`, sets `http.route` to the template and keeps the concrete
+    path parameters as `warren.path_param.<name>`. One operation per route, not per instance."""
+
+    async def named(scope: Any, receive: Any, send: Any) -> None:
+        template = scope.get("path_template")
+        current = trace.get_current_span()
+        if template and current.is_recording():
+            method = str(scope.get("method", "")).upper()
+            current.update_name(f"{method if method in _METHODS else 'HTTP'} {template}")
+            current.set_attribute("http.route", template)
+            for name, value in (scope.get("path_params") or {}).items():
+                current.set_attribute(f"warren.path_param.{name}", str(value))
+        await app(scope, receive, send)
+
+    return named
 
 
 # ---- spans -------------------------------------------------------------------------------------

@@ -110,27 +110,33 @@ def _kind(envelope: Envelope | None) -> str | None:
 
 
 def _origin(headers: dict[str, Any]) -> tuple[str, str | None, str | None, str | None]:
-    """Reason and origin: ours when Warren parked it, else RabbitMQ's `x-death` record."""
+    """Reason and origin (exchange, routing key, queue): ours when Warren parked it, else
+    RabbitMQ's latest `x-death` record. The default exchange is `""`, an address like any
+    other (routing key = the queue), so it is kept, never turned into null."""
     if "x-warren-reason" in headers:
-        return (
-            str(headers["x-warren-reason"]),
-            headers.get("x-warren-origin-exchange") or None,
-            headers.get("x-warren-origin-routing-key") or None,
-            None,
-        )
+        exchange = _text(headers.get("x-warren-origin-exchange"))
+        routing_key = _text(headers.get("x-warren-origin-routing-key")) or None
+        queue = _text(headers.get("x-warren-origin-queue")) or None
+        if exchange == "" and queue is None:
+            queue = routing_key  # parked before the queue was recorded
+        return str(headers["x-warren-reason"]), exchange, routing_key, queue
     deaths = headers.get("x-death")
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
-        death = deaths[0]
+        death = deaths[0]  # the most recent death comes first
         keys = death.get("routing-keys") or []
         why = str(death.get("reason", "unknown"))
-        queue = death.get("queue")
+        queue = _text(death.get("queue")) or None
         text = (
             f"{why} in queue {queue}"
             if why != "delivery_limit"
             else (f"delivered too many times (delivery limit) from queue {queue}")
         )
-        return text, death.get("exchange") or None, keys[0] if keys else None, queue
+        return text, _text(death.get("exchange")), _text(keys[0]) if keys else None, queue
     return "dead-lettered (no reason given)", None, None, None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _jsonable(value: Any) -> Any:

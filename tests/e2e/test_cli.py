@@ -126,6 +126,28 @@ async def test_retry_resumes_a_failed_compensation(stack: Stack) -> None:
     ]
 
 
+async def test_start_wait_prints_what_happened_in_the_order_it_happened(stack: Stack) -> None:
+    """Compensations run newest first: the progress follows the history's `seq`, not the
+    order of the steps in the definition."""
+    await stack.up()
+    fails_at_ship = '{"order_id": "W", "amount": 1, "fail_at": "ship"}'
+
+    result = warren(stack, "start", "order", "--input", fails_at_ship, "--wait")
+
+    assert result.returncode == 3, result.stderr
+    progress = [line.split() for line in result.stdout.splitlines() if line.startswith("  ")]
+    compensated = [words[1] for words in progress if words[2] == "compensated"]
+    assert compensated == ["charge", "reserve_stock", "reserve_credit"], result.stdout
+    instance_id = result.stdout.split()[0]
+    history = json.loads(warren(stack, "history", instance_id, "--json").stdout)
+    shown = [int(words[0]) for words in progress]
+    assert shown == sorted(shown), result.stdout  # every event once, in seq order
+    assert set(shown) <= {event["seq"] for event in history}
+    assert {"compensation_succeeded", "step_failed"} <= {
+        event["type"] for event in history if event["seq"] in shown
+    }
+
+
 async def test_operator_commands_and_their_errors(stack: Stack) -> None:
     await stack.up()
     started = json.loads(

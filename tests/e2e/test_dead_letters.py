@@ -12,6 +12,7 @@ from sqlalchemy import text
 from examples.orders.saga import STEP_NAMES
 from tests.conftest import Stack
 from tests.support.probes import EXAMPLE_POOLS
+from tests.support.processes import run_warren
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +28,7 @@ async def _publish_raw(stack: Stack, exchange: str, routing_key: str, body: byte
     connection = await aio_pika.connect(stack.probe.settings.amqp_url)
     try:
         channel = await connection.channel()
-        target = await channel.get_exchange(exchange)
+        target = await channel.get_exchange(exchange) if exchange else channel.default_exchange
         await target.publish(aio_pika.Message(body, message_id="poison-in-the-middle"), routing_key)
     finally:
         await connection.close()
@@ -106,3 +107,43 @@ async def test_a_handler_that_kills_its_process_is_dead_lettered_after_the_limit
     deleted = await stack.http.delete(f"/v1/dead-letters/{letter['id']}")
     assert deleted.status_code == 204
     assert (await stack.http.get(f"/v1/dead-letters/{letter['id']}")).status_code == 404
+
+
+async def test_a_poison_message_sent_straight_to_a_pool_queue_is_replayed_to_it(
+    stack: Stack,
+) -> None:
+    """Published through the default exchange (exchange "", routing key = the queue): its
+    address is known, so it is recorded with it and replayed to the same queue."""
+    await stack.api()
+    await stack.orchestrators()
+    stack.processes.worker("examples.orders.workers:worker", "payments")
+    payments = stack.topology.pool_queue("payments")
+    await stack.probe.wait_consumers(payments)
+
+    await _publish_raw(stack, "", payments, b'{"not": "a command"}')
+    [letter] = await wait_for(lambda: _dead_letters(stack), what="the dead letter")
+    assert (letter["origin_exchange"], letter["origin_routing_key"], letter["origin_queue"]) == (
+        "",
+        payments,
+        payments,
+    )
+    shown = (await stack.http.get(f"/v1/dead-letters/{letter['id']}")).json()
+    assert (shown["origin_exchange"], shown["origin_queue"]) == ("", payments)
+
+    settings = stack.probe.settings
+    cli_env = {"WARREN_API_URL": f"http://{settings.api_host}:{settings.api_port}"}
+    show = run_warren(cli_env, "dead-letters", "show", str(letter["id"]))
+    assert f"from:   (default exchange) / {payments} ({payments})" in show.stdout, show.stdout
+
+    replayed = await stack.http.post(f"/v1/dead-letters/{letter['id']}/replay")
+    assert replayed.status_code == 200, replayed.text
+    assert replayed.json()["replayed_at"] is not None
+
+    # It reached the pool queue again: its worker parked it again, marked as the replay.
+    rows = await wait_for(
+        lambda: _dead_letters(stack), lambda rows: len(rows) == 2, what="the replayed letter"
+    )
+    again = rows[1]
+    assert again["headers"]["x-warren-replay-of"] == str(letter["id"])
+    assert again["body"] == letter["body"]
+    assert (again["origin_exchange"], again["origin_queue"]) == ("", payments)

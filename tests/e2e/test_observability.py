@@ -15,6 +15,7 @@ from tests.conftest import Stack
 from tests.support.otlp import Collector, Span
 from tests.support.processes import free_port
 from tests.support.waiting import wait_for
+from tests.unit.test_docs import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -282,3 +283,76 @@ async def test_logs_are_json_lines_with_saga_and_trace_and_redact_secrets(
     assert all(line["payload"]["input"]["order_id"] == "[redacted]" for line in received)
     for proc in stack.processes.procs:
         assert "SECRET-77" not in proc.log(), proc.name
+
+
+async def test_request_spans_are_named_by_route_not_by_path(
+    stack: Stack, collector: Collector
+) -> None:
+    """One operation per route in Jaeger, however many sagas, instances and dead letters:
+    the concrete path and its parameters are attributes."""
+    from orchestrator.api.app import create_app
+
+    routes = {
+        f"{method} {route.path_format}"
+        for route in create_app(stack.probe.settings).routes
+        for method in getattr(route, "methods", ())
+    }
+    await stack.api()
+    ids = [await stack.start({"order_id": f"N-{n}", "amount": 1}) for n in range(3)]
+    unknown = "01a21b96-2d5d-70f9-a41e-b1032d1c8a2b"
+    requests = [
+        ("POST", "/v1/sagas/no-such-saga", 404),
+        *[("GET", f"/v1/instances/{i}", 200) for i in ids],
+        ("GET", f"/v1/instances/{unknown}", 404),
+        *[("GET", f"/v1/instances/{i}/history", 200) for i in ids],
+        ("GET", "/v1/instances?saga=order", 200),
+        *[("GET", f"/v1/dead-letters/{n}", 404) for n in (1, 2, 3)],
+        ("GET", "/v1/definitions/order", 200),
+        ("GET", "/v1/definitions/no-such-saga", 404),
+        ("GET", "/v1/no/such/route", 404),  # no route: named by its method alone
+        ("GET", f"/v1/no/such/route/{unknown}", 404),
+    ]
+    for method, path, status in requests:
+        body: dict[str, object] | None = {"input": {}} if method == "POST" else None
+        response = await stack.http.request(method, path, json=body)
+        assert response.status_code == status, (method, path)
+    expected = 3 + len(requests)  # the starts, then the rest
+
+    async def server_spans() -> list[Span]:
+        return [s for s in collector.snapshot() if s.kind == "server"]
+
+    spans = await wait_for(
+        server_spans, lambda found: len(found) >= expected, what="a span per request"
+    )
+
+    assert len(spans) == expected
+    assert {s.name for s in spans} == {
+        "POST /v1/sagas/{name}",
+        "GET /v1/instances/{instance_id}",
+        "GET /v1/instances/{instance_id}/history",
+        "GET /v1/instances",
+        "GET /v1/dead-letters/{letter_id}",
+        "GET /v1/definitions/{name}",
+        "GET",
+    }
+    assert {s.name for s in spans} - {"GET"} <= routes
+    for span in spans:
+        if span.name != "GET":
+            assert span.attributes["http.route"] == span.name.split(" ", 1)[1]
+    reads = [s for s in spans if s.name == "GET /v1/instances/{instance_id}"]
+    assert sorted(s.attributes["warren.path_param.instance_id"] for s in reads) == sorted(
+        [*ids, unknown]
+    )
+    assert {s.attributes["url.path"] for s in reads} == {
+        f"/v1/instances/{i}" for i in [*ids, unknown]
+    }
+    unrouted = [s for s in spans if s.name == "GET"]
+    assert {s.attributes["url.path"] for s in unrouted} == {
+        "/v1/no/such/route",
+        f"/v1/no/such/route/{unknown}",
+    }
+    assert all("http.route" not in s.attributes for s in unrouted)
+    assert not [s for s in collector.snapshot() if s.name.endswith(("http send", "http receive"))]
+    # The operation the docs tell users to pick in Jaeger is one that exists.
+    for document in (ROOT / "README.md", ROOT / "docs" / "observability.md"):
+        assert "operation `POST /v1/sagas/{name}`" in document.read_text().replace("**", "`")

@@ -81,3 +81,42 @@ async def test_downgrade_to_base_and_upgrade_again(empty_database: str) -> None:
 
     await asyncio.to_thread(upgrade, empty_database)
     assert await _schema_diff(empty_database) == []
+
+
+async def test_dead_letters_from_the_default_exchange_get_their_address_back(
+    empty_database: str,
+) -> None:
+    """Rows recorded before 0006 stored the default exchange "" as null."""
+    await asyncio.to_thread(upgrade, empty_database, "0005")
+    engine = create_engine(empty_database, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO warren.dead_letters (reason, origin_exchange, "
+                    "origin_routing_key, origin_queue, body, headers) VALUES "
+                    "('parked', NULL, 'q.a', NULL, '', :parked), "
+                    "('rejected', NULL, 'q.b', 'q.b', '', :died), "
+                    "('parked', 'commands', 'payments', NULL, '', :named)"
+                ),
+                {
+                    "parked": '{"x-warren-reason": "x", "x-warren-origin-exchange": ""}',
+                    "died": '{"x-death": [{"exchange": "", "queue": "q.b"}]}',
+                    "named": '{"x-warren-reason": "x", "x-warren-origin-exchange": "commands"}',
+                },
+            )
+        await asyncio.to_thread(upgrade, empty_database)
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT origin_exchange, origin_routing_key, origin_queue "
+                    "FROM warren.dead_letters ORDER BY id"
+                )
+            )
+            assert [tuple(row) for row in rows] == [
+                ("", "q.a", "q.a"),
+                ("", "q.b", "q.b"),
+                ("commands", "payments", None),
+            ]
+    finally:
+        await engine.dispose()

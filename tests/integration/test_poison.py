@@ -21,6 +21,7 @@ from orchestrator.messaging.envelope import (
     utcnow,
 )
 from orchestrator.messaging.topology import REPLY_ROUTING_KEY
+from orchestrator.persistence import dead_letters
 from orchestrator.service.orchestrator import Orchestrator
 from tests.support.messages import success_reply
 from tests.support.probes import Probe
@@ -167,3 +168,37 @@ async def test_replaying_a_dead_lettered_reply_moves_its_instance_on(
             await wait_for(credit_reserved, lambda s: s == "succeeded", what="the replayed reply")
             == "succeeded"
         )
+
+
+@pytest.mark.usefixtures("orchestrator")
+async def test_a_letter_rabbitmq_dead_lettered_from_the_default_exchange_keeps_its_address(
+    settings: Settings, probe: Probe
+) -> None:
+    """`x-death` says exchange "" for a message published straight to a queue: recorded as
+    that (not null), so replay sends it back to the queue through the default exchange."""
+    queue_name = settings.topology.pool_queue("payments")
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await settings.topology.declare_pool(channel, "payments")
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"straight in", message_id="direct-1"), queue_name
+        )
+        message = await wait_for(lambda: queue.get(fail=False), what="the message")
+        assert message is not None
+        await message.reject(requeue=False)  # RabbitMQ dead-letters it with an x-death record
+    finally:
+        await connection.close()
+
+    [letter] = await _dead_letters(probe, 1)
+
+    assert "rejected" in letter["reason"]
+    assert (letter["origin_exchange"], letter["origin_routing_key"], letter["origin_queue"]) == (
+        "",
+        queue_name,
+        queue_name,
+    )
+    async with probe.engine.begin() as conn:
+        await dead_letters.replay(conn, letter["id"])
+    # The orchestrator's outbox sweeper publishes it: it is back in its queue.
+    await wait_for(lambda: probe.queue(queue_name), lambda q: q[0] == 1, what="the replay")
