@@ -195,11 +195,30 @@ class WorkerRunner:
     async def _run_directly(self, pool: str, spec: HandlerSpec | None, message: Command) -> str:
         """The at-least-once path: no handler here, or one that is not transactional."""
         if spec is None:
-            # Likely a deploy in progress: retryable, so a newer worker may pick it up.
+            # A deployment error: retrying would only hide it (for the 15 minutes of a
+            # compensation's budget). The step fails now, visibly; `warren retry` resumes a
+            # failed compensation once the handler is deployed.
+            log.warning(
+                "no handler for command %r on pool %r (saga %s v%d, step %r, %s, instance %s): "
+                "worker app %r replies UnknownCommand and the %s fails; add "
+                "@worker.handler(%r, pool=%r) and deploy it",
+                message.command,
+                pool,
+                message.saga,
+                message.saga_version,
+                message.step,
+                message.phase.value,
+                message.instance_id,
+                self.app.name,
+                "step" if message.phase == "forward" else "compensation",
+                message.command,
+                pool,
+            )
             failure = Failure(
                 type="UnknownCommand",
-                message=f"no handler for {message.command!r} on pool {pool!r}",
-                retryable=True,
+                message=f"no handler for {message.command!r} on pool {pool!r} in worker app "
+                f"{self.app.name!r}",
+                retryable=False,
             )
             await self._reply_directly(message, ReplyPayload(ok=False, failure=failure))
             return "unknown_command"
