@@ -139,6 +139,11 @@ class Worker:
     def startup_hooks(self) -> list[StartupHook]:
         return list(self._startup)
 
+    @property
+    def handlers(self) -> list[HandlerSpec]:
+        """Every handler, by pool then command."""
+        return [self._handlers[p][c] for p in self.pools for c in sorted(self._handlers[p])]
+
     def lookup(self, pool: str, command: str) -> HandlerSpec | None:
         return self._handlers.get(pool, {}).get(command)
 

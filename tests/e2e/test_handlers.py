@@ -12,6 +12,7 @@ from orchestrator.service.registry import register_saga
 from tests.apps.sagas import forgotten
 from tests.conftest import Stack
 from tests.support.processes import run_warren, settings_env
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -74,9 +75,14 @@ async def test_a_forgotten_handler_fails_at_once_and_shows_everywhere(stack: Sta
     assert "UnknownCommand: no handler for 'missing'" in rows["missing"]
     assert "compensation UnknownCommand: no handler for 'put_back'" in rows["take"]
 
-    # The worker said so, on each command it could not handle, naming what to do.
-    warnings = _warnings(worker.log())
-    on_command = [w for w in warnings if w.startswith("no handler for command")]
+    # The worker said so: at start (the registered saga needs handlers it lacks) and on each
+    # command it could not handle, naming what to do.
+    async def checked_at_start() -> list[str]:  # in the background: it may come late
+        return [w for w in _warnings(worker.log()) if "has no handler in worker app 'fast'" in w]
+
+    at_start = await wait_for(checked_at_start, lambda w: len(w) == 2, what="the start check")
+    assert any("command 'put_back' (compensation of step 'take')" in w for w in at_start)
+    on_command = [w for w in _warnings(worker.log()) if w.startswith("no handler for command")]
     assert len(on_command) == 2
     for command, phase in (("missing", "forward"), ("put_back", "compensate")):
         [line] = [w for w in on_command if f"command {command!r}" in w]
@@ -92,3 +98,17 @@ async def test_a_forgotten_handler_fails_at_once_and_shows_everywhere(stack: Sta
     retried = await asyncio.to_thread(run_warren, env, "retry", instance_id)
     assert retried.returncode == 0, retried.stderr
     assert await stack.probe.wait_terminal(instance_id, timeout=60) == "compensated"
+
+
+async def test_dev_checks_its_sagas_against_its_app(stack: Stack) -> None:
+    dev = stack.processes.start(
+        "dev", "dev", "--app", "tests.apps.fast:worker", "--sagas", "tests.apps.sagas:forgotten"
+    )
+
+    async def checked() -> list[str]:
+        assert dev.running, dev.log()
+        return [w for w in _warnings(dev.log()) if "has no handler in worker app 'fast'" in w]
+
+    warnings = await wait_for(checked, lambda w: len(w) == 2, what="the handler check", timeout=60)
+    assert "command 'put_back' (compensation of step 'take') on pool 'fast'" in warnings[0]
+    assert "command 'missing' (step 'missing') on pool 'fast'" in warnings[1]

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from orchestrator.definitions import Saga, Step
 from workers import HandlerError, StepContext, Worker
+from workers.check import check, missing_message
 
 
 async def _charge(ctx: StepContext, *, currency: str) -> dict[str, Any]:
@@ -65,3 +67,31 @@ def test_a_sync_callable_object_or_a_non_callable_is_refused() -> None:
     for target in (Sync(), functools.partial(print), 42):
         with pytest.raises(HandlerError, match="async def"):
             worker.handler("x", pool="p")(target)  # type: ignore[arg-type]
+
+
+def test_the_check_keeps_to_the_pools_given_and_points_at_a_pool_typo() -> None:
+    worker = Worker("billing")
+
+    @worker.handler("charge", pool="payment")
+    async def charge(ctx: StepContext) -> None:
+        return None
+
+    saga = Saga(
+        name="pay",
+        version=1,
+        steps=[Step(name="charge", pool="payments"), Step(name="ship", pool="shipping")],
+    )
+
+    everything = check([saga], worker)
+    payments_only = check([saga], worker, pools=["payments"])
+
+    assert [(c.command, c.pool, c.handled, c.handled_on) for c in everything.commands] == [
+        ("charge", "payments", False, ["payment"]),
+        ("ship", "shipping", False, []),
+    ]
+    assert [(u.pool, u.command) for u in everything.unused] == [("payment", "charge")]
+    assert [c.command for c in payments_only.missing] == ["charge"]
+    assert payments_only.unused == []
+    assert "(it has one on pool(s) payment: is the pool name right?)" in missing_message(
+        payments_only.missing[0], "billing"
+    )
