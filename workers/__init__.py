@@ -11,6 +11,6 @@
 This package never imports the engine; it shares only the wire format and the storage plumbing.
 """
 
-from workers.app import Handler, StepContext, StepFailed, Worker
+from workers.app import Handler, HandlerError, StepContext, StepFailed, Worker
 
-__all__ = ["Handler", "StepContext", "StepFailed", "Worker"]
+__all__ = ["Handler", "HandlerError", "StepContext", "StepFailed", "Worker"]

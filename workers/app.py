@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -30,6 +32,10 @@ class StepFailed(WarrenError):
 
 class NoSession(WarrenError):
     """A handler asked for a database session but runs without a database."""
+
+
+class HandlerError(WarrenError, TypeError):
+    """A handler that can never run: refused when it is registered (a ``TypeError`` too)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -101,6 +107,15 @@ class Worker:
         """
 
         def register(fn: Handler) -> Handler:
+            if not _is_async(fn):
+                # Awaiting a plain function's result fails on every attempt, only when a saga
+                # reaches the step: say so now, while the module is imported.
+                raise HandlerError(
+                    f"the handler for {command!r} on pool {pool!r} ({_describe(fn)}) is not "
+                    "async: define it with `async def`; for blocking code, keep it a plain "
+                    "function and call it inside an async handler with "
+                    "`await asyncio.to_thread(fn, ...)`"
+                )
             commands = self._handlers.setdefault(pool, {})
             if command in commands:
                 raise ValueError(f"pool {pool!r} already has a handler for {command!r}")
@@ -124,6 +139,11 @@ class Worker:
     def startup_hooks(self) -> list[StartupHook]:
         return list(self._startup)
 
+    @property
+    def handlers(self) -> list[HandlerSpec]:
+        """Every handler, by pool then command."""
+        return [self._handlers[p][c] for p in self.pools for c in sorted(self._handlers[p])]
+
     def lookup(self, pool: str, command: str) -> HandlerSpec | None:
         return self._handlers.get(pool, {}).get(command)
 
@@ -132,3 +152,19 @@ class Worker:
 
     def needs_database(self, pools: list[str]) -> bool:
         return any(spec.transactional for p in pools for spec in self._handlers.get(p, {}).values())
+
+
+def _is_async(fn: object) -> bool:
+    """An ``async def`` function or method, a partial of one, or an object whose
+    ``__call__`` is one."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return callable(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def _describe(fn: object) -> str:
+    name = getattr(fn, "__qualname__", None)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if name and module else repr(fn)

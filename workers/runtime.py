@@ -49,6 +49,7 @@ from orchestrator.storage.database import (
 )
 from orchestrator.storage.outbox import OutboxMessage, Relay, enqueue
 from workers.app import StepContext, StepFailed
+from workers.check import check, log_report, registered_sagas
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -71,6 +72,7 @@ class WorkerRunner:
         *,
         pools: list[str] | None = None,
         concurrency: int = 8,
+        check_definitions: bool = True,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -83,6 +85,7 @@ class WorkerRunner:
                 f"it serves: {', '.join(app.pools) or 'nothing'}"
             )
         self.concurrency = concurrency
+        self.check_definitions = check_definitions
         self.payloads = logs.PayloadLog(enabled=settings.log_payloads, redact=settings.log_redact)
         self.broker = Broker(settings.amqp_url, self.topology)
         self.engine: AsyncEngine | None = None
@@ -127,6 +130,8 @@ class WorkerRunner:
             background.append(
                 asyncio.create_task(self.relay.run_sweeper(stopping, interval_seconds=interval))
             )
+        if self.check_definitions:
+            background.append(asyncio.create_task(self._check_definitions()))
         log.info("worker %r serving pools %s", self.app.name, ", ".join(self.pools))
         try:
             await stopping.wait()
@@ -144,6 +149,17 @@ class WorkerRunner:
             await self.broker.close()
             if self.engine is not None:
                 await self.engine.dispose()
+
+    async def _check_definitions(self) -> None:
+        """Warn about commands of the registered sagas, on the pools served here, that this
+        app cannot handle. In the background: a worker serves even when Warren's database is
+        out of its reach."""
+        try:
+            sagas = await registered_sagas(self.settings.database_url)
+        except WarrenError as exc:
+            log.info("handlers not checked against the registered sagas: %s", exc.message)
+            return
+        log_report(check(sagas, self.app, pools=self.pools), log)
 
     async def handle(self, pool: str, message: Envelope) -> None:
         """One command (the consumer made its span)."""
@@ -195,11 +211,30 @@ class WorkerRunner:
     async def _run_directly(self, pool: str, spec: HandlerSpec | None, message: Command) -> str:
         """The at-least-once path: no handler here, or one that is not transactional."""
         if spec is None:
-            # Likely a deploy in progress: retryable, so a newer worker may pick it up.
+            # A deployment error: retrying would only hide it (for the 15 minutes of a
+            # compensation's budget). The step fails now, visibly; `warren retry` resumes a
+            # failed compensation once the handler is deployed.
+            log.warning(
+                "no handler for command %r on pool %r (saga %s v%d, step %r, %s, instance %s): "
+                "worker app %r replies UnknownCommand and the %s fails; add "
+                "@worker.handler(%r, pool=%r) and deploy it (`warren check` lists them all)",
+                message.command,
+                pool,
+                message.saga,
+                message.saga_version,
+                message.step,
+                message.phase.value,
+                message.instance_id,
+                self.app.name,
+                "step" if message.phase == "forward" else "compensation",
+                message.command,
+                pool,
+            )
             failure = Failure(
                 type="UnknownCommand",
-                message=f"no handler for {message.command!r} on pool {pool!r}",
-                retryable=True,
+                message=f"no handler for {message.command!r} on pool {pool!r} in worker app "
+                f"{self.app.name!r}",
+                retryable=False,
             )
             await self._reply_directly(message, ReplyPayload(ok=False, failure=failure))
             return "unknown_command"

@@ -134,14 +134,21 @@ def migrate() -> None:
 
 @main.command()
 @click.argument("target")
-def register(target: str) -> None:
+@click.option(
+    "--app",
+    "app_ref",
+    help="A Worker (MODULE:ATTR) to check: warn about the sagas' commands it has no handler for.",
+)
+def register(target: str, app_ref: str | None) -> None:
     """Store the saga definition(s) named by MODULE:ATTR (a Saga or a list of Sagas)."""
     from orchestrator.service.registry import import_sagas, register_saga
     from orchestrator.storage.database import create_engine
+    from workers.check import check, missing_message
 
     settings = _settings()
     with _user_errors():
         sagas = import_sagas(target)
+        app = _load_worker(app_ref) if app_ref else None
 
     async def run() -> None:
         engine = create_engine(settings.database_url, pool_size=1)
@@ -156,6 +163,9 @@ def register(target: str) -> None:
 
     with _user_errors():
         asyncio.run(run())
+    if app is not None:  # registered all the same: workers may be deployed after this
+        for found in check(sagas, app).missing:
+            click.echo(f"warning: {missing_message(found, app.name)}", err=True)
 
 
 @main.command()
@@ -230,12 +240,15 @@ def dev(app_ref: str, saga_ref: str, port: int | None) -> None:
     from orchestrator.service.registry import import_sagas, register_saga
     from orchestrator.storage.database import create_engine
     from orchestrator.storage.migrate import upgrade
+    from workers.check import check, log_report
     from workers.runtime import WorkerRunner
 
     settings = _settings()
     with _user_errors():
         sagas = import_sagas(saga_ref)
-        runner = WorkerRunner(_load_worker(app_ref), settings)
+        app = _load_worker(app_ref)
+        # One process runs every pool: check the sagas against the whole app, once, here.
+        runner = WorkerRunner(app, settings, check_definitions=False)
         upgrade(settings.database_url)
     _observe(settings, "dev", None)  # one process: the API's /metrics shows everything
 
@@ -246,6 +259,7 @@ def dev(app_ref: str, saga_ref: str, port: int | None) -> None:
                 await register_saga(engine, saga)
         finally:
             await engine.dispose()
+        log_report(check(sagas, app), log)
         await asyncio.gather(
             Orchestrator(settings).run(stopping),
             runner.run(stopping),
@@ -299,5 +313,7 @@ async def _serve_api(settings: Settings, host: str, port: int, stopping: asyncio
 
 # The commands that operate sagas through the HTTP API.
 from orchestrator.cli import operate as _operate  # noqa: E402
+from orchestrator.cli.check import check as _check  # noqa: E402
 
 _operate.register_commands(main)
+main.add_command(_check)

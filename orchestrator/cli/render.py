@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from orchestrator.api.views import InstanceView
+    from orchestrator.messaging.failure import Failure
     from orchestrator.persistence.queries import HistoryRow
 
 STATUS_COLOURS = {
@@ -40,6 +41,10 @@ def when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if value else "-"
 
 
+def failure(value: Failure) -> str:
+    return f"{value.type}: {value.message}"
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """Columns aligned on the visible text (colour codes do not count)."""
     widths = [len(h) for h in headers]
@@ -62,14 +67,16 @@ def instance(view: InstanceView) -> None:
     click.echo(f"{title}  {view.saga} v{view.version}  {status(view.status)}")
     click.echo(f"created {when(view.created_at)}   updated {when(view.updated_at)}")
     if view.failure is not None:
-        click.echo(f"failure: {view.failure.type}: {view.failure.message}")
+        click.echo(f"failure: {failure(view.failure)}")
     rows = []
     for step in view.steps:
-        error = step.error.message if step.error else ""
         comp = step.compensation
         undo = ""
         if comp is not None:
             undo = f"{comp.command} x{comp.attempts}" if comp.attempts else comp.command
+        error = failure(step.error) if step.error else ""
+        if comp is not None and comp.error is not None:  # the latest trouble of the step
+            error = f"compensation {failure(comp.error)}"
         rows.append(
             [
                 step.name,

@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from orchestrator.definitions import Saga
@@ -65,6 +65,18 @@ async def load(conn: AsyncConnection, name: str, version: int | None = None) -> 
         which = f"version {version} of saga" if version is not None else "saga"
         raise SagaNotFound(f"no {which} {name!r} is registered")
     return Saga.from_json(msgspec.json.encode(body))
+
+
+async def load_latest(conn: AsyncConnection) -> list[Saga]:
+    """The latest version of every registered saga, by name."""
+    d = definitions.c
+    latest = select(d.name, func.max(d.version).label("version")).group_by(d.name).subquery()
+    rows = await conn.execute(
+        select(d.body)
+        .join(latest, (d.name == latest.c.name) & (d.version == latest.c.version))
+        .order_by(d.name)
+    )
+    return [Saga.from_json(msgspec.json.encode(body)) for body in rows.scalars()]
 
 
 _LATEST_VERSION = "SELECT max(version) FROM warren.definitions WHERE name = $1"

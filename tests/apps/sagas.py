@@ -60,3 +60,14 @@ delayed = Saga(
         Step(name="release", pool="fast", delay_seconds=0.3),
     ],
 )
+
+# Deployed with tests.apps.fast:worker, which has no handler for `missing` (a step) nor for
+# `put_back` (the compensation of `take`): a forgotten handler, forward and backward.
+forgotten = Saga(
+    name="forgotten",
+    version=1,
+    steps=[
+        Step(name="take", pool="fast", compensation=Compensation(command="put_back")),
+        Step(name="missing", pool="fast"),
+    ],
+)
