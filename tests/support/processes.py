@@ -85,8 +85,14 @@ class Processes:
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment for every process started from now on (OTEL_*, say)."""
 
-    def start(self, name: str, *args: str, env: dict[str, str | None] | None = None) -> Proc:
-        """Run `warren ARGS`; a None value in `env` leaves that variable unset."""
+    def start(
+        self,
+        name: str,
+        *args: str,
+        env: dict[str, str | None] | None = None,
+        cwd: Path | None = None,
+    ) -> Proc:
+        """Run `warren ARGS` (in `cwd`); a None value in `env` leaves that variable unset."""
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}
         merged = {**inherited, **settings_env(self.settings), **self.env, **(env or {})}
         full_env = {k: v for k, v in merged.items() if v is not None}
@@ -98,6 +104,7 @@ class Processes:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                cwd=cwd,
             )
         proc = Proc(name, popen, log_path)
         self.procs.append(proc)
