@@ -62,7 +62,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """WARREN_METRICS_HOST: where orchestrators and workers serve /metrics."""
     metrics_port: int | None = None
     """WARREN_METRICS_PORT: their /metrics port; unset: 9464 for an orchestrator, 9465 for a
-    worker; 0: none. The API serves /metrics on its own port."""
+    worker, or a free port when that one is taken (the process logs which); 0: none. The API
+    serves /metrics on its own port."""
     log_payloads: bool = False
     """WARREN_LOG_PAYLOADS: log each message's payload (secret fields redacted)."""
     log_redact: tuple[str, ...] = DEFAULT_REDACT

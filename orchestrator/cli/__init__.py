@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -69,22 +70,34 @@ def _serve(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         tracing.shutdown()  # export the spans still queued
 
 
-def _observe(settings: Settings, service: str, metrics_port: int | None) -> None:
-    """Traces as the OTEL_* variables say; Prometheus metrics on their own port (None: none)."""
+def _observe(settings: Settings, service: str, default_port: int | None) -> None:
+    """Traces as the OTEL_* variables say; Prometheus metrics on their own port (None: none).
+
+    With no WARREN_METRICS_PORT, a process whose default port is taken (a second worker on the
+    host) takes a free one; the log line says which. A port set on purpose is never replaced."""
     from orchestrator.observability import metrics, tracing
 
     with _user_errors():
         tracing.configure(f"warren-{service}")
-    port = settings.metrics_port if settings.metrics_port is not None else metrics_port
+    configured = settings.metrics_port
+    port = configured if configured is not None else default_port
     if not port:
         return
+    host = settings.metrics_host
     try:
-        metrics.serve(port, settings.metrics_host)
+        try:
+            bound = metrics.serve(port, host)
+        except OSError:
+            if configured is not None:
+                raise
+            bound = metrics.serve(0, host)
     except OSError as exc:
         raise click.ClickException(
-            f"cannot serve metrics on {settings.metrics_host}:{port} ({exc.strerror}); set "
-            "WARREN_METRICS_PORT to a free port, or to 0 for no metrics endpoint"
+            f"cannot serve metrics on {host}:{port} ({exc.strerror}); set WARREN_METRICS_PORT "
+            "to a free port, or to 0 for no metrics endpoint (and WARREN_METRICS_HOST to an "
+            "address of this host)"
         ) from exc
+    log.info("metrics on http://%s:%d/metrics", host, bound)
 
 
 def _settings() -> Settings:
@@ -115,21 +128,27 @@ def main(log_level: str, log_format: str) -> None:
     from orchestrator.observability import logs
 
     logs.configure(log_level, log_format.lower())
+    # MODULE:ATTR arguments name the user's modules, usually in the folder `warren` is run
+    # from: import them from there, as uvicorn, celery and gunicorn do.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 @main.command()
 def migrate() -> None:
-    """Create or upgrade Warren's tables (alembic upgrade head)."""
-    from orchestrator.storage.migrate import upgrade
+    """Create or upgrade Warren's tables (alembic upgrade head).
+
+    Prints one line per migration applied, or that the schema is already the latest."""
+    from orchestrator.storage.migrate import head, upgrade
 
     settings = _settings()
-    try:
-        upgrade(settings.database_url)
-    except OSError as exc:
-        raise click.ClickException(
-            f"cannot reach the database: {exc}; check WARREN_DATABASE_URL"
-        ) from exc
-    click.echo("database is at the latest schema")
+    with _user_errors():
+        applied = upgrade(settings.database_url)
+    for migration in applied:
+        click.echo(f"applied {migration.revision}: {migration.description}")
+    if not applied:
+        click.echo(f"already at the latest schema ({head()})")
 
 
 @main.command()
@@ -177,6 +196,7 @@ def api(host: str | None, port: int | None) -> None:
     _observe(settings, "api", None)  # the API serves /metrics on its own port
 
     async def run(stopping: asyncio.Event) -> None:
+        await _check_broker(settings)
         await _serve_api(settings, host or settings.api_host, port or settings.api_port, stopping)
 
     _serve(run)
@@ -253,6 +273,7 @@ def dev(app_ref: str, saga_ref: str, port: int | None) -> None:
     _observe(settings, "dev", None)  # one process: the API's /metrics shows everything
 
     async def run(stopping: asyncio.Event) -> None:
+        await _check_broker(settings)
         engine = create_engine(settings.database_url, pool_size=1)
         try:
             for saga in sagas:
@@ -277,6 +298,18 @@ def _load_worker(reference: str) -> Worker:
     if not isinstance(target, workers.Worker):
         raise ImportTargetError(f"{reference} is not a workers.Worker")
     return target
+
+
+async def _check_broker(settings: Settings) -> None:
+    """Connect once before the API starts: a broker that refuses it then stops the process
+    with one line, where a failure inside the app's lifespan is a traceback from uvicorn."""
+    from orchestrator.messaging.broker import Broker
+
+    broker = Broker(settings.amqp_url, settings.topology)
+    try:
+        await broker.connect()
+    finally:
+        await broker.close()
 
 
 async def _serve_api(settings: Settings, host: str, port: int, stopping: asyncio.Event) -> None:

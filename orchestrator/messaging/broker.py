@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
@@ -15,11 +16,18 @@ from aio_pika.exceptions import (
     AMQPChannelError,
     AMQPError,
     DeliveryError,
+    InvalidFrameError,
     ProbableAuthenticationError,
     PublishError,
 )
 from pamqp.commands import Basic
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from orchestrator.errors import BrokerError, UnroutableMessage
 from orchestrator.messaging.envelope import CONTENT_TYPE
@@ -57,24 +65,44 @@ class Broker:
 
     async def connect(self, *, patience_seconds: float = 30.0) -> None:
         """Connect, waiting up to `patience_seconds` for a broker that is still starting.
-        After that the connection is robust: aio-pika reconnects and restores channels."""
+        After that the connection is robust: aio-pika reconnects and restores channels.
+
+        A refusal that waiting cannot cure (wrong credentials, a vhost the user may not open)
+        fails at once; every failure says, in one line, which setting to check."""
+
+        def waiting(state: RetryCallState) -> None:
+            if state.attempt_number == 1 and state.outcome is not None:
+                log.warning(
+                    "RabbitMQ at %s does not answer yet (%s); trying again for up to %g s",
+                    _redact(self.url),
+                    state.outcome.exception(),
+                    patience_seconds,
+                )
+
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(_worth_waiting_for),
                 wait=wait_exponential(multiplier=0.2, max=3.0),
                 stop=stop_after_delay(patience_seconds),
+                before_sleep=waiting,
                 reraise=True,
             ):
                 with attempt:
                     self._connection = await aio_pika.connect_robust(
                         self.url, timeout=PUBLISH_TIMEOUT_SECONDS
                     )
+        except (AMQPError, OSError) as exc:
+            raise BrokerError(_connect_failure(self.url, exc, patience_seconds)) from exc
+        try:
             self.connection.close_callbacks.add(_disconnected)
             self.connection.reconnect_callbacks.add(_reconnected)
             metrics.broker_connected.set(1)
             await self.setting_up(self._open_publisher)
         except (AMQPError, OSError, RuntimeError) as exc:
-            raise BrokerError(f"cannot reach RabbitMQ at {_redact(self.url)}: {exc}") from exc
+            raise BrokerError(
+                f"cannot declare Warren's exchanges on RabbitMQ at {_redact(self.url)}: {exc}; "
+                "check the user's permissions on the vhost of WARREN_AMQP_URL"
+            ) from exc
 
     async def _open_publisher(self) -> None:
         stale, self._publisher = self._publisher, None
@@ -259,8 +287,41 @@ class Broker:
 
 
 def _worth_waiting_for(exc: BaseException) -> bool:
-    """A broker still starting refuses connections; wrong credentials will not get better."""
-    return isinstance(exc, AMQPError | OSError) and not isinstance(exc, ProbableAuthenticationError)
+    """A broker still starting refuses connections; a refused login or vhost will not get
+    better by waiting."""
+    return (
+        isinstance(exc, AMQPError | OSError)
+        and not isinstance(exc, ProbableAuthenticationError)
+        and not _vhost_refused(exc)
+    )
+
+
+def _vhost_refused(exc: BaseException) -> bool:
+    # RabbitMQ answers Connection.Open on a vhost that does not exist, or that the user has no
+    # permission on, with Connection.Close (NOT_ALLOWED); aiormq reports that as an invalid
+    # frame and drops the reply text.
+    return isinstance(exc, InvalidFrameError) and "Connection.Close" in str(exc)
+
+
+def _connect_failure(url: str, exc: BaseException, patience_seconds: float) -> str:
+    where, parsed = _redact(url), urlsplit(url)
+    user = unquote(parsed.username or "guest")
+    if isinstance(exc, ProbableAuthenticationError):
+        return (
+            f"RabbitMQ at {where} refused the login of user {user!r} (wrong user or "
+            "password); check WARREN_AMQP_URL"
+        )
+    if _vhost_refused(exc):
+        vhost = unquote(parsed.path[1:]) or "/"
+        return (
+            f"RabbitMQ at {where} refused user {user!r} access to vhost {vhost!r} (it does not "
+            "exist, or the user has no permission on it); check the vhost at the end of "
+            "WARREN_AMQP_URL"
+        )
+    return (
+        f"cannot reach RabbitMQ at {where} within {patience_seconds:g} s ({exc}); is it "
+        "running? check WARREN_AMQP_URL"
+    )
 
 
 def _connection_lost(exc: BaseException) -> bool:

@@ -69,7 +69,8 @@ def configure(level: str, fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiormq", "aio_pika", "httpx", "httpcore"):
+    # alembic: `warren migrate` says what it applied in lines of its own.
+    for noisy in ("aiormq", "aio_pika", "httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

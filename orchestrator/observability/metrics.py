@@ -1,8 +1,9 @@
 """Prometheus metrics of every Warren process, on the default registry.
 
 The API serves them on its own port at `/metrics`; orchestrators and workers start a small
-HTTP server (`WARREN_METRICS_PORT`). Labels are bounded: saga, step, pool, phase, queue,
-status and outcome come from definitions and code, never from instances or free text.
+HTTP server (`WARREN_METRICS_PORT`; unset: a default port, or a free one when that is taken, and
+the log says which). Labels are bounded: saga, step, pool, phase, queue, status and outcome come
+from definitions and code, never from instances or free text.
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ def observe_transition(transition: Transition) -> None:
         saga_duration.labels(state.saga, state.status.value).observe(seconds)
 
 
-def serve(port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from outside
-    """Expose the metrics on http://host:port/metrics (a daemon thread)."""
-    start_http_server(port, addr=host)
+def serve(port: int, host: str = "0.0.0.0") -> int:  # noqa: S104 - scraped from outside
+    """Expose the metrics on http://host:port/metrics (a daemon thread); port 0 takes a free
+    one. Returns the port."""
+    server, _ = start_http_server(port, addr=host)
+    bound: int = server.server_port
+    return bound

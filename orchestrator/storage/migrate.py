@@ -1,15 +1,42 @@
-"""Running the Alembic migrations from code (`warren migrate`, tests)."""
+"""Running the Alembic migrations from code (`warren migrate`, `warren dev`, tests)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import msgspec
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import RevisionStep
+from alembic.script import ScriptDirectory
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 
 import migrations
+from orchestrator.errors import WarrenError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
+
+# SQLSTATE classes of a database that cannot be used as configured: connection exceptions,
+# invalid authorization, no such database.
+_SETTING_SQLSTATES = ("08", "28", "3D")
+
+
+class MigrationError(WarrenError):
+    """The database could not be brought to the latest schema; the message says why."""
+
+
+class Applied(msgspec.Struct, frozen=True, kw_only=True):
+    """A migration that `upgrade` ran."""
+
+    revision: str
+    description: str
 
 
 def alembic_config(database_url: str) -> Config:
@@ -19,6 +46,72 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    """Bring the database to `revision` (blocking: call it off the event loop)."""
-    command.upgrade(alembic_config(database_url), revision)
+def head() -> str:
+    """The latest revision."""
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head() or "base"
+
+
+def upgrade(database_url: str, revision: str = "head") -> list[Applied]:
+    """Bring the database to `revision` (blocking: call it off the event loop); return the
+    migrations that ran, oldest first. Alembic's log lines stay out of the process's logs."""
+    applied: list[Applied] = []
+    try:
+        with _collect_alembic_steps(applied):
+            command.upgrade(alembic_config(database_url), revision)
+    except sa_exc.ArgumentError as exc:
+        raise MigrationError(
+            f"WARREN_DATABASE_URL is not a database URL ({exc}); "
+            "e.g. postgresql://user@host:5432/warren"
+        ) from exc
+    except (sa_exc.DBAPIError, OSError) as exc:
+        raise _translate(exc, database_url) from exc
+    return applied
+
+
+def _translate(exc: sa_exc.DBAPIError | OSError, database_url: str) -> MigrationError:
+    where = make_url(database_url).render_as_string(hide_password=True)
+    if isinstance(exc, OSError):
+        return MigrationError(
+            f"cannot reach the database at {where} ({exc}); check WARREN_DATABASE_URL"
+        )
+    reason = str(exc.orig or exc).strip().splitlines()[0]
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    if sqlstate.startswith(_SETTING_SQLSTATES) or exc.connection_invalidated:
+        return MigrationError(
+            f"cannot use the database at {where}: {reason}; check WARREN_DATABASE_URL"
+        )
+    return MigrationError(f"migrating the database at {where} failed: {reason}")
+
+
+class _StepCollector(logging.Handler):
+    """Alembic logs each migration it runs ("Running %s", step): keep those steps, and pass on
+    only its warnings."""
+
+    def __init__(self, applied: list[Applied]) -> None:
+        super().__init__(logging.INFO)
+        self.applied = applied
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            logging.getLogger().handle(record)
+            return
+        step = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if isinstance(step, RevisionStep) and step.is_upgrade:
+            self.applied.append(
+                Applied(revision=step.revision.revision, description=step.doc or "")
+            )
+
+
+@contextlib.contextmanager
+def _collect_alembic_steps(applied: list[Applied]) -> Iterator[None]:
+    alembic_log = logging.getLogger("alembic")
+    saved = alembic_log.level, alembic_log.propagate, alembic_log.handlers[:]
+    alembic_log.setLevel(logging.INFO)
+    alembic_log.propagate = False
+    alembic_log.handlers[:] = [_StepCollector(applied)]
+    try:
+        yield
+    finally:
+        alembic_log.setLevel(saved[0])
+        alembic_log.propagate = saved[1]
+        alembic_log.handlers[:] = saved[2]

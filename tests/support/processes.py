@@ -93,9 +93,17 @@ class Processes:
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment for every process started from now on (OTEL_*, say)."""
 
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
+    def start(
+        self,
+        name: str,
+        *args: str,
+        env: dict[str, str | None] | None = None,
+        cwd: Path | None = None,
+    ) -> Proc:
+        """Run `warren ARGS` (in `cwd`); a None value in `env` leaves that variable unset."""
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}
-        full_env = {**inherited, **settings_env(self.settings), **self.env, **(env or {})}
+        merged = {**inherited, **settings_env(self.settings), **self.env, **(env or {})}
+        full_env = {k: v for k, v in merged.items() if v is not None}
         log_path = self.log_dir / f"{len(self.procs):02d}-{name}.log"
         with log_path.open("wb") as log_file:
             popen = subprocess.Popen(
@@ -104,6 +112,7 @@ class Processes:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                cwd=cwd,
             )
         proc = Proc(name, popen, log_path)
         self.procs.append(proc)
@@ -113,7 +122,7 @@ class Processes:
         return self.start("api", "api")
 
     def orchestrator(self, *, crash_at: str | None = None) -> Proc:
-        env = {"WARREN_CRASH_AT": crash_at} if crash_at else None
+        env: dict[str, str | None] | None = {"WARREN_CRASH_AT": crash_at} if crash_at else None
         return self.start("orchestrator", "orchestrator", env=env)
 
     def worker(
@@ -122,11 +131,12 @@ class Processes:
         *pools: str,
         crash_at: str | None = None,
         concurrency: int = 4,
+        env: dict[str, str | None] | None = None,
     ) -> Proc:
         args = ["worker", "--app", app, "--concurrency", str(concurrency)]
         for pool in pools:
             args += ["--pool", pool]
-        env = {"WARREN_CRASH_AT": crash_at} if crash_at else None
+        env = {**(env or {}), **({"WARREN_CRASH_AT": crash_at} if crash_at else {})}
         return self.start("worker-" + ("-".join(pools) or "all"), *args, env=env)
 
     def stop_all(self) -> None:
@@ -140,14 +150,20 @@ class Processes:
         )
 
 
+# The installed `warren` script, as a user runs it (`python -m` would put the current directory
+# on sys.path by itself and hide what the script does).
+WARREN = str(Path(sys.executable).with_name("warren"))
+
+
 def run_warren(
-    env: dict[str, str], *args: str, timeout: float = 90
+    env: dict[str, str], *args: str, timeout: float = 90, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run the `warren` command line as a user would: `env` holds its WARREN_* variables."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
+        [WARREN, *args],
         env={**inherited, **env},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
