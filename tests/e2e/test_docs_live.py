@@ -81,6 +81,7 @@ async def test_the_readme_own_saga_section_runs_as_written(
         "WARREN_API_URL": api_url,
     }
     outcomes = []
+    printed = ""
 
     for line in commands:
         args = shlex.split(line, comments=True)[1:]
@@ -93,10 +94,14 @@ async def test_the_readme_own_saga_section_runs_as_written(
         if ends:
             outcomes.append(ends[1])
             assert f"ended {ends[1]}" in result.stdout, (line, result.stdout, result.stderr)
+            printed = result.stdout
         else:
             assert result.returncode == 0, (line, result.stderr)
 
     assert outcomes == ["completed", "compensated"]
+    # the sample output is the last start's, but for its first line (the instance id)
+    [sample] = re.findall(r"```text\n(.*?)```", section, re.DOTALL)
+    assert printed.splitlines()[1:] == sample.splitlines()[1:], printed
 
 
 async def _wait_live(api_url: str, dev: Proc) -> None:
