@@ -35,6 +35,8 @@ def _run(connection: Connection) -> None:
         include_schemas=True,
         include_name=_include_name,
         compare_type=True,
+        # `warren migrate` reports each migration it ran (orchestrator/storage/migrate.py)
+        on_version_apply=config.attributes.get("on_version_apply", ()),
     )
     with context.begin_transaction():
         context.run_migrations()

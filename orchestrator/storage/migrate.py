@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import RevisionStep
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
@@ -19,7 +17,7 @@ import migrations
 from orchestrator.errors import WarrenError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from alembic.runtime.migration import MigrationInfo
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
@@ -55,9 +53,19 @@ def upgrade(database_url: str, revision: str = "head") -> list[Applied]:
     """Bring the database to `revision` (blocking: call it off the event loop); return the
     migrations that ran, oldest first. Alembic's log lines stay out of the process's logs."""
     applied: list[Applied] = []
+
+    def record(*, step: MigrationInfo, **_: Any) -> None:
+        done = step.up_revision  # a Script: the revision file, with its docstring
+        if step.is_upgrade and isinstance(done, Script):
+            applied.append(Applied(revision=done.revision, description=done.doc))
+
+    config = alembic_config(database_url)
+    config.attributes["on_version_apply"] = record  # migrations/env.py passes it to Alembic
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    alembic_log.setLevel(logging.WARNING)  # its INFO lines are for its own CLI, not our logs
     try:
-        with _collect_alembic_steps(applied):
-            command.upgrade(alembic_config(database_url), revision)
+        command.upgrade(config, revision)
     except sa_exc.ArgumentError as exc:
         raise MigrationError(
             f"WARREN_DATABASE_URL is not a database URL ({exc}); "
@@ -65,6 +73,8 @@ def upgrade(database_url: str, revision: str = "head") -> list[Applied]:
         ) from exc
     except (sa_exc.DBAPIError, OSError) as exc:
         raise _translate(exc, database_url) from exc
+    finally:
+        alembic_log.setLevel(level)
     return applied
 
 
@@ -81,37 +91,3 @@ def _translate(exc: sa_exc.DBAPIError | OSError, database_url: str) -> Migration
             f"cannot use the database at {where}: {reason}; check WARREN_DATABASE_URL"
         )
     return MigrationError(f"migrating the database at {where} failed: {reason}")
-
-
-class _StepCollector(logging.Handler):
-    """Alembic logs each migration it runs ("Running %s", step): keep those steps, and pass on
-    only its warnings."""
-
-    def __init__(self, applied: list[Applied]) -> None:
-        super().__init__(logging.INFO)
-        self.applied = applied
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.WARNING:
-            logging.getLogger().handle(record)
-            return
-        step = record.args[0] if isinstance(record.args, tuple) and record.args else None
-        if isinstance(step, RevisionStep) and step.is_upgrade:
-            self.applied.append(
-                Applied(revision=step.revision.revision, description=step.doc or "")
-            )
-
-
-@contextlib.contextmanager
-def _collect_alembic_steps(applied: list[Applied]) -> Iterator[None]:
-    alembic_log = logging.getLogger("alembic")
-    saved = alembic_log.level, alembic_log.propagate, alembic_log.handlers[:]
-    alembic_log.setLevel(logging.INFO)
-    alembic_log.propagate = False
-    alembic_log.handlers[:] = [_StepCollector(applied)]
-    try:
-        yield
-    finally:
-        alembic_log.setLevel(saved[0])
-        alembic_log.propagate = saved[1]
-        alembic_log.handlers[:] = saved[2]
