@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import Request, Response
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+from litestar.openapi.spec import Operation, RequestBody
 from litestar.plugins.prometheus import PrometheusController
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
@@ -28,6 +30,15 @@ class ClosedStructSchemas(StructSchemaPlugin):
         if isinstance(info, msgspec.inspect.StructType) and info.forbid_unknown_fields:
             schema.additional_properties = False
         return schema
+
+
+@dataclass
+class OptionalBody(Operation):
+    """An operation whose body may be left out (Litestar 2 marks every body required)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
 
 
 def allow_every_method(request: Request[Any, Any, Any]) -> Response[None] | None:

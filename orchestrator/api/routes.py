@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
@@ -15,6 +16,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, 
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy import select, text
 
+from orchestrator.api.openapi import OptionalBody
 from orchestrator.api.problems import error_responses
 from orchestrator.api.views import (
     MAX_ID,
@@ -56,9 +58,13 @@ POOL_WINDOW_SECONDS = 300
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size, 1 to 500.")]
 LetterId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="Dead letter id.")]
 Instant = Annotated[
-    datetime | None,
-    QueryParameter(description="ISO 8601, with its offset; the UTC instant within years 1-9999."),
+    str | None,
+    QueryParameter(
+        description="RFC 3339 (`2026-11-27T05:59:16Z`); the UTC instant within years 1-9999.",
+        schema_extra={"format": "date-time"},
+    ),
 ]
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,6})?([Zz]|[+-]\d\d:\d\d)")
 # Errors every route that reads the database can answer.
 UNAVAILABLE = 503
 
@@ -77,19 +83,28 @@ def _saga_name(name: str) -> str:
     return name
 
 
-def _check_instants(**moments: datetime | None) -> None:
-    """Times Postgres cannot be sent (their UTC instant leaves years 1-9999): 422 naming them."""
-    bad = [
-        {
-            "message": "the UTC instant must fall within years 1 to 9999",
-            "key": key,
-            "source": "query",
-        }
-        for key, moment in moments.items()
-        if moment is not None and not queries.representable(moment)
-    ]
+def _instants(**values: str | None) -> dict[str, datetime | None]:
+    """RFC 3339 times whose UTC instant Postgres can be sent (years 1-9999); others are a 422
+    naming them."""
+    parsed: dict[str, datetime | None] = {}
+    bad = []
+    for key, value in values.items():
+        moment = None
+        if value is not None:
+            try:
+                if not _RFC3339.fullmatch(value):
+                    raise ValueError(value)
+                moment = datetime.fromisoformat(value.upper())  # 3.11 wants T and Z
+            except ValueError:
+                bad.append({"message": "not an RFC 3339 date-time", "key": key, "source": "query"})
+                continue
+            if not queries.representable(moment):
+                message = "the UTC instant must fall within years 1 to 9999"
+                bad.append({"message": message, "key": key, "source": "query"})
+        parsed[key] = moment
     if bad:
-        raise ValidationException(detail="a time is out of range", extra=bad)
+        raise ValidationException(detail="a time is not valid", extra=bad)
+    return parsed
 
 
 class SagaController(Controller):
@@ -179,7 +194,7 @@ class InstanceController(Controller):
     ) -> InstanceList:
         """Newest first, with cursor pagination that stays correct while instances are written.
         `*_after` is inclusive, `*_before` exclusive."""
-        _check_instants(
+        times = _instants(
             created_after=created_after,
             created_before=created_before,
             updated_after=updated_after,
@@ -189,10 +204,7 @@ class InstanceController(Controller):
             saga=saga,
             status=status.value if status else None,
             correlation_key=correlation_key,
-            created_after=created_after,
-            created_before=created_before,
-            updated_after=updated_after,
-            updated_before=updated_before,
+            **times,
         )
         async with transaction(state.engine) as conn:
             items, next_cursor = await queries.list_instances(
@@ -242,6 +254,7 @@ class InstanceController(Controller):
         status_code=HTTP_200_OK,
         summary="Cancel an instance",
         responses=error_responses(400, 404, 409, 413, 422, UNAVAILABLE),
+        operation_class=OptionalBody,
     )
     async def cancel(
         self, instance_id: FromPath[str], state: State, data: JSONBody[CancelBody | None] = None

@@ -164,6 +164,7 @@ async def test_a_dead_letter_id_beyond_bigint_is_404(
         ("/v1/instances", {"created_before": "9999-12-31T23:59:59-14:00"}, "created_before"),
         ("/v1/instances", {"updated_after": "0001-01-01T00:00:00+14:00"}, "updated_after"),
         ("/v1/instances", {"updated_before": "9999-12-31T23:59:59-14:00"}, "updated_before"),
+        ("/v1/instances", {"updated_before": "0.5"}, "updated_before"),  # not a date-time
     ],
 )
 async def test_a_query_value_beyond_its_column_is_422_naming_it(
