@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 
+from orchestrator.api.openapi import ClosedStructSchemas, MetricsController, allow_every_method
 from orchestrator.api.problems import exception_handlers
 from orchestrator.api.routes import route_handlers
 from orchestrator.config import Settings
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app_name="warren", prefix="warren_api", group_path=True, exclude=quiet
     )
     return Litestar(
-        route_handlers=[*route_handlers, PrometheusController],
+        route_handlers=[*route_handlers, MetricsController],
         middleware=[prometheus.middleware, tracing.name_server_span_by_route],
         plugins=[
             OpenTelemetryPlugin(
@@ -72,8 +73,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     scope_span_details_extractor=tracing.server_span_details,
                     exclude_spans=["receive", "send"],  # per ASGI message: noise
                 )
-            )
+            ),
+            ClosedStructSchemas(),
         ],
+        before_request=allow_every_method,
         lifespan=[lifespan],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(

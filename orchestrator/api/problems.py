@@ -6,8 +6,10 @@ import logging
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from litestar import Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_404_NOT_FOUND,
@@ -39,6 +41,48 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:warren:problem:"
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """RFC 9457 problem details: the body of every error (documents what `problem` sends)."""
+
+    type: str
+    """`urn:warren:problem:<slug>`, stable: branch on it."""
+    title: str
+    status: int
+    detail: str
+    """What went wrong, for a human."""
+    errors: list[Any] = msgspec.field(default_factory=list)
+    """Each failure, when there are several: a text (`input-invalid`, naming the field) or an
+    object with `message`, `key` and `source` (`request-invalid`)."""
+
+
+# What each error status means, as the OpenAPI document says it.
+_MEANINGS = {
+    400: "The request cannot be read: a body that is not JSON or nests too deeply "
+    "(`request-malformed`), a `cursor` this API did not hand out (`cursor-invalid`).",
+    404: "No such saga, version, instance or dead letter (a path value that cannot exist, too).",
+    409: "Not allowed now: `idempotency-conflict`, `invalid-state` or `definition-conflict`.",
+    413: "The body is over `WARREN_MAX_BODY_BYTES` (`request-too-large`).",
+    422: "A value that is not valid, named in `errors`: `request-invalid` (shape, type or "
+    "bounds), `input-invalid` (the saga's input schema), `definition-invalid`.",
+    503: "Postgres or RabbitMQ does not answer; try again (`database-unavailable`, "
+    "`broker-unavailable`).",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI entries for the errors a route answers: problem+json with `Problem`."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            media_type=PROBLEM_JSON,
+            description=_MEANINGS[status],
+            generate_examples=False,
+        )
+        for status in statuses
+    }
+
 
 # error class → (HTTP status, stable type slug, title); the first match wins.
 _WARREN_ERRORS: list[tuple[type[WarrenError], int, str, str]] = [
@@ -93,9 +137,12 @@ def warren_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[
 
 
 def validation_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    """A request body that is not valid JSON or not of the documented shape: 422."""
+    """A body or a query value not of the documented shape or bounds: 422 naming it. A path
+    value out of its bounds names nothing that can exist: 404."""
     assert isinstance(exc, ValidationException)
     errors = exc.extra if isinstance(exc.extra, list) else []
+    if errors and all(isinstance(e, dict) and e.get("source") == "path" for e in errors):
+        return problem(HTTP_404_NOT_FOUND, "not-found", "Not Found", "nothing at this path")
     return problem(
         HTTP_422_UNPROCESSABLE_ENTITY,
         "request-invalid",
@@ -118,7 +165,19 @@ def http_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[di
     """Litestar's own errors: a body that does not parse (400), an unknown route (404), …"""
     assert isinstance(exc, HTTPException)
     slug = _HTTP_SLUGS.get(exc.status_code, "http-error")
-    return problem(exc.status_code, slug, HTTPStatus(exc.status_code).phrase, exc.detail)
+    response = problem(exc.status_code, slug, HTTPStatus(exc.status_code).phrase, exc.detail)
+    response.headers.update(exc.headers or {})  # the Allow of a 405
+    return response
+
+
+def too_deep_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """JSON nested beyond what the decoder recurses into (it raises RecursionError)."""
+    return problem(
+        HTTP_400_BAD_REQUEST,
+        "request-malformed",
+        "Bad Request",
+        "the body nests too deeply to be read",
+    )
 
 
 def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -135,5 +194,6 @@ exception_handlers = {
     WarrenError: warren_error_handler,
     ValidationException: validation_error_handler,
     HTTPException: http_error_handler,
+    RecursionError: too_deep_handler,
     Exception: internal_error_handler,
 }

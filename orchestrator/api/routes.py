@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
@@ -9,11 +10,17 @@ from uuid import UUID
 from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.exceptions import ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy import select, text
 
+from orchestrator.api.openapi import OptionalBody
+from orchestrator.api.problems import error_responses
 from orchestrator.api.views import (
+    MAX_ID,
+    STORABLE_TEXT,
     BreakerView,
     CancelBody,
     DeadLetterList,
@@ -31,6 +38,7 @@ from orchestrator.api.views import (
     instance_view,
 )
 from orchestrator.definitions import Saga
+from orchestrator.definitions.model import MAX_INT4, NAME
 from orchestrator.engine import InstanceState, SagaStatus
 from orchestrator.errors import InstanceNotFound, SagaNotFound, WarrenError
 from orchestrator.persistence import dead_letters, instances, queries
@@ -48,6 +56,17 @@ if TYPE_CHECKING:
 POOL_WINDOW_SECONDS = 300
 
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size, 1 to 500.")]
+LetterId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="Dead letter id.")]
+Instant = Annotated[
+    str | None,
+    QueryParameter(
+        description="RFC 3339 (`2026-11-27T05:59:16Z`); the UTC instant within years 1-9999.",
+        schema_extra={"format": "date-time"},
+    ),
+]
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,6})?([Zz]|[+-]\d\d:\d\d)")
+# Errors every route that reads the database can answer.
+UNAVAILABLE = 503
 
 
 def _uuid(raw: str) -> UUID:
@@ -57,11 +76,54 @@ def _uuid(raw: str) -> UUID:
         raise InstanceNotFound(f"no saga instance {raw!r} (not a UUID)") from exc
 
 
+def _saga_name(name: str) -> str:
+    """A name no definition can have (NUL, too long, capitals…) names no saga: 404 at once."""
+    if not NAME.fullmatch(name):
+        raise SagaNotFound(f"no saga {name!r} is registered")
+    return name
+
+
+def _instants(**values: str | None) -> dict[str, datetime | None]:
+    """RFC 3339 times whose UTC instant Postgres can be sent (years 1-9999); others are a 422
+    naming them."""
+    parsed: dict[str, datetime | None] = {}
+    bad = []
+    for key, value in values.items():
+        moment = None
+        if value is not None:
+            try:
+                if not _RFC3339.fullmatch(value):
+                    raise ValueError(value)
+                moment = datetime.fromisoformat(value.upper())  # 3.11 wants T and Z
+            except ValueError:
+                bad.append({"message": "not an RFC 3339 date-time", "key": key, "source": "query"})
+                continue
+            if not queries.representable(moment):
+                message = "the UTC instant must fall within years 1 to 9999"
+                bad.append({"message": message, "key": key, "source": "query"})
+        parsed[key] = moment
+    if bad:
+        raise ValidationException(detail="a time is not valid", extra=bad)
+    return parsed
+
+
 class SagaController(Controller):
     path = "/v1/sagas"
     tags = ("instances",)
 
-    @post("/{name:str}", status_code=HTTP_201_CREATED, summary="Start a saga instance")
+    @post(
+        "/{name:str}",
+        status_code=HTTP_201_CREATED,
+        summary="Start a saga instance",
+        responses={
+            200: ResponseSpec(
+                data_container=StartResponse,
+                description="An earlier identical request (same key or instance id) started it.",
+                generate_examples=False,
+            ),
+            **error_responses(400, 404, 409, 413, 422, UNAVAILABLE),
+        },
+    )
     async def start(
         self,
         name: FromPath[str],
@@ -74,6 +136,7 @@ class SagaController(Controller):
                 required=False,
                 min_length=1,
                 max_length=200,
+                pattern=STORABLE_TEXT,
                 description="Same key and same body: the same instance (200). Different body: 409.",
             ),
         ] = None,
@@ -86,7 +149,7 @@ class SagaController(Controller):
         input is not valid. Nothing is written when a request is refused."""
         started = await state.starter.start(
             StartRequest(
-                saga=name,
+                saga=_saga_name(name),
                 input=data.input,
                 version=data.version,
                 idempotency_key=idempotency_key,
@@ -109,35 +172,39 @@ class InstanceController(Controller):
     path = "/v1/instances"
     tags = ("instances",)
 
-    @get("/", summary="List instances")
+    @get("/", summary="List instances", responses=error_responses(400, 422, UNAVAILABLE))
     async def list(
         self,
         state: State,
-        saga: Annotated[str | None, QueryParameter(description="Saga name.")] = None,
+        saga: Annotated[
+            str | None, QueryParameter(pattern=STORABLE_TEXT, description="Saga name.")
+        ] = None,
         status: Annotated[SagaStatus | None, QueryParameter(description="Instance status.")] = None,
         correlation_key: Annotated[
-            str | None, QueryParameter(description="Key given at start.")
+            str | None, QueryParameter(pattern=STORABLE_TEXT, description="Key given at start.")
         ] = None,
-        created_after: Annotated[
-            datetime | None, QueryParameter(description="Inclusive, ISO 8601.")
-        ] = None,
-        created_before: Annotated[datetime | None, QueryParameter(description="Exclusive.")] = None,
-        updated_after: Annotated[datetime | None, QueryParameter(description="Inclusive.")] = None,
-        updated_before: Annotated[datetime | None, QueryParameter(description="Exclusive.")] = None,
+        created_after: Instant = None,
+        created_before: Instant = None,
+        updated_after: Instant = None,
+        updated_before: Instant = None,
         limit: Limit = 50,
         cursor: Annotated[
             str | None, QueryParameter(description="`next_cursor` of the previous page.")
         ] = None,
     ) -> InstanceList:
-        """Newest first, with cursor pagination that stays correct while instances are written."""
-        where = queries.InstanceFilter(
-            saga=saga,
-            status=status.value if status else None,
-            correlation_key=correlation_key,
+        """Newest first, with cursor pagination that stays correct while instances are written.
+        `*_after` is inclusive, `*_before` exclusive."""
+        times = _instants(
             created_after=created_after,
             created_before=created_before,
             updated_after=updated_after,
             updated_before=updated_before,
+        )
+        where = queries.InstanceFilter(
+            saga=saga,
+            status=status.value if status else None,
+            correlation_key=correlation_key,
+            **times,
         )
         async with transaction(state.engine) as conn:
             items, next_cursor = await queries.list_instances(
@@ -145,7 +212,11 @@ class InstanceController(Controller):
             )
         return InstanceList(items=items, next_cursor=next_cursor)
 
-    @get("/{instance_id:str}", summary="Read an instance")
+    @get(
+        "/{instance_id:str}",
+        summary="Read an instance",
+        responses=error_responses(400, 404, UNAVAILABLE),
+    )
     async def read(self, instance_id: FromPath[str], state: State) -> InstanceView:
         """Status, each step's state, attempts, results and timestamps. 404 for an unknown id."""
         key = _uuid(instance_id)
@@ -154,13 +225,18 @@ class InstanceController(Controller):
             definition = await state.definitions.get(conn, snapshot.saga, snapshot.version)
         return instance_view(definition, snapshot)
 
-    @get("/{instance_id:str}/history", summary="An instance's event log")
+    @get(
+        "/{instance_id:str}/history",
+        summary="An instance's event log",
+        responses=error_responses(400, 404, 422, UNAVAILABLE),
+    )
     async def history(
         self,
         instance_id: FromPath[str],
         state: State,
         after_seq: Annotated[
-            int, QueryParameter(ge=0, description="Events after this sequence number.")
+            int,
+            QueryParameter(ge=0, le=MAX_INT4, description="Events after this sequence number."),
         ] = 0,
         limit: Limit = 200,
     ) -> HistoryPage:
@@ -173,7 +249,13 @@ class InstanceController(Controller):
         next_after = items[-1].seq if len(items) == limit else None
         return HistoryPage(items=items, next_after_seq=next_after)
 
-    @post("/{instance_id:str}/cancel", status_code=HTTP_200_OK, summary="Cancel an instance")
+    @post(
+        "/{instance_id:str}/cancel",
+        status_code=HTTP_200_OK,
+        summary="Cancel an instance",
+        responses=error_responses(400, 404, 409, 413, 422, UNAVAILABLE),
+        operation_class=OptionalBody,
+    )
     async def cancel(
         self, instance_id: FromPath[str], state: State, data: JSONBody[CancelBody | None] = None
     ) -> InstanceView:
@@ -184,7 +266,12 @@ class InstanceController(Controller):
         snapshot = await state.operations.cancel(_uuid(instance_id), reason)
         return await _view(state, snapshot)
 
-    @post("/{instance_id:str}/retry", status_code=HTTP_200_OK, summary="Retry a failed instance")
+    @post(
+        "/{instance_id:str}/retry",
+        status_code=HTTP_200_OK,
+        summary="Retry a failed instance",
+        responses=error_responses(400, 404, 409, UNAVAILABLE),
+    )
     async def retry(self, instance_id: FromPath[str], state: State) -> InstanceView:
         """For a `failed` instance (a compensation that ran out of attempts): run that
         compensation again with a fresh retry budget, then the rest in reverse order. 409 for an
@@ -203,21 +290,37 @@ class DefinitionController(Controller):
     path = "/v1/definitions"
     tags = ("definitions",)
 
-    @get("/", summary="List saga definitions")
+    @get("/", summary="List saga definitions", responses=error_responses(UNAVAILABLE))
     async def list(self, state: State) -> DefinitionList:
         async with transaction(state.engine) as conn:
             return DefinitionList(items=await queries.list_definitions(conn))
 
-    @get("/{name:str}", summary="Every version of one saga")
+    @get(
+        "/{name:str}",
+        summary="Every version of one saga",
+        responses=error_responses(400, 404, UNAVAILABLE),
+    )
     async def versions(self, name: FromPath[str], state: State) -> DefinitionVersions:
         """All versions with their steps, pools, compensations and input schema."""
         async with transaction(state.engine) as conn:
-            found = await queries.definition_versions(conn, name)
+            found = await queries.definition_versions(conn, _saga_name(name))
         if not found:
             raise SagaNotFound(f"no saga {name!r} is registered")
         return DefinitionVersions(name=name, versions=found)
 
-    @post("/", summary="Register a saga definition")
+    @post(
+        "/",
+        status_code=HTTP_201_CREATED,
+        summary="Register a saga definition",
+        responses={
+            200: ResponseSpec(
+                data_container=RegisterResponse,
+                description="The same content is stored already (`unchanged`).",
+                generate_examples=False,
+            ),
+            **error_responses(400, 409, 413, 422, UNAVAILABLE),
+        },
+    )
     async def register(self, data: JSONBody[Saga], state: State) -> Response[RegisterResponse]:
         """Same rules as `warren register`: 201 when stored, 200 when the same content is
         stored already, 409 for different content under an existing version, 422 when the
@@ -234,7 +337,7 @@ class DefinitionController(Controller):
         return Response(body, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
 
-@get("/v1/pools", summary="Worker pools", tags=["pools"])
+@get("/v1/pools", summary="Worker pools", tags=["pools"], responses=error_responses(UNAVAILABLE))
 async def pools(state: State) -> PoolList:
     """Each pool named by a registered definition: queue depth, consumers, commands in flight,
     and commands dispatched / attempts failed in the last five minutes."""
@@ -316,7 +419,18 @@ async def live() -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@get("/health/ready", summary="Readiness", tags=["health"])
+@get(
+    "/health/ready",
+    summary="Readiness",
+    tags=["health"],
+    responses={
+        503: ResponseSpec(
+            data_container=Readiness,
+            description="Postgres or RabbitMQ does not answer; each says which.",
+            generate_examples=False,
+        )
+    },
+)
 async def ready(state: State) -> Response[Readiness]:
     """200 only when Postgres and RabbitMQ both answer; 503 otherwise."""
     database = broker = "ok"
@@ -339,7 +453,7 @@ class DeadLetterController(Controller):
     path = "/v1/dead-letters"
     tags = ("dead letters",)
 
-    @get("/", summary="List dead letters")
+    @get("/", summary="List dead letters", responses=error_responses(400, 422, UNAVAILABLE))
     async def list(
         self,
         state: State,
@@ -348,7 +462,8 @@ class DeadLetterController(Controller):
         ] = None,
         instance_id: Annotated[UUID | None, QueryParameter(description="Instance.")] = None,
         before_id: Annotated[
-            int | None, QueryParameter(ge=1, description="`next_before_id` of the previous page.")
+            int | None,
+            QueryParameter(ge=1, le=MAX_ID, description="`next_before_id` of the previous page."),
         ] = None,
         limit: Limit = 50,
     ) -> DeadLetterList:
@@ -361,14 +476,23 @@ class DeadLetterController(Controller):
         next_before = items[-1].id if len(items) == limit else None
         return DeadLetterList(items=items, next_before_id=next_before)
 
-    @get("/{letter_id:int}", summary="Read a dead letter")
-    async def read(self, letter_id: FromPath[int], state: State) -> dead_letters.DeadLetterDetail:
+    @get(
+        "/{letter_id:int}",
+        summary="Read a dead letter",
+        responses=error_responses(400, 404, UNAVAILABLE),
+    )
+    async def read(self, letter_id: LetterId, state: State) -> dead_letters.DeadLetterDetail:
         """With its body (as text) and headers."""
         async with transaction(state.engine) as conn:
             return await dead_letters.get_dead_letter(conn, letter_id)
 
-    @post("/{letter_id:int}/replay", status_code=HTTP_200_OK, summary="Replay a dead letter")
-    async def replay(self, letter_id: FromPath[int], state: State) -> dead_letters.DeadLetterDetail:
+    @post(
+        "/{letter_id:int}/replay",
+        status_code=HTTP_200_OK,
+        summary="Replay a dead letter",
+        responses=error_responses(400, 404, 409, UNAVAILABLE),
+    )
+    async def replay(self, letter_id: LetterId, state: State) -> dead_letters.DeadLetterDetail:
         """Publish the message again to the exchange and routing key it came from (through the
         outbox) and mark it replayed. 409 when its origin is unknown."""
         async with transaction(state.engine) as conn:
@@ -377,8 +501,12 @@ class DeadLetterController(Controller):
         async with transaction(state.engine) as conn:
             return await dead_letters.get_dead_letter(conn, letter_id)
 
-    @delete("/{letter_id:int}", summary="Delete a dead letter")
-    async def remove(self, letter_id: FromPath[int], state: State) -> None:
+    @delete(
+        "/{letter_id:int}",
+        summary="Delete a dead letter",
+        responses=error_responses(400, 404, UNAVAILABLE),
+    )
+    async def remove(self, letter_id: LetterId, state: State) -> None:
         """Forget it (204)."""
         async with transaction(state.engine) as conn:
             await dead_letters.delete_dead_letter(conn, letter_id)

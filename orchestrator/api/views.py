@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import msgspec
 
+from orchestrator.definitions.model import Version
 from orchestrator.messaging.failure import Failure
 from orchestrator.persistence.dead_letters import DeadLetterRow
 from orchestrator.persistence.queries import (
@@ -20,6 +21,13 @@ from orchestrator.persistence.queries import (
 if TYPE_CHECKING:
     from orchestrator.definitions import Saga
     from orchestrator.engine import InstanceState
+
+MAX_ID = 2**53 - 1
+"""Ids of bigint columns (dead letters) the API accepts: far past any id the table will reach,
+read exactly by every JSON client, and exact in the OpenAPI document (which holds floats)."""
+STORABLE_TEXT = "^[^\\x00]*$"
+"""Postgres text cannot hold a NUL character: a value with one is refused (422), in the schema."""
+CorrelationKey = Annotated[str, msgspec.Meta(max_length=200, pattern=STORABLE_TEXT)]
 
 
 class StartResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,11 +116,11 @@ class StartBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     input: Any = msgspec.field(default_factory=dict)
     """The saga's input; must satisfy the definition's input schema."""
-    version: int | None = None
+    version: Version | None = None
     """Pin a definition version; the latest when omitted."""
     instance_id: UUID | None = None
     """Choose the instance id yourself: starting twice with it is idempotent."""
-    correlation_key: str | None = None
+    correlation_key: CorrelationKey | None = None
     """A free key (an order number…) to find the instance by later."""
 
 
@@ -129,7 +137,7 @@ class HistoryPage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class CancelBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    reason: str = "cancelled by request"
+    reason: Annotated[str, msgspec.Meta(pattern=STORABLE_TEXT)] = "cancelled by request"
 
 
 class DefinitionList(msgspec.Struct, frozen=True, kw_only=True):

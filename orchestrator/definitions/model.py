@@ -12,32 +12,52 @@ import hashlib
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import jsonschema
 import msgspec
+from msgspec import Meta
 
 from orchestrator.errors import DefinitionError
 
-_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+NAME = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
+"""What saga, step and pool names look like (whole string)."""
+
+MAX_INT4 = 2**31 - 1
+"""Versions and attempt numbers are stored in int4 columns."""
+MAX_DURATION_SECONDS = 365 * 24 * 3600.0
+"""Every duration (timeouts, delays, deadlines, retry intervals) is at most one year: a timer
+further out is almost surely a unit mistake, and it keeps every timer far inside what Python and
+Postgres can represent."""
+MAX_JSON_DEPTH = 64
+"""Nesting depth of an input or an input schema: validating and storing stay well inside the
+interpreter's recursion limit."""
+
+# The bounds, in the types: the OpenAPI document shows them and decoding enforces them;
+# _validate checks the same for definitions built in Python.
+Version = Annotated[int, Meta(ge=1, le=MAX_INT4)]
+Seconds = Annotated[float, Meta(gt=0, le=MAX_DURATION_SECONDS)]
+Interval = Annotated[float, Meta(ge=0, le=MAX_DURATION_SECONDS)]
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How often, and how far apart, a failed attempt is tried again."""
 
-    max_attempts: int = 3
+    max_attempts: Annotated[int, Meta(ge=1, le=MAX_INT4)] = 3
     """Attempts in all, the first included. 1 means never retry."""
-    initial_interval_seconds: float = 1.0
+    initial_interval_seconds: Interval = 1.0
     """Delay before the second attempt."""
-    backoff_coefficient: float = 2.0
+    backoff_coefficient: Annotated[float, Meta(ge=1)] = 2.0
     """Each further delay is the previous one times this."""
-    max_interval_seconds: float = 60.0
+    max_interval_seconds: Interval = 60.0
     """No delay grows beyond this."""
     non_retryable_errors: tuple[str, ...] = ()
     """Error type names (as the worker reports them) that fail the step at once."""
-    max_elapsed_seconds: float | None = None
+    max_elapsed_seconds: Seconds | None = None
     """Stop retrying once the next attempt would start this long after the first one."""
-    jitter: float = 0.0
+    jitter: Annotated[float, Meta(ge=0, le=1)] = 0.0
     """Spread each delay by up to this fraction either way (0.2: ±20%), so that many instances
     failing together do not retry together. Deterministic per instance, step and attempt."""
 
@@ -69,14 +89,15 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             )
         if self.max_attempts < 1:
             raise DefinitionError(f"{where}: retry.max_attempts must be at least 1")
+        if self.max_attempts > MAX_INT4:
+            raise DefinitionError(f"{where}: retry.max_attempts must be at most {MAX_INT4}")
         if self.initial_interval_seconds < 0 or self.max_interval_seconds < 0:
             raise DefinitionError(f"{where}: retry intervals cannot be negative")
+        for field in ("initial_interval_seconds", "max_interval_seconds"):
+            _check_duration(getattr(self, field), where, f"retry.{field}", zero=True)
         if self.backoff_coefficient < 1:
             raise DefinitionError(f"{where}: retry.backoff_coefficient must be at least 1")
-        if self.max_elapsed_seconds is not None and not (
-            math.isfinite(self.max_elapsed_seconds) and self.max_elapsed_seconds > 0
-        ):
-            raise DefinitionError(f"{where}: retry.max_elapsed_seconds must be positive and finite")
+        _check_duration(self.max_elapsed_seconds, where, "retry.max_elapsed_seconds")
         if not 0 <= self.jitter <= 1:
             raise DefinitionError(f"{where}: retry.jitter must be between 0 and 1")
 
@@ -100,7 +121,7 @@ class Compensation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     pool: str | None = None
     """Worker pool that runs it; the step's own pool when not given."""
     retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY
-    timeout_seconds: float | None = None
+    timeout_seconds: Seconds | None = None
 
 
 class Step(
@@ -120,9 +141,9 @@ class Step(
     command: str | None = None
     compensation: Compensation | None = None
     retry: RetryPolicy = DEFAULT_STEP_RETRY
-    timeout_seconds: float | None = None
+    timeout_seconds: Seconds | None = None
     """Start-to-close time of one attempt; past it the attempt counts as failed."""
-    delay_seconds: float | None = None
+    delay_seconds: Seconds | None = None
     """Run no earlier than this long after the step before it completed."""
 
     @property
@@ -143,13 +164,13 @@ class Saga(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     """A versioned saga definition: validated when built, stored as data."""
 
     name: str
-    version: int
+    version: Version
     steps: Sequence[Node]
     """The nodes in order (a list is accepted and stored as a tuple)."""
     input_schema: dict[str, Any] | None = None
     """JSON Schema (2020-12) the input must satisfy to start an instance."""
     description: str = ""
-    deadline_seconds: float | None = None
+    deadline_seconds: Seconds | None = None
     """Past this long after its start, a still-running instance stops and compensates."""
 
     def __post_init__(self) -> None:
@@ -185,13 +206,15 @@ class Saga(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 
 
 def _validate(saga: Saga) -> None:
-    if not _NAME.match(saga.name):
+    if not NAME.fullmatch(saga.name):
         raise DefinitionError(
             f"saga name {saga.name!r} must be lowercase letters, digits, '_', '.', '-' "
             "and start with a letter"
         )
     if saga.version < 1:
         raise DefinitionError(f"saga {saga.name!r}: version must be 1 or more, got {saga.version}")
+    if saga.version > MAX_INT4:
+        raise DefinitionError(f"saga {saga.name!r}: version must be at most {MAX_INT4}")
     if not saga.steps:
         raise DefinitionError(f"saga {saga.name!r} has no steps; give it at least one Step")
     seen: set[str] = set()
@@ -201,7 +224,11 @@ def _validate(saga: Saga) -> None:
         seen.add(step.name)
         _validate_step(step, f"saga {saga.name!r}, step {step.name!r}")
     _check_duration(saga.deadline_seconds, f"saga {saga.name!r}", "deadline_seconds")
+    problem = unstorable(msgspec.to_builtins(saga))
+    if problem is not None:
+        raise DefinitionError(f"saga {saga.name!r}: {problem}")
     if saga.input_schema is not None:
+        _check_refs(saga.input_schema, f"saga {saga.name!r}")
         try:
             jsonschema.Draft202012Validator.check_schema(saga.input_schema)
         except jsonschema.SchemaError as exc:
@@ -211,7 +238,7 @@ def _validate(saga: Saga) -> None:
 
 
 def _validate_step(step: Step, where: str) -> None:
-    if not _NAME.match(step.name):
+    if not NAME.fullmatch(step.name):
         raise DefinitionError(f"{where}: step names must look like 'reserve_credit'")
     _check_pool(step.pool, where)
     if step.command is not None and not step.command.strip():
@@ -229,16 +256,66 @@ def _validate_step(step: Step, where: str) -> None:
         _check_timeout(comp.timeout_seconds, f"{where} (compensation)")
 
 
-def _check_duration(value: float | None, where: str, field: str) -> None:
-    if value is not None and not (math.isfinite(value) and value > 0):
+def _check_duration(value: float | None, where: str, field: str, *, zero: bool = False) -> None:
+    if value is None:
+        return
+    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
         raise DefinitionError(f"{where}: {field} must be positive and finite")
+    if value > MAX_DURATION_SECONDS:
+        raise DefinitionError(
+            f"{where}: {field} is {value:g} s; durations are at most "
+            f"{MAX_DURATION_SECONDS:.0f} s (one year)"
+        )
 
 
 def _check_timeout(timeout: float | None, where: str) -> None:
-    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-        raise DefinitionError(f"{where}: timeout_seconds must be positive and finite")
+    _check_duration(timeout, where, "timeout_seconds")
+
+
+def _check_refs(schema: Any, where: str) -> None:
+    """Only references inside the schema itself ('#/$defs/…'): inputs are validated with no
+    retrieval at all, so a reference to a URL could never resolve (and must never be fetched)."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key in _REF_KEYWORDS and isinstance(value, str) and not value.startswith("#"):
+                raise DefinitionError(
+                    f"{where}: input_schema refers to {value!r} ({key}); only references "
+                    "inside the schema are allowed, such as '#/$defs/amount'"
+                )
+            _check_refs(value, where)
+    elif isinstance(schema, list):
+        for item in schema:
+            _check_refs(item, where)
+
+
+def unstorable(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Why a JSON value cannot be stored as Postgres jsonb / text (a NUL character, a lone
+    surrogate, nesting deeper than `max_depth`), naming where; None when it can."""
+
+    def walk(item: Any, path: list[str]) -> str | None:
+        where = "/".join(path) or "(root)"
+        if len(path) > max_depth:
+            return f"{where}: nested deeper than {max_depth} levels"
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return f"{where}: text holds a NUL character or a lone surrogate"
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                if isinstance(key, str) and _UNSTORABLE.search(key):
+                    return f"{where}: key {key!r} holds a NUL character or a lone surrogate"
+                found = walk(inner, [*path, str(key)])
+                if found:
+                    return found
+        elif isinstance(item, (list, tuple)):
+            for index, inner in enumerate(item):
+                found = walk(inner, [*path, str(index)])
+                if found:
+                    return found
+        return None
+
+    return walk(value, [])
 
 
 def _check_pool(pool: str, where: str) -> None:
-    if not _NAME.match(pool):
+    if not NAME.fullmatch(pool):
         raise DefinitionError(f"{where}: pool {pool!r} must look like 'payments'")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import msgspec
@@ -44,8 +44,18 @@ class InstanceRow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Cursor(msgspec.Struct, array_like=True, frozen=True):
-    created_at: datetime
+    created_at: Annotated[datetime, msgspec.Meta(tz=True)]
     id: UUID
+
+
+def representable(moment: datetime) -> bool:
+    """Whether a time can be sent to Postgres: its UTC instant must fall within years 1 to 9999
+    (Python's range, narrower than timestamptz's), e.g. not 0001-01-01T00:00:00+14:00."""
+    try:
+        moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return False
+    return True
 
 
 def encode_cursor(row: InstanceRow) -> str:
@@ -54,11 +64,15 @@ def encode_cursor(row: InstanceRow) -> str:
 
 
 def decode_cursor(cursor: str) -> _Cursor:
+    invalid = f"cursor {cursor[:40]!r} is not one this API handed out"
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return msgspec.json.decode(raw, type=_Cursor)
+        decoded = msgspec.json.decode(raw, type=_Cursor)
     except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
-        raise CursorInvalid(f"cursor {cursor[:40]!r} is not one this API handed out") from exc
+        raise CursorInvalid(invalid) from exc
+    if not representable(decoded.created_at):
+        raise CursorInvalid(invalid)
+    return decoded
 
 
 async def list_instances(

@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import msgspec
+import referencing
+import referencing.exceptions
 from sqlalchemy import select
 
+from orchestrator.definitions.model import unstorable
 from orchestrator.engine import InstanceState, Start, decide, new_instance
 from orchestrator.errors import IdempotencyConflict, InputInvalid
 from orchestrator.messaging.envelope import new_message_id, utcnow
@@ -140,14 +143,34 @@ class SagaStarter:
         return await instances.load(conn, row.id)
 
     def validate_input(self, definition: Saga, input: Any) -> None:
+        problem = unstorable(input)
+        if problem is not None:
+            raise InputInvalid("input cannot be stored", errors=[problem])
         if definition.input_schema is None:
             return
         key = (definition.name, definition.version)
         validator = self._validators.get(key)
         if validator is None:
-            validator = jsonschema.Draft202012Validator(definition.input_schema)
+            # An empty registry: references resolve inside the schema only, nothing is ever
+            # fetched (jsonschema's default would retrieve any URL, blocking the event loop).
+            validator = jsonschema.Draft202012Validator(
+                definition.input_schema, registry=referencing.Registry()
+            )
             self._validators[key] = validator
-        errors = sorted(validator.iter_errors(input), key=lambda e: list(e.absolute_path))
+        try:
+            errors = sorted(validator.iter_errors(input), key=lambda e: list(e.absolute_path))
+        except referencing.exceptions.Unresolvable as exc:
+            raise InputInvalid(
+                f"the input schema of saga {definition.name!r} version {definition.version} "
+                "has a reference that does not resolve; register a version that fixes it",
+                errors=[f"(schema): cannot resolve {exc}"],
+            ) from exc
+        except RecursionError as exc:  # a schema that refers to itself with no way out
+            raise InputInvalid(
+                f"the input schema of saga {definition.name!r} version {definition.version} "
+                "refers to itself endlessly; register a version that fixes it",
+                errors=["(schema): endless recursion"],
+            ) from exc
         if errors:
             details = [
                 f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors

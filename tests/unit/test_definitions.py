@@ -342,7 +342,7 @@ def test_stored_json_is_plain_data_with_a_kind_tag() -> None:
 def test_from_json_validates_the_stored_definition() -> None:
     data = msgspec.json.decode(saga().to_json())
     data["version"] = 0
-    with pytest.raises(DefinitionError, match="version must be 1 or more"):
+    with pytest.raises(DefinitionError, match=r"version"):  # bounded in the type: >= 1
         Saga.from_json(msgspec.json.encode(data))
 
 
