@@ -39,30 +39,34 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture(scope="session")
-def run_id() -> str:
-    return services.new_run_id()
+def run_id() -> Iterator[str]:
+    """This run's prefix: every database named after it is dropped when the run ends, whichever
+    fixtures or tests made them."""
+    run = services.new_run_id()
+    try:
+        yield run
+    finally:
+        services.drop_databases_with_prefix(run)
 
 
 @pytest.fixture(scope="session")
-def template_db(run_id: str) -> Iterator[str]:
+def template_db(run_id: str) -> str:
+    """Migrated, the example saga registered: each test clones it (dropped with the run)."""
     name = f"{run_id}_tpl"
     services.run_admin(f'CREATE DATABASE "{name}"')
-    try:
-        url = services.database_url(name)
-        upgrade(url)
+    url = services.database_url(name)
+    upgrade(url)
 
-        async def prepare() -> None:
-            engine = create_engine(url, pool_size=1)
-            try:
-                await register_saga(engine, order_saga)
-                await create_ledger(engine)
-            finally:
-                await engine.dispose()
+    async def prepare() -> None:
+        engine = create_engine(url, pool_size=1)
+        try:
+            await register_saga(engine, order_saga)
+            await create_ledger(engine)
+        finally:
+            await engine.dispose()
 
-        asyncio.run(prepare())
-        yield name
-    finally:
-        services.drop_databases_with_prefix(run_id)
+    asyncio.run(prepare())
+    return name
 
 
 @pytest.fixture(scope="session")
