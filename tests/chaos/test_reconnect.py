@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import pytest
@@ -45,11 +46,31 @@ async def proxy(private_rabbit: PrivateRabbitMQ) -> AsyncIterator[FaultyProxy]:
     await proxy.close()
 
 
-@pytest.mark.timeout(120)
-async def test_the_dead_letter_consumer_is_restored_after_a_reconnect(
-    proxy: FaultyProxy, private_rabbit: PrivateRabbitMQ
-) -> None:
-    topology = Topology(namespace="reconnect")
+@dataclass
+class DeadLetters:
+    """A broker behind the proxy, a consumer of its dead-letter queue (not started) and what
+    that consumer has seen."""
+
+    broker: Broker
+    consumer: Consumer
+    seen: list[str | None]
+    rabbit: PrivateRabbitMQ
+
+    async def consumers(self) -> int:
+        queues = await asyncio.to_thread(self.rabbit.list_queues)
+        return queues.get(self.broker.topology.dead_letter_queue, (0, 0, 0))[2]
+
+    async def received(self, message_id: str) -> None:
+        await self.broker.publish_dead_letter(b"x", message_id=message_id, headers={})
+        await wait_for(lambda: _now(self.seen), timeout=30, what=f"message {message_id}")
+        assert self.seen == [message_id]
+
+
+@pytest.fixture
+async def dead_letters(
+    request: pytest.FixtureRequest, proxy: FaultyProxy, private_rabbit: PrivateRabbitMQ
+) -> AsyncIterator[DeadLetters]:
+    topology = Topology(namespace=request.node.name[-40:])
     broker = Broker(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", topology)
     await broker.connect()
     seen: list[str | None] = []
@@ -58,67 +79,51 @@ async def test_the_dead_letter_consumer_is_restored_after_a_reconnect(
         seen.append(message.message_id)
 
     consumer = Consumer(broker, topology.declare_dead_letters, record, prefetch=4)
-    await consumer.start()
-
-    async def consumers() -> int:
-        queues = await asyncio.to_thread(private_rabbit.list_queues)
-        return queues.get(topology.dead_letter_queue, (0, 0, 0))[2]
-
     try:
-        await wait_for(consumers, lambda n: n == 1, timeout=20, what="the consumer")
-        accepted = proxy.connections_accepted
-        proxy.reset()  # the connection is lost; aio-pika reconnects and restores consumers
-
-        async def reconnected() -> bool:
-            return proxy.connections_accepted > accepted and bool(proxy.links)
-
-        await wait_for(reconnected, timeout=30, what="a new connection")
-        await wait_for(consumers, lambda n: n == 1, timeout=30, what="the consumer to come back")
-        await broker.publish_dead_letter(b"x", message_id="after-reconnect", headers={})
-        await wait_for(lambda: _now(seen), timeout=30, what="the message after the reconnect")
-        assert seen == ["after-reconnect"]
+        yield DeadLetters(broker, consumer, seen, private_rabbit)
     finally:
         await consumer.stop(1.0)
         await broker.close()
+
+
+@pytest.mark.timeout(120)
+async def test_the_dead_letter_consumer_is_restored_after_a_reconnect(
+    proxy: FaultyProxy, dead_letters: DeadLetters
+) -> None:
+    await dead_letters.consumer.start()
+    await wait_for(dead_letters.consumers, lambda n: n == 1, timeout=20, what="the consumer")
+    accepted = proxy.connections_accepted
+    proxy.reset()  # the connection is lost; aio-pika reconnects and restores consumers
+
+    async def reconnected() -> bool:
+        return proxy.connections_accepted > accepted and bool(proxy.links)
+
+    await wait_for(reconnected, timeout=30, what="a new connection")
+    await wait_for(
+        dead_letters.consumers, lambda n: n == 1, timeout=30, what="the consumer to come back"
+    )
+    await dead_letters.received("after-reconnect")
 
 
 @pytest.mark.timeout(120)
 async def test_a_consumer_started_while_the_connection_is_down_subscribes_once_it_is_back(
-    proxy: FaultyProxy, private_rabbit: PrivateRabbitMQ
+    proxy: FaultyProxy, dead_letters: DeadLetters
 ) -> None:
     """A process (re)starting its consumers just as the connection is reset waits for aio-pika
     to reconnect instead of stopping (found by the chaos run: a worker restarted just before an
     AMQP reset exited with 'cannot open a channel')."""
-    topology = Topology(namespace="late-start")
-    broker = Broker(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", topology)
-    await broker.connect()
-    seen: list[str | None] = []
+    connection = dead_letters.broker.connection
+    proxy.reset()
+    await wait_for(
+        lambda: _now(not connection.connected.is_set()),
+        timeout=30,
+        what="the client to notice the reset",
+    )
+    await dead_letters.consumer.start()  # before the fix: BrokerError, no channel could open
 
-    async def record(message: AbstractIncomingMessage) -> None:
-        seen.append(message.message_id)
-
-    consumer = Consumer(broker, topology.declare_dead_letters, record, prefetch=4)
-    try:
-        proxy.reset()
-        await wait_for(
-            lambda: _now(not broker.connection.connected.is_set()),
-            timeout=30,
-            what="the client to notice the reset",
-        )
-        await consumer.start()  # before the fix: BrokerError, the channel could not open
-
-        async def consumers() -> int:
-            queues = await asyncio.to_thread(private_rabbit.list_queues)
-            return queues.get(topology.dead_letter_queue, (0, 0, 0))[2]
-
-        await wait_for(consumers, lambda n: n >= 1, timeout=30, what="the consumer")
-        await broker.publish_dead_letter(b"x", message_id="after-start", headers={})
-        await wait_for(lambda: _now(seen), timeout=30, what="the message")
-        assert seen == ["after-start"]
-        assert await consumers() == 1  # the failed try left no second subscription behind
-    finally:
-        await consumer.stop(1.0)
-        await broker.close()
+    await wait_for(dead_letters.consumers, lambda n: n >= 1, timeout=30, what="the consumer")
+    await dead_letters.received("after-start")
+    assert await dead_letters.consumers() == 1  # the failed try left no second subscription
 
 
 async def _now(value: T) -> T:
