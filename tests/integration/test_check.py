@@ -23,23 +23,9 @@ def warren(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_check_given_sagas_names_missing_and_unused_handlers(settings: Settings) -> None:
-    table = warren(
-        settings,
-        "check",
-        "--app",
-        "tests.apps.fast:worker",
-        "--sagas",
-        "tests.apps.sagas:forgotten",
-    )
-    as_json = warren(
-        settings,
-        "check",
-        "--app",
-        "tests.apps.fast:worker",
-        "--sagas",
-        "tests.apps.sagas:forgotten",
-        "--json",
-    )
+    args = ("check", "--app", "tests.apps.fast:worker", "--sagas", "tests.apps.sagas:forgotten")
+    table = warren(settings, *args)
+    as_json = warren(settings, *args, "--json")
 
     assert table.returncode == EXIT_MISSING_HANDLER, table.stderr
     lines = table.stdout.splitlines()
