@@ -1014,6 +1014,7 @@ def test_history_events_name_the_pool_of_their_step_phase() -> None:
     run.send(fail("bill", retryable=False))
     run.send(ok("ship", phase=COMPENSATE))
     run.send(ok("ship", phase=COMPENSATE))  # ignored
+    pools: dict[tuple[str, str | None, Phase | None], str | None]
     pools = {(h.type, h.step, h.phase): h.pool for h in run.history}
     assert pools[("step_dispatched", "ship", FORWARD)] == "shipping"
     assert pools[("compensation_dispatched", "ship", COMPENSATE)] == "logistics"
