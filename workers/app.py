@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from orchestrator.errors import WarrenError
+from orchestrator.messaging.failure import FailureType
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -26,7 +27,7 @@ class StepFailed(WarrenError):
 
     def __init__(self, message: str, *, type: str | None = None) -> None:
         super().__init__(message)
-        self.type = type or "StepFailed"
+        self.type: str = type or FailureType.STEP_FAILED
         """Reported as the failure's type (e.g. ``InsufficientFunds``)."""
 
 

@@ -36,7 +36,7 @@ from orchestrator.messaging.consumer import (
     message_span,
 )
 from orchestrator.messaging.envelope import Command, ReplyPayload, encode, reply_to
-from orchestrator.messaging.failure import Failure
+from orchestrator.messaging.failure import Failure, FailureType
 from orchestrator.messaging.faults import crash_point
 from orchestrator.messaging.topology import REPLY_ROUTING_KEY
 from orchestrator.observability import logs, metrics, tracing
@@ -231,7 +231,7 @@ class WorkerRunner:
                 pool,
             )
             failure = Failure(
-                type="UnknownCommand",
+                type=FailureType.UNKNOWN_COMMAND,
                 message=f"no handler for {message.command!r} on pool {pool!r} in worker app "
                 f"{self.app.name!r}",
                 retryable=False,

@@ -1,30 +1,96 @@
-"""The pure saga engine: values in, a transition out. No I/O, no clock, no randomness."""
+"""The pure saga engine: values in, a transition out. No I/O, no clock, no randomness.
 
-from orchestrator.engine.decide import decide, new_instance
-from orchestrator.engine.state import (
-    Cancel,
-    Dispatch,
-    Event,
-    HistoryEvent,
-    InstanceState,
-    Phase,
-    Resume,
-    SagaStatus,
-    ScheduleTimer,
-    Start,
-    StepReply,
-    StepState,
-    StepStatus,
-    TimerFired,
-    TimerKind,
-    Transition,
-)
+    vocabulary    the words every layer shares: phases, statuses, event and failure types
+    state         the instance snapshot, the events it takes, the transition it gives
+    decide        `decide` and `new_instance`: routes each event to its concern
+    draft         the transition being built (history, commands, timers)
+    forward       start, run the nodes in order, their replies
+    compensation  undo completed steps newest first, their replies
+    operations    cancel and resume
+    timers        delay, retry, timeout, deadline
+    retries       may an attempt be retried, and how the next one is sent
+
+The engine imports only `orchestrator.definitions` and `orchestrator.errors`. Its names load
+on first use, so the wire format can import the vocabulary without the engine's logic.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.engine.decide import decide, new_instance
+    from orchestrator.engine.state import (
+        Cancel,
+        Dispatch,
+        Event,
+        HistoryEvent,
+        InstanceState,
+        Resume,
+        ScheduleTimer,
+        Start,
+        StepReply,
+        StepState,
+        TimerFired,
+        Transition,
+    )
+    from orchestrator.engine.vocabulary import (
+        Failure,
+        FailureType,
+        HistoryEventType,
+        Phase,
+        SagaStatus,
+        StepStatus,
+        TimerKind,
+    )
+
+_HOMES = {
+    "orchestrator.engine.decide": ("decide", "new_instance"),
+    "orchestrator.engine.state": (
+        "Cancel",
+        "Dispatch",
+        "Event",
+        "HistoryEvent",
+        "InstanceState",
+        "Resume",
+        "ScheduleTimer",
+        "Start",
+        "StepReply",
+        "StepState",
+        "TimerFired",
+        "Transition",
+    ),
+    "orchestrator.engine.vocabulary": (
+        "Failure",
+        "FailureType",
+        "HistoryEventType",
+        "Phase",
+        "SagaStatus",
+        "StepStatus",
+        "TimerKind",
+    ),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # found once; later look-ups do not come here
+    return value
+
 
 __all__ = [
     "Cancel",
     "Dispatch",
     "Event",
+    "Failure",
+    "FailureType",
     "HistoryEvent",
+    "HistoryEventType",
     "InstanceState",
     "Phase",
     "Resume",

@@ -1,65 +1,24 @@
-"""The engine's values: instance snapshot, inputs (events) and outputs (transition)."""
+"""The engine's values: instance snapshot, inputs (events) and outputs (transition).
+
+The words they are made of (statuses, phases, event types) are in `vocabulary`.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 import msgspec
 
-from orchestrator.messaging.envelope import (
-    Phase as Phase,
-)  # re-exported: part of the engine's vocabulary
-from orchestrator.messaging.failure import Failure
-
-
-class SagaStatus(StrEnum):
-    RUNNING = "running"
-    """Forward steps are being run."""
-    COMPLETED = "completed"
-    """Every step succeeded. Terminal."""
-    COMPENSATING = "compensating"
-    """A step failed for good; completed steps are being undone in reverse order."""
-    COMPENSATED = "compensated"
-    """Every needed compensation succeeded. Terminal."""
-    FAILED = "failed"
-    """A compensation could not be completed; an operator must act."""
-
-    @property
-    def terminal(self) -> bool:
-        return self in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED)
-
-
-class StepStatus(StrEnum):
-    PENDING = "pending"
-    """Not started yet."""
-    SCHEDULED = "scheduled"
-    """Next, but waiting for its delay: no command is out yet."""
-    RUNNING = "running"
-    """An attempt's command is out; waiting for its reply (or its timeout)."""
-    RETRY_WAIT = "retry_wait"
-    """An attempt failed; a durable timer will dispatch the next one."""
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    """Failed for good (no attempts left, or a business failure)."""
-    COMPENSATING = "compensating"
-    """Its compensation's command is out."""
-    COMPENSATION_RETRY_WAIT = "compensation_retry_wait"
-    COMPENSATED = "compensated"
-    COMPENSATION_FAILED = "compensation_failed"
-
-
-class TimerKind(StrEnum):
-    RETRY = "retry"
-    """Dispatch the next attempt."""
-    TIMEOUT = "timeout"
-    """The attempt took too long; count it as failed."""
-    DELAY = "delay"
-    """A delayed step may start now."""
-    DEADLINE = "deadline"
-    """The saga's deadline passed: stop and compensate if it is still running."""
+from orchestrator.engine.vocabulary import (
+    Failure,
+    HistoryEventType,
+    Phase,
+    SagaStatus,
+    StepStatus,
+    TimerKind,
+)
 
 
 class StepState(msgspec.Struct, frozen=True, kw_only=True):
@@ -141,7 +100,7 @@ Event = Start | StepReply | TimerFired | Cancel | Resume
 
 class HistoryEvent(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
-    type: str
+    type: HistoryEventType
     at: datetime
     step: str | None = None
     phase: Phase | None = None

@@ -1,31 +1,25 @@
 """The wire format: a versioned JSON envelope around every command and reply.
 
 Both sides import this module and nothing else to speak to each other, so a worker never needs
-the engine. Decoding is strict: a message that does not fit is a `MessageError` (poison).
+the engine's logic, only its vocabulary (`Phase`, `Failure`), which this module speaks.
+Decoding is strict: a message that does not fit is a `MessageError` (poison).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 import msgspec
 import uuid_utils
 
+from orchestrator.engine.vocabulary import Failure
+from orchestrator.engine.vocabulary import Phase as Phase  # re-exported: the wire speaks it
 from orchestrator.errors import MessageError
-from orchestrator.messaging.failure import Failure
 
 ENVELOPE_VERSION = 1
 CONTENT_TYPE = "application/json"
-
-
-class Phase(StrEnum):
-    FORWARD = "forward"
-    """The step's own command."""
-    COMPENSATE = "compensate"
-    """The command that undoes it."""
 
 
 def new_message_id() -> UUID:

@@ -1,21 +1,11 @@
-"""Failures as data: what crosses the wire when a step does not succeed (never a pickle)."""
+"""Failures as data: what crosses the wire when a step does not succeed (never a pickle).
+
+`Failure` and the failure types Warren reports belong to the engine's vocabulary; the wire
+format speaks them, so they are importable from here too.
+"""
 
 from __future__ import annotations
 
-import msgspec
+from orchestrator.engine.vocabulary import Failure, FailureType
 
-
-class Failure(msgspec.Struct, frozen=True, kw_only=True):
-    """Why an attempt failed, as the worker (or a timer) reports it."""
-
-    type: str
-    """The error's type name, e.g. ``InsufficientFunds`` or ``StepTimeout``."""
-    message: str
-    retryable: bool
-    """False for a business failure (``StepFailed``): the step fails at once."""
-
-    @classmethod
-    def from_exception(cls, exc: BaseException, *, retryable: bool) -> Failure:
-        return cls(
-            type=type(exc).__name__, message=str(exc) or type(exc).__name__, retryable=retryable
-        )
+__all__ = ["Failure", "FailureType"]

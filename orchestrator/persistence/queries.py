@@ -12,6 +12,7 @@ from uuid import UUID
 import msgspec
 from sqlalchemy import func, or_, select, text, tuple_
 
+from orchestrator.engine.vocabulary import DISPATCH_EVENTS, FAILURE_EVENTS
 from orchestrator.errors import WarrenError
 from orchestrator.storage.tables import definitions, history, instances
 
@@ -235,8 +236,8 @@ class PoolActivity(msgspec.Struct, frozen=True, kw_only=True):
 async def pool_activity(conn: AsyncConnection, *, window_seconds: int) -> dict[str, PoolActivity]:
     """Commands dispatched and attempts failed per pool in the last `window_seconds`."""
     h = history.c
-    dispatched = h.type.in_(["step_dispatched", "compensation_dispatched"])
-    failed = h.type.in_(["attempt_failed", "step_failed", "compensation_failed"])
+    dispatched = h.type.in_(DISPATCH_EVENTS)
+    failed = h.type.in_(FAILURE_EVENTS)
     rows = await conn.execute(
         select(
             h.pool,

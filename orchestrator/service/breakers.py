@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 
+from orchestrator.engine.vocabulary import FAILURE_EVENTS, SUCCESS_EVENTS
 from orchestrator.storage.breakers import BreakerState
 from orchestrator.storage.tables import pool_breakers
 
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FAILED = ["attempt_failed", "step_failed", "compensation_failed"]
-SUCCEEDED = ["step_succeeded", "compensation_succeeded", "step_succeeded_late"]
+FAILED = list(FAILURE_EVENTS)
+SUCCEEDED = list(SUCCESS_EVENTS)
 
 _OUTCOMES = text(
     """

@@ -18,7 +18,7 @@ from sqlalchemy import insert
 from orchestrator.engine import StepReply
 from orchestrator.errors import InstanceNotFound, MessageError
 from orchestrator.messaging.envelope import Command, Reply, decode
-from orchestrator.messaging.failure import Failure
+from orchestrator.messaging.failure import Failure, FailureType
 from orchestrator.observability import metrics
 from orchestrator.service.transitions import apply_event
 from orchestrator.storage.database import transaction
@@ -80,7 +80,7 @@ class DeadLetterRecorder:
     async def _fail_attempt(
         self, conn: AsyncConnection, command: Command, reason: str
     ) -> tuple[Transition | None, list[PendingRow]]:
-        failure = Failure(type="DeadLettered", message=reason, retryable=False)
+        failure = Failure(type=FailureType.DEAD_LETTERED, message=reason, retryable=False)
         event = StepReply(
             step=command.step,
             phase=command.phase,

@@ -10,6 +10,7 @@ import pytest
 from orchestrator.definitions import Compensation, RetryPolicy, Saga, Step
 from orchestrator.engine import (
     Cancel,
+    Failure,
     InstanceState,
     Phase,
     SagaStatus,
@@ -23,7 +24,6 @@ from orchestrator.engine import (
     new_instance,
 )
 from orchestrator.errors import DefinitionError
-from orchestrator.messaging.failure import Failure
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -1,0 +1,158 @@
+"""The forward path: start the saga, run its nodes in order, handle their replies, and hand a
+step that failed for good over to compensation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from orchestrator.definitions import Node, Step
+from orchestrator.engine import compensation
+from orchestrator.engine.draft import Draft, failure_of, replace
+from orchestrator.engine.retries import may_retry, retry
+from orchestrator.engine.vocabulary import (
+    FailureType,
+    HistoryEventType,
+    Phase,
+    SagaStatus,
+    StepStatus,
+    TimerKind,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from orchestrator.engine.state import Start, StepReply, StepState
+    from orchestrator.engine.vocabulary import Failure
+
+
+def on_start(draft: Draft, start: Start) -> None:
+    if draft.instance.seq != 0:
+        return  # started already: a second Start changes nothing
+    draft.record(HistoryEventType.SAGA_STARTED, version=draft.definition.version)
+    if draft.definition.deadline_seconds is not None:
+        draft.schedule(
+            TimerKind.DEADLINE, None, Phase.FORWARD, 0, draft.definition.deadline_seconds
+        )
+    advance(draft)
+
+
+def advance(draft: Draft) -> None:
+    """Run the next node, or finish the saga when none is left."""
+    node = next(
+        (s for s in draft.definition.steps if draft.steps[s.name].status is StepStatus.PENDING),
+        None,
+    )
+    if node is None:
+        draft.set_saga(SagaStatus.COMPLETED)
+    else:
+        _STARTS[type(node)](draft, node)
+
+
+def start_step(draft: Draft, step: Step) -> None:
+    """Dispatch the step's first attempt, or schedule it when it has a delay."""
+    if step.delay_seconds is not None:
+        draft.set_step(step.name, status=StepStatus.SCHEDULED)
+        draft.record(
+            HistoryEventType.STEP_SCHEDULED,
+            step=step.name,
+            phase=Phase.FORWARD,
+            delay_seconds=step.delay_seconds,
+        )
+        draft.schedule(TimerKind.DELAY, step, Phase.FORWARD, 1, step.delay_seconds)
+    else:
+        draft.dispatch(step, Phase.FORWARD, 1)
+
+
+_STARTS: Final[Mapping[type[Node], Callable[[Draft, Node], None]]] = {Step: start_step}
+"""How each node kind starts: a new kind joins with its own module and one row here."""
+
+
+def on_reply(draft: Draft, reply: StepReply) -> None:
+    """The reply to a step's own command."""
+    state = draft.steps.get(reply.step)
+    if state is not None and reply.ok and _gave_up_on(state, reply.attempt):
+        _late_success(draft, reply)
+        return
+    if state is None or not _counts(state, reply):
+        draft.ignore(reply)
+        return
+    if reply.ok:
+        _succeed(draft, reply, HistoryEventType.STEP_SUCCEEDED)
+        if draft.instance.status is SagaStatus.RUNNING:
+            advance(draft)
+        else:  # it finished after compensation began: it must be undone too
+            compensation.advance(draft)
+        return
+    attempt_failed(draft, draft.definition.step(reply.step), reply.attempt, failure_of(reply))
+
+
+def attempt_failed(draft: Draft, step: Step, attempt: int, failure: Failure) -> None:
+    """An attempt failed (its reply said so, it timed out, or its retry was abandoned)."""
+    elapsed = draft.elapsed(draft.steps[step.name].started_at)
+    if draft.instance.status is SagaStatus.RUNNING and may_retry(
+        step.retry, attempt, failure, elapsed
+    ):
+        retry(draft, step, Phase.FORWARD, attempt, failure, step.retry)
+        return
+    draft.set_step(step.name, status=StepStatus.FAILED, error=failure, finished_at=draft.now)
+    draft.record(
+        HistoryEventType.STEP_FAILED,
+        step=step.name,
+        phase=Phase.FORWARD,
+        attempt=attempt,
+        failure=failure,
+    )
+    if draft.instance.status is SagaStatus.RUNNING:
+        draft.set_saga(SagaStatus.COMPENSATING, failure)
+    compensation.advance(draft)
+
+
+def _succeed(draft: Draft, reply: StepReply, event: HistoryEventType) -> None:
+    """The step's effect happened: record it as completed, in completion order."""
+    draft.set_step(
+        reply.step, status=StepStatus.SUCCEEDED, result=reply.result, finished_at=draft.now
+    )
+    draft.instance = replace(draft.instance, completed=(*draft.instance.completed, reply.step))
+    draft.record(
+        event, step=reply.step, phase=Phase.FORWARD, attempt=reply.attempt, result=reply.result
+    )
+
+
+def _late_success(draft: Draft, reply: StepReply) -> None:
+    """A step we gave up on (its last attempt timed out) did succeed after all: its effect
+    is real, so it joins the completed steps and is compensated like them, even if that
+    reopens an instance that had finished compensating."""
+    _succeed(draft, reply, HistoryEventType.STEP_SUCCEEDED_LATE)
+    if draft.definition.step(reply.step).compensation is None:
+        return  # nothing to undo
+    if draft.instance.status is SagaStatus.COMPENSATED:
+        draft.set_saga(SagaStatus.COMPENSATING)
+    compensation.advance(draft)  # a FAILED saga waits for its operator's retry
+
+
+def _counts(state: StepState, reply: StepReply) -> bool:
+    """Does this forward reply decide the step? A failure only for the attempt in flight; a
+    success from any attempt so far, since an earlier one we stopped waiting for (it timed
+    out) may still finish, and its effect is real."""
+    if reply.ok:
+        waiting = state.status in (StepStatus.RUNNING, StepStatus.RETRY_WAIT)
+        return waiting and 1 <= reply.attempt <= state.attempt
+    return state.status is StepStatus.RUNNING and reply.attempt == state.attempt
+
+
+# Failures that say nothing about whether the attempt ran: it may still succeed, late.
+_UNKNOWN_OUTCOME = frozenset({FailureType.STEP_TIMEOUT, FailureType.DEAD_LETTERED})
+
+
+def _gave_up_on(state: StepState, attempt: int) -> bool:
+    """Did we count `attempt` of this failed step as failed without hearing its outcome? An
+    earlier attempt (one we stopped waiting for) or a last attempt that timed out."""
+    if state.status is not StepStatus.FAILED or attempt < 1:
+        return False
+    if attempt < state.attempt:
+        return True
+    return (
+        attempt == state.attempt
+        and state.error is not None
+        and state.error.type in _UNKNOWN_OUTCOME
+    )

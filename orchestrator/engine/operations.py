@@ -1,0 +1,67 @@
+"""What operators and clients ask of an instance: cancel it, or resume a `failed` one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from orchestrator.engine import compensation
+from orchestrator.engine.retries import abandoned
+from orchestrator.engine.vocabulary import (
+    Failure,
+    FailureType,
+    HistoryEventType,
+    Phase,
+    SagaStatus,
+    StepStatus,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.engine.draft import Draft
+    from orchestrator.engine.state import Cancel, Resume
+
+
+def on_cancel(draft: Draft, cancel: Cancel) -> None:
+    if draft.instance.status is not SagaStatus.RUNNING:
+        return  # finished, or already being undone: nothing more to do
+    draft.record(HistoryEventType.SAGA_CANCEL_REQUESTED, reason=cancel.reason)
+    stop_forward(draft, Failure(type=FailureType.CANCELLED, message=cancel.reason, retryable=False))
+
+
+def stop_forward(draft: Draft, failure: Failure) -> None:
+    """No new forward step; undo what was done (cancel, deadline)."""
+    draft.set_saga(SagaStatus.COMPENSATING, failure)
+    for name, state in list(draft.steps.items()):
+        if state.status is StepStatus.SCHEDULED:  # never started: nothing to undo
+            draft.set_step(name, status=StepStatus.PENDING)
+        if state.status is StepStatus.RETRY_WAIT:  # will not be tried again
+            # Keep the last attempt's error: if it was a timeout, that attempt may still
+            # succeed late, and must then be compensated.
+            draft.set_step(name, status=StepStatus.FAILED, finished_at=draft.now)
+            draft.record(
+                HistoryEventType.STEP_FAILED,
+                step=name,
+                phase=Phase.FORWARD,
+                attempt=state.attempt,
+                failure=abandoned(),
+            )
+    # A step in flight is waited for; if it succeeds, it is compensated too.
+    compensation.advance(draft)
+
+
+def on_resume(draft: Draft, resume: Resume) -> None:
+    if draft.instance.status is not SagaStatus.FAILED:
+        return
+    draft.record(HistoryEventType.SAGA_RESUMED)
+    draft.set_saga(SagaStatus.COMPENSATING)
+    for name, state in list(draft.steps.items()):
+        if state.status is StepStatus.COMPENSATION_FAILED:
+            step = draft.definition.step(name)
+            draft.set_step(
+                name,
+                status=StepStatus.SUCCEEDED,
+                compensation_attempts_before_resume=state.compensation_attempt,
+                compensation_started_at=draft.now,  # a fresh budget, in time too
+            )
+            draft.dispatch(step, Phase.COMPENSATE, state.compensation_attempt + 1)
+            return
+    compensation.advance(draft)
