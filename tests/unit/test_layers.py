@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER_LIBRARIES = (
+    "aio_pika",
+    "aiormq",
+    "asyncpg",
+    "litestar",
+    "opentelemetry",
+    "prometheus_client",
+    "sqlalchemy",
+)
 
 
 def _modules_loaded_by(statement: str) -> set[str]:
@@ -12,6 +25,43 @@ def _modules_loaded_by(statement: str) -> set[str]:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     return set(output.stdout.split())
+
+
+def _under(module: str, *packages: str) -> bool:
+    return any(module == p or module.startswith(f"{p}.") for p in packages)
+
+
+class _Imports(ast.NodeVisitor):
+    """Every module a file names in an import (`from a import b` names `a` and `a.b`)."""
+
+    def __init__(self, *, type_only_too: bool) -> None:
+        self.type_only_too = type_only_too
+        self.found: set[str] = set()
+
+    def visit_If(self, node: ast.If) -> None:
+        if not self.type_only_too and ast.unparse(node.test) in {
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        }:
+            for statement in node.orelse:
+                self.visit(statement)
+            return
+        self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.found |= {alias.name for alias in node.names}
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.module is not None and node.level == 0:
+            self.found.add(node.module)
+            self.found |= {f"{node.module}.{alias.name}" for alias in node.names}
+
+
+def _imports_of(*files: Path, type_only_too: bool = True) -> set[str]:
+    visitor = _Imports(type_only_too=type_only_too)
+    for file in files:
+        visitor.visit(ast.parse(file.read_text(), str(file)))
+    return visitor.found
 
 
 def test_workers_never_import_the_engine_or_the_orchestrator_service() -> None:
@@ -35,3 +85,37 @@ def test_importing_the_dsl_loads_no_server_code() -> None:
         for m in loaded
         if m.startswith(("aio_pika", "sqlalchemy", "litestar", "orchestrator.engine"))
     ]
+
+
+def test_the_client_loads_no_server_code() -> None:
+    loaded = _modules_loaded_by("import orchestrator.client")
+
+    assert "orchestrator.client" in loaded
+    assert sorted(m for m in loaded if _under(m, *SERVER_LIBRARIES)) == []
+
+
+def test_the_client_imports_only_the_api_schema_and_the_errors() -> None:
+    used = _imports_of(ROOT / "orchestrator" / "client.py", type_only_too=False)
+
+    assert (
+        sorted(
+            m
+            for m in used
+            if _under(m, "orchestrator")
+            and not _under(m, "orchestrator.api.schema", "orchestrator.errors")
+        )
+        == []
+    )
+
+
+def test_the_api_reaches_tables_and_the_broker_only_through_their_layers() -> None:
+    used = _imports_of(*sorted((ROOT / "orchestrator" / "api").glob("*.py")))
+
+    assert (
+        sorted(
+            m
+            for m in used
+            if _under(m, "orchestrator.storage.tables", "aio_pika", "aiormq", "pamqp")
+        )
+        == []
+    )
