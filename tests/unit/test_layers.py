@@ -94,6 +94,16 @@ def test_the_client_loads_no_server_code() -> None:
     assert sorted(m for m in loaded if _under(m, *SERVER_LIBRARIES)) == []
 
 
+def test_the_public_names_load_no_server_code() -> None:
+    loaded = _modules_loaded_by(
+        "from orchestrator import *\nfrom workers import *\n"
+        "from orchestrator import WarrenClient, register"
+    )
+
+    assert "orchestrator.client" in loaded
+    assert sorted(m for m in loaded if _under(m, *SERVER_LIBRARIES)) == []
+
+
 def test_the_client_imports_only_the_api_schema_and_the_errors() -> None:
     used = _imports_of(ROOT / "orchestrator" / "client.py", type_only_too=False)
 
