@@ -22,7 +22,9 @@ from uuid import UUID
 import httpx
 import msgspec
 
-from orchestrator.api.views import (
+# The schema alone: the client never loads the server (SQLAlchemy, aio-pika, Litestar…).
+from orchestrator.api.schema import (
+    DeadLetterDetail,
     DeadLetterList,
     DefinitionList,
     DefinitionVersions,
@@ -34,7 +36,6 @@ from orchestrator.api.views import (
     StartResponse,
 )
 from orchestrator.errors import WarrenError
-from orchestrator.persistence.dead_letters import DeadLetterDetail
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -11,6 +11,18 @@
 This package never imports the engine; it shares only the wire format and the storage plumbing.
 """
 
-from workers.app import Handler, HandlerError, StepContext, StepFailed, Worker
+from orchestrator.messaging.envelope import Phase
+from workers.app import Handler, HandlerError, NoSession, StepContext, StepFailed, Worker
 
-__all__ = ["Handler", "HandlerError", "StepContext", "StepFailed", "Worker"]
+# Grouped by what a user does with the names, so not alphabetical as a whole.
+__all__ = [  # noqa: RUF022
+    # writing handlers
+    "Handler",
+    "Phase",
+    "StepContext",
+    "Worker",
+    # errors
+    "HandlerError",
+    "NoSession",
+    "StepFailed",
+]

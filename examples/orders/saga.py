@@ -8,7 +8,7 @@ The input decides whether and where it fails, so you can watch a compensation:
 than its three attempts: the instance ends `failed`, and `warren retry` resumes it.
 """
 
-from orchestrator.definitions import Compensation, RetryPolicy, Saga, Step
+from orchestrator import Compensation, RetryPolicy, Saga, Step
 
 STEP_NAMES = ["reserve_credit", "reserve_stock", "charge", "ship"]
 

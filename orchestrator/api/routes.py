@@ -7,22 +7,22 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
-from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from orchestrator.api.openapi import OptionalBody
 from orchestrator.api.problems import error_responses
-from orchestrator.api.views import (
+from orchestrator.api.schema import (
     MAX_ID,
     STORABLE_TEXT,
     BreakerView,
     CancelBody,
+    DeadLetterDetail,
     DeadLetterList,
     DefinitionList,
     DefinitionVersions,
@@ -35,18 +35,17 @@ from orchestrator.api.views import (
     RegisterResponse,
     StartBody,
     StartResponse,
-    instance_view,
 )
+from orchestrator.api.views import instance_view
 from orchestrator.definitions import Saga
 from orchestrator.definitions.model import MAX_INT4, NAME
 from orchestrator.engine import InstanceState, SagaStatus
 from orchestrator.errors import InstanceNotFound, SagaNotFound, WarrenError
 from orchestrator.persistence import dead_letters, instances, queries
 from orchestrator.persistence import definitions as stored_definitions
+from orchestrator.persistence import pools as pool_rows
 from orchestrator.service.starter import StartRequest
 from orchestrator.storage.database import transaction
-from orchestrator.storage.tables import definitions as definitions_table
-from orchestrator.storage.tables import pool_breakers
 
 if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
@@ -343,12 +342,10 @@ async def pools(state: State) -> PoolList:
     and commands dispatched / attempts failed in the last five minutes."""
     cache: stored_definitions.DefinitionCache = state.definitions
     async with transaction(state.engine) as conn:
-        bodies = (
-            await conn.execute(select(definitions_table.c.name, definitions_table.c.version))
-        ).all()
-        sagas = {(n, v): await cache.get(conn, n, v) for n, v in bodies}
+        keys = await pool_rows.definition_keys(conn)
+        sagas = {(n, v): await cache.get(conn, n, v) for n, v in keys}
         activity = await queries.pool_activity(conn, window_seconds=POOL_WINDOW_SECONDS)
-        breakers = {r.pool: r for r in await conn.execute(select(pool_breakers))}
+        breakers = await pool_rows.breakers(conn)
         flying = await queries.steps_in_flight(conn)
     names = set(activity) | set(breakers)
     for saga in sagas.values():
@@ -363,7 +360,7 @@ async def pools(state: State) -> PoolList:
         in_flight[pool] = in_flight.get(pool, 0) + 1
     items = []
     for name in sorted(names):
-        ready, consumers = await _queue_counts(state, state.settings.topology.pool_queue(name))
+        ready, consumers = await state.broker.queue_counts(state.settings.topology.pool_queue(name))
         act = activity.get(name, queries.PoolActivity(dispatched=0, failed=0))
         items.append(
             PoolView(
@@ -381,7 +378,7 @@ async def pools(state: State) -> PoolList:
     return PoolList(items=items)
 
 
-def _breaker_view(policy: BreakerPolicy, row: Any) -> BreakerView:
+def _breaker_view(policy: BreakerPolicy, row: pool_rows.BreakerRow | None) -> BreakerView:
     return BreakerView(
         state=row.state if row is not None else "closed",
         changed_at=row.changed_at if row is not None else None,
@@ -391,26 +388,6 @@ def _breaker_view(policy: BreakerPolicy, row: Any) -> BreakerView:
         min_calls=policy.min_calls,
         open_seconds=policy.open_seconds,
     )
-
-
-async def _queue_counts(state: State, queue: str) -> tuple[int | None, int | None]:
-    """Ready messages and consumers by a passive declare (a missing queue closes its channel,
-    so each look gets a channel of its own)."""
-    try:
-        channel = await state.broker.connection.channel()
-    except (AMQPError, OSError, WarrenError):
-        return None, None
-    try:
-        declared = await channel.declare_queue(queue, passive=True)
-        result = declared.declaration_result
-        return result.message_count or 0, result.consumer_count or 0
-    except ChannelNotFoundEntity:
-        return None, None
-    except (AMQPError, OSError):
-        return None, None
-    finally:
-        if not channel.is_closed:
-            await channel.close()
 
 
 @get("/health/live", summary="Liveness", tags=["health"])
@@ -440,9 +417,8 @@ async def ready(state: State) -> Response[Readiness]:
     except WarrenError as exc:
         database = f"unavailable: {exc}"
     try:
-        channel = await state.broker.connection.channel()
-        await channel.close()
-    except (AMQPError, OSError, WarrenError) as exc:
+        await state.broker.ping()
+    except WarrenError as exc:
         broker = f"unavailable: {exc}"
     ok = database == broker == "ok"
     body = Readiness(status="ok" if ok else "unavailable", database=database, broker=broker)
@@ -481,7 +457,7 @@ class DeadLetterController(Controller):
         summary="Read a dead letter",
         responses=error_responses(400, 404, UNAVAILABLE),
     )
-    async def read(self, letter_id: LetterId, state: State) -> dead_letters.DeadLetterDetail:
+    async def read(self, letter_id: LetterId, state: State) -> DeadLetterDetail:
         """With its body (as text) and headers."""
         async with transaction(state.engine) as conn:
             return await dead_letters.get_dead_letter(conn, letter_id)
@@ -492,7 +468,7 @@ class DeadLetterController(Controller):
         summary="Replay a dead letter",
         responses=error_responses(400, 404, 409, UNAVAILABLE),
     )
-    async def replay(self, letter_id: LetterId, state: State) -> dead_letters.DeadLetterDetail:
+    async def replay(self, letter_id: LetterId, state: State) -> DeadLetterDetail:
         """Publish the message again to the exchange and routing key it came from (through the
         outbox) and mark it replayed. 409 when its origin is unknown."""
         async with transaction(state.engine) as conn:

@@ -273,6 +273,32 @@ class Broker:
                     async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
                         await stale.close()
 
+    async def ping(self) -> None:
+        """Open and close a channel: `BrokerError` when RabbitMQ does not answer."""
+        try:
+            channel = await self.connection.channel()
+            await channel.close()
+        except (AMQPError, OSError) as exc:
+            raise BrokerError(str(exc)) from exc
+
+    async def queue_counts(self, queue: str) -> tuple[int | None, int | None]:
+        """Ready messages and consumers of `queue` by a passive declare; (None, None) when it
+        does not exist or the broker does not answer. A missing queue closes its channel, so
+        each look gets a channel of its own."""
+        try:
+            channel = await self.connection.channel()
+        except (AMQPError, OSError, BrokerError):
+            return None, None
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+            result = declared.declaration_result
+            return result.message_count or 0, result.consumer_count or 0
+        except (AMQPError, OSError):  # ChannelNotFoundEntity (no such queue) among them
+            return None, None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
     def _publisher_channel(self) -> AbstractChannel:
         if self._publisher is None:
             raise BrokerError("broker is not connected; call connect() first")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from uuid import UUID
 
-import msgspec
 from sqlalchemy import delete, select, update
 
+# The rows are part of the API's schema (the client reads them too); re-exported here.
+from orchestrator.api.schema import DeadLetterDetail as DeadLetterDetail
+from orchestrator.api.schema import DeadLetterRow as DeadLetterRow
 from orchestrator.errors import InvalidState, NotFound
 from orchestrator.messaging.envelope import new_message_id, utcnow
 from orchestrator.storage.outbox import OutboxMessage, PendingRow, enqueue
@@ -20,26 +21,6 @@ if TYPE_CHECKING:
 
 class DeadLetterNotFound(NotFound):
     """No recorded dead letter with that id."""
-
-
-class DeadLetterRow(msgspec.Struct, frozen=True, kw_only=True):
-    id: int
-    message_id: str | None
-    kind: str | None
-    """`command`, `reply`, or null when the body did not decode."""
-    instance_id: UUID | None
-    reason: str
-    origin_exchange: str | None
-    origin_routing_key: str | None
-    origin_queue: str | None
-    received_at: datetime
-    replayed_at: datetime | None
-
-
-class DeadLetterDetail(DeadLetterRow, frozen=True, kw_only=True):
-    body: str
-    """The message body as text (invalid UTF-8 replaced)."""
-    headers: dict[str, Any]
 
 
 _SUMMARY = [

@@ -12,6 +12,11 @@ from uuid import UUID
 import msgspec
 from sqlalchemy import func, or_, select, text, tuple_
 
+# The rows are part of the API's schema (the client reads them too); re-exported here.
+from orchestrator.api.schema import DefinitionSummary as DefinitionSummary
+from orchestrator.api.schema import HistoryRow as HistoryRow
+from orchestrator.api.schema import InstanceRow as InstanceRow
+from orchestrator.api.schema import StoredDefinition as StoredDefinition
 from orchestrator.engine.vocabulary import DISPATCH_EVENTS, FAILURE_EVENTS
 from orchestrator.errors import WarrenError
 from orchestrator.storage.tables import definitions, history, instances
@@ -32,16 +37,6 @@ class InstanceFilter(msgspec.Struct, frozen=True, kw_only=True):
     created_before: datetime | None = None
     updated_after: datetime | None = None
     updated_before: datetime | None = None
-
-
-class InstanceRow(msgspec.Struct, frozen=True, kw_only=True):
-    id: UUID
-    saga: str
-    version: int
-    status: str
-    correlation_key: str | None
-    created_at: datetime
-    updated_at: datetime
 
 
 class _Cursor(msgspec.Struct, array_like=True, frozen=True):
@@ -131,17 +126,6 @@ async def list_instances(
     return page, next_cursor
 
 
-class HistoryRow(msgspec.Struct, frozen=True, kw_only=True):
-    seq: int
-    type: str
-    step: str | None
-    phase: str | None
-    attempt: int | None
-    pool: str | None
-    recorded_at: datetime
-    data: dict[str, Any]
-
-
 async def instance_history(
     conn: AsyncConnection, instance_id: UUID, *, after_seq: int, limit: int
 ) -> list[HistoryRow]:
@@ -173,13 +157,6 @@ async def instance_exists(conn: AsyncConnection, instance_id: UUID) -> bool:
     )
 
 
-class DefinitionSummary(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    latest_version: int
-    versions: list[int]
-    registered_at: datetime
-
-
 async def list_definitions(conn: AsyncConnection) -> list[DefinitionSummary]:
     d = definitions.c
     rows = await conn.execute(
@@ -201,13 +178,6 @@ async def list_definitions(conn: AsyncConnection) -> list[DefinitionSummary]:
         )
         for r in rows
     ]
-
-
-class StoredDefinition(msgspec.Struct, frozen=True, kw_only=True):
-    version: int
-    content_hash: str
-    registered_at: datetime
-    body: dict[str, Any]
 
 
 async def definition_versions(conn: AsyncConnection, name: str) -> list[StoredDefinition]:

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import orchestrator
 from orchestrator.config import Settings
 from orchestrator.errors import RegistrationConflict
 from orchestrator.persistence.definitions import RegisterOutcome
@@ -46,6 +47,13 @@ async def test_changed_content_under_the_same_version_is_refused(engine: AsyncEn
 
     with pytest.raises(RegistrationConflict, match="new version"):
         await register_saga(engine, refund_changed)
+
+
+async def test_the_public_register_stores_definitions(engine: AsyncEngine) -> None:
+    assert await orchestrator.register(engine, refund) == "created"
+    assert await orchestrator.register(engine, refund) == "unchanged"
+    with pytest.raises(orchestrator.RegistrationConflict):
+        await orchestrator.register(engine, refund_changed)
 
 
 def test_cli_register_reports_each_outcome(settings: Settings) -> None:

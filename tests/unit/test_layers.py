@@ -8,6 +8,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+SERVER_LIBRARIES = (
+    "aio_pika",
+    "aiormq",
+    "asyncpg",
+    "litestar",
+    "opentelemetry",
+    "prometheus_client",
+    "sqlalchemy",
+)
 
 
 def _modules_loaded_by(statement: str) -> set[str]:
@@ -18,20 +27,47 @@ def _modules_loaded_by(statement: str) -> set[str]:
     return set(output.stdout.split())
 
 
-def _imports_of(package: str) -> dict[str, set[str]]:
+def _under(module: str, *packages: str) -> bool:
+    return any(module == p or module.startswith(f"{p}.") for p in packages)
+
+
+class _Imports(ast.NodeVisitor):
+    """Every module a file names in an import (`from a import b` names `a` and `a.b`)."""
+
+    def __init__(self, *, type_only_too: bool) -> None:
+        self.type_only_too = type_only_too
+        self.found: set[str] = set()
+
+    def visit_If(self, node: ast.If) -> None:
+        if not self.type_only_too and ast.unparse(node.test) in {
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        }:
+            for statement in node.orelse:
+                self.visit(statement)
+            return
+        self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.found |= {alias.name for alias in node.names}
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.module is not None and node.level == 0:
+            self.found.add(node.module)
+            self.found |= {f"{node.module}.{alias.name}" for alias in node.names}
+
+
+def _imports_of(*files: Path, type_only_too: bool = True) -> set[str]:
+    visitor = _Imports(type_only_too=type_only_too)
+    for file in files:
+        visitor.visit(ast.parse(file.read_text(), str(file)))
+    return visitor.found
+
+
+def _imports_by_file(package: str) -> dict[str, set[str]]:
     """Every module each file of `package` imports, type-checking imports included."""
-    found: dict[str, set[str]] = {}
-    for path in sorted((ROOT / package.replace(".", "/")).glob("*.py")):
-        names: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                names.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                # `from package import module` imports the module: count both
-                names.add(node.module)
-                names.update(f"{node.module}.{alias.name}" for alias in node.names)
-        found[path.name] = names
-    return found
+    folder = ROOT / package.replace(".", "/")
+    return {path.name: _imports_of(path) for path in sorted(folder.glob("*.py"))}
 
 
 # Only the vocabulary of the engine: the words the wire format speaks, not its logic.
@@ -55,7 +91,7 @@ def test_workers_never_import_the_engine_or_the_orchestrator_service() -> None:
 def test_the_engine_imports_only_the_definitions_the_errors_and_itself() -> None:
     allowed = ("orchestrator.definitions", "orchestrator.errors", "orchestrator.engine")
 
-    imports = _imports_of("orchestrator.engine")
+    imports = _imports_by_file("orchestrator.engine")
 
     assert "vocabulary.py" in imports
     outside = {
@@ -100,7 +136,7 @@ def test_loading_the_whole_engine_loads_no_other_layer() -> None:
 
 
 def test_the_wire_format_takes_only_the_engine_vocabulary() -> None:
-    imports = _imports_of("orchestrator.messaging")
+    imports = _imports_by_file("orchestrator.messaging")
 
     from_engine = {
         file: sorted(name for name in names if name.startswith("orchestrator.engine"))
@@ -121,3 +157,47 @@ def test_importing_the_dsl_loads_no_server_code() -> None:
         for m in loaded
         if m.startswith(("aio_pika", "sqlalchemy", "litestar", "orchestrator.engine"))
     ]
+
+
+def test_the_client_loads_no_server_code() -> None:
+    loaded = _modules_loaded_by("import orchestrator.client")
+
+    assert "orchestrator.client" in loaded
+    assert sorted(m for m in loaded if _under(m, *SERVER_LIBRARIES)) == []
+
+
+def test_the_public_names_load_no_server_code() -> None:
+    loaded = _modules_loaded_by(
+        "from orchestrator import *\nfrom workers import *\n"
+        "from orchestrator import WarrenClient, register"
+    )
+
+    assert "orchestrator.client" in loaded
+    assert sorted(m for m in loaded if _under(m, *SERVER_LIBRARIES)) == []
+
+
+def test_the_client_imports_only_the_api_schema_and_the_errors() -> None:
+    used = _imports_of(ROOT / "orchestrator" / "client.py", type_only_too=False)
+
+    assert (
+        sorted(
+            m
+            for m in used
+            if _under(m, "orchestrator")
+            and not _under(m, "orchestrator.api.schema", "orchestrator.errors")
+        )
+        == []
+    )
+
+
+def test_the_api_reaches_tables_and_the_broker_only_through_their_layers() -> None:
+    used = _imports_of(*sorted((ROOT / "orchestrator" / "api").glob("*.py")))
+
+    assert (
+        sorted(
+            m
+            for m in used
+            if _under(m, "orchestrator.storage.tables", "aio_pika", "aiormq", "pamqp")
+        )
+        == []
+    )

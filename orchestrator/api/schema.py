@@ -1,0 +1,257 @@
+"""What the API answers and accepts: plain msgspec structs, the contract the server and the
+Python client share.
+
+The client imports this module alone, so it stays light: msgspec, the DSL's types and the
+failure struct, never SQLAlchemy, aio-pika, Litestar, OpenTelemetry or Prometheus
+(tests/unit/test_layers.py checks it). The persistence layer builds the row types below; the
+API's builders live in `orchestrator.api.views`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+
+from orchestrator.definitions.model import Version
+
+# The module itself, not the `orchestrator.messaging` package: only msgspec behind it.
+from orchestrator.messaging.failure import Failure
+
+__all__ = [
+    "MAX_ID",
+    "STORABLE_TEXT",
+    "BreakerView",
+    "CancelBody",
+    "CompensationView",
+    "CorrelationKey",
+    "DeadLetterDetail",
+    "DeadLetterList",
+    "DeadLetterRow",
+    "DefinitionList",
+    "DefinitionSummary",
+    "DefinitionVersions",
+    "Failure",
+    "HistoryPage",
+    "HistoryRow",
+    "InstanceList",
+    "InstanceRow",
+    "InstanceView",
+    "PoolList",
+    "PoolView",
+    "Readiness",
+    "RegisterResponse",
+    "StartBody",
+    "StartResponse",
+    "StepView",
+    "StoredDefinition",
+]
+
+MAX_ID = 2**53 - 1
+"""Ids of bigint columns (dead letters) the API accepts: far past any id the table will reach,
+read exactly by every JSON client, and exact in the OpenAPI document (which holds floats)."""
+STORABLE_TEXT = "^[^\\x00]*$"
+"""Postgres text cannot hold a NUL character: a value with one is refused (422), in the schema."""
+CorrelationKey = Annotated[str, msgspec.Meta(max_length=200, pattern=STORABLE_TEXT)]
+
+
+# ---- instances ------------------------------------------------------------------------------
+
+
+class StartBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /v1/sagas/{name}`."""
+
+    input: Any = msgspec.field(default_factory=dict)
+    """The saga's input; must satisfy the definition's input schema."""
+    version: Version | None = None
+    """Pin a definition version; the latest when omitted."""
+    instance_id: UUID | None = None
+    """Choose the instance id yourself: starting twice with it is idempotent."""
+    correlation_key: CorrelationKey | None = None
+    """A free key (an order number…) to find the instance by later."""
+
+
+class StartResponse(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    saga: str
+    version: int
+    status: str
+    created_at: datetime
+
+
+class CompensationView(msgspec.Struct, frozen=True, kw_only=True):
+    command: str
+    pool: str
+    attempts: int
+    error: Failure | None
+    compensated_at: datetime | None
+
+
+class StepView(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    pool: str
+    command: str
+    status: str
+    attempts: int
+    result: Any
+    error: Failure | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    compensation: CompensationView | None
+
+
+class InstanceView(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    saga: str
+    version: int
+    status: str
+    input: Any
+    failure: Failure | None
+    created_at: datetime
+    updated_at: datetime
+    steps: list[StepView]
+
+
+class InstanceRow(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    saga: str
+    version: int
+    status: str
+    correlation_key: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class InstanceList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[InstanceRow]
+    next_cursor: str | None
+    """Pass as `cursor` for the next (older) page; null on the last page."""
+
+
+class HistoryRow(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    type: str
+    step: str | None
+    phase: str | None
+    attempt: int | None
+    pool: str | None
+    recorded_at: datetime
+    data: dict[str, Any]
+
+
+class HistoryPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[HistoryRow]
+    next_after_seq: int | None
+    """Pass as `after_seq` for the next page; null on the last page."""
+
+
+class CancelBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(pattern=STORABLE_TEXT)] = "cancelled by request"
+
+
+# ---- definitions ----------------------------------------------------------------------------
+
+
+class DefinitionSummary(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    latest_version: int
+    versions: list[int]
+    registered_at: datetime
+
+
+class DefinitionList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[DefinitionSummary]
+
+
+class StoredDefinition(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    content_hash: str
+    registered_at: datetime
+    body: dict[str, Any]
+
+
+class DefinitionVersions(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    versions: list[StoredDefinition]
+
+
+class RegisterResponse(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    version: int
+    content_hash: str
+    outcome: str
+    """`created` or `unchanged`."""
+
+
+# ---- pools and health -----------------------------------------------------------------------
+
+
+class BreakerView(msgspec.Struct, frozen=True, kw_only=True):
+    state: str
+    """`closed` (commands flow), `open` (they wait in the outbox), `half_open` (one probe)."""
+    changed_at: datetime | None
+    calls: int
+    """Attempts that ended since the last change (within the window)."""
+    failures: int
+    failure_rate: float
+    """Threshold: opens at this share of failed attempts…"""
+    min_calls: int
+    """…out of at least this many."""
+    open_seconds: float
+
+
+class PoolView(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    queue: str
+    ready: int | None
+    """Commands waiting in the queue; null when the queue does not exist yet."""
+    consumers: int | None
+    """Consumers attached (each worker process holds one per pool it serves)."""
+    in_flight: int
+    """Commands dispatched whose reply has not been applied yet."""
+    dispatched_recently: int
+    failed_recently: int
+    """Attempts that failed (any reason) within the window."""
+    window_seconds: int
+    breaker: BreakerView
+
+
+class PoolList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[PoolView]
+
+
+class Readiness(msgspec.Struct, frozen=True, kw_only=True):
+    status: str
+    database: str
+    broker: str
+
+
+# ---- dead letters ---------------------------------------------------------------------------
+
+
+class DeadLetterRow(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    message_id: str | None
+    kind: str | None
+    """`command`, `reply`, or null when the body did not decode."""
+    instance_id: UUID | None
+    reason: str
+    origin_exchange: str | None
+    origin_routing_key: str | None
+    origin_queue: str | None
+    received_at: datetime
+    replayed_at: datetime | None
+
+
+class DeadLetterDetail(DeadLetterRow, frozen=True, kw_only=True):
+    body: str
+    """The message body as text (invalid UTF-8 replaced)."""
+    headers: dict[str, Any]
+
+
+class DeadLetterList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[DeadLetterRow]
+    next_before_id: int | None
+    """Pass as `before_id` for the next (older) page; null on the last page."""
