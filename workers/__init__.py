@@ -12,5 +12,6 @@ This package never imports the engine; it shares only the wire format and the st
 """
 
 from workers.app import Handler, HandlerError, StepContext, StepFailed, Worker
+from workers.testing import SagaHarness
 
-__all__ = ["Handler", "HandlerError", "StepContext", "StepFailed", "Worker"]
+__all__ = ["Handler", "HandlerError", "SagaHarness", "StepContext", "StepFailed", "Worker"]
