@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from examples.orders.saga import order_saga
 from examples.orders.workers import ledger, worker
 from orchestrator.storage.database import create_engine
+from tests.unit.test_docs import examples
 from workers import StepContext, Worker
 from workers.testing import Fail, SagaHarness, SagaResult
 
@@ -138,3 +139,14 @@ async def test_a_failing_handler_s_writes_are_rolled_back(
     assert result.status == "completed"
     assert result.attempts["write"] == 3
     assert await ledger_of(business, result.instance_id) == ["try 3"]
+
+
+async def test_the_database_example_of_docs_testing_md_runs(
+    database: str, business: AsyncEngine
+) -> None:
+    """tests/unit/test_docs.py only defines its test (it needs a database): run it here."""
+    [code] = [code for where, code in examples(live=False) if "database_url=database" in code]
+    namespace: dict[str, Any] = {"__name__": "docs_testing_database_example"}
+    exec(compile(code, "docs/testing.md", "exec"), namespace)
+
+    await namespace["test_a_refused_charge_releases_stock_then_credit"](database, business)
