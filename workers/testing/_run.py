@@ -101,6 +101,8 @@ class _Wire:
 
 
 class Run:
+    """One instance of one saga, from its start until nothing is left to do."""
+
     def __init__(
         self,
         definition: Saga,
