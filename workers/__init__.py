@@ -1,4 +1,4 @@
-"""Warren workers: write step handlers, run them as a pool.
+"""Warren workers: write step handlers, run them as a pool, test them with the harness.
 
     from workers import StepContext, StepFailed, Worker
 
@@ -8,11 +8,14 @@
     async def reserve_credit(ctx: StepContext) -> dict[str, int]:
         ...
 
-This package never imports the engine; it shares only the wire format and the storage plumbing.
+A worker process never loads the engine's logic: it shares the wire format (which speaks the
+engine's vocabulary) and the storage plumbing. Only the test harness (`workers.testing`) runs
+the engine, and it imports it when a test runs a saga.
 """
 
 from orchestrator.messaging.envelope import Phase
 from workers.app import Handler, HandlerError, NoSession, StepContext, StepFailed, Worker
+from workers.testing import SagaHarness
 
 # Grouped by what a user does with the names, so not alphabetical as a whole.
 __all__ = [  # noqa: RUF022
@@ -21,6 +24,8 @@ __all__ = [  # noqa: RUF022
     "Phase",
     "StepContext",
     "Worker",
+    # testing them
+    "SagaHarness",
     # errors
     "HandlerError",
     "NoSession",

@@ -238,7 +238,7 @@ class WorkerRunner:
             )
             await self._reply_directly(message, ReplyPayload(ok=False, failure=failure))
             return "unknown_command"
-        payload = await _run_handler(spec, _context(message, None), pool)
+        payload = await run_handler(spec, step_context(message, None), pool)
         await self._reply_directly(message, payload)
         return _outcome(payload)
 
@@ -313,7 +313,7 @@ async def _apply_effect(
     if stored is not None:
         await savepoint.commit()
         return ReplyPayload(ok=True, result=stored.result)
-    payload = await _run_handler(spec, _context(command, session), pool)
+    payload = await run_handler(spec, step_context(command, session), pool)
     if not payload.ok:
         await savepoint.rollback()
         return payload
@@ -349,7 +349,8 @@ async def _claim_effect(conn: AsyncConnection, consumer: str, key: str) -> _Stor
     return _StoredResult(msgspec.json.decode(stored) if stored is not None else None)
 
 
-def _context(message: Command, session: AsyncSession | None) -> StepContext:
+def step_context(message: Command, session: AsyncSession | None) -> StepContext:
+    """What a handler sees of `message` (the test harness builds it the same way)."""
     return StepContext(
         instance_id=message.instance_id,
         saga=message.saga,
@@ -373,9 +374,9 @@ def _outcome(payload: ReplyPayload) -> str:
     return "failed" if payload.failure is None or payload.failure.retryable else "failed_for_good"
 
 
-async def _run_handler(spec: HandlerSpec, ctx: StepContext, pool: str) -> ReplyPayload:
+async def run_handler(spec: HandlerSpec, ctx: StepContext, pool: str) -> ReplyPayload:
     """Run the user's handler in a span of its own (theirs nest inside) and turn its outcome
-    into a reply: failures travel as data."""
+    into a reply: failures travel as data. The test harness runs handlers through it too."""
     kind = "step" if ctx.phase == "forward" else "compensation"
     with tracing.span(
         f"{kind} {ctx.command}",

@@ -1,0 +1,103 @@
+"""`warren simulate`: the path a saga definition would take, from the engine alone.
+
+No servers, no workers: the test harness (`workers.testing`) runs the definition with every
+step succeeding with an empty result, except the --fail-at step, which fails for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import click
+
+from orchestrator.cli import render
+from orchestrator.cli.operate import _read_input, json_option
+
+if TYPE_CHECKING:
+    from orchestrator.definitions import Saga
+    from workers.testing import SagaResult
+
+
+@click.command()
+@click.argument("saga_ref", metavar="SAGA_REF")
+@click.option("--fail-at", "fail_at", metavar="STEP", help="Fail this step for good.")
+@click.option(
+    "--input", "input_", default="{}", show_default=True, help="JSON input, or @file.json."
+)
+@json_option
+def simulate(saga_ref: str, fail_at: str | None, input_: str, as_json: bool) -> None:
+    """Print the path the saga SAGA_REF (MODULE:ATTR) would take: its steps, its compensations
+    and its history, with every step succeeding unless --fail-at names it."""
+    from orchestrator.cli import _user_errors
+    from orchestrator.service.registry import import_sagas
+    from workers.testing import FailForGood, SagaHarness
+
+    payload = _read_input(input_)
+    with _user_errors():
+        saga = _one(saga_ref, import_sagas(saga_ref))
+    names = [step.name for step in saga.steps]
+    if fail_at is not None and fail_at not in names:
+        raise click.BadParameter(
+            f"saga {saga.name!r} has no step {fail_at!r} (its steps: {', '.join(names)})",
+            param_hint="--fail-at",
+        )
+    script = (
+        [FailForGood(step=fail_at, type="SimulatedFailure", message=f"--fail-at {fail_at}")]
+        if fail_at is not None
+        else []
+    )
+    with _user_errors():
+        result = asyncio.run(SagaHarness(saga).run(input=payload, script=script))
+    if as_json:
+        render.emit_json(
+            {
+                "saga": saga.name,
+                "version": saga.version,
+                "status": result.status,
+                "path": result.path,
+                "compensated": result.compensated,
+                "failure": result.failure,
+                "history": result.events,
+            }
+        )
+        return
+    _show(saga, result)
+
+
+def _one(reference: str, sagas: list[Saga]) -> Saga:
+    from orchestrator.service.registry import ImportTargetError
+
+    if len(sagas) != 1:
+        listed = ", ".join(saga.name for saga in sagas)
+        raise ImportTargetError(
+            f"{reference} names {len(sagas)} sagas ({listed}); simulate takes one: name a "
+            "single Saga"
+        )
+    return sagas[0]
+
+
+def _show(saga: Saga, result: SagaResult) -> None:
+    from orchestrator.persistence.queries import HistoryRow
+
+    click.echo(f"{saga.name} v{saga.version}  {render.status(result.status)}")
+    if result.failure is not None:
+        click.echo(f"failure: {render.failure(result.failure)}")
+    click.echo(f"path: {' → '.join(result.path) or '-'}")
+    click.echo(f"compensated: {' → '.join(result.compensated) or '-'}")
+    click.echo()
+    render.history(
+        [
+            HistoryRow(
+                seq=event.seq,
+                type=event.type,
+                step=event.step,
+                phase=event.phase.value if event.phase is not None else None,
+                attempt=event.attempt,
+                pool=event.pool,
+                recorded_at=event.at,
+                data=event.data,
+            )
+            for event in result.events
+        ]
+    )

@@ -1,0 +1,207 @@
+"""Test a saga and its handlers in pytest, in milliseconds: no RabbitMQ, no Warren database.
+
+    from workers.testing import Fail, FailForGood, SagaHarness
+
+    harness = SagaHarness(trip, worker)
+    result = await harness.run(input={"traveller": "ada"}, script=[FailForGood(step="charge_card")])
+    assert result.status == "compensated"
+    assert result.compensated == ["book_hotel", "book_flight"]
+
+One process runs the real engine (`decide`) and your handlers, as written, over an in-memory
+transport: commands and replies are encoded and decoded as on the wire, each handler gets a
+`StepContext` built as the worker runtime builds it, and its result or exception becomes the
+reply the runtime would send. Time is virtual: when nothing is in flight the clock jumps to
+the next timer (a retry, a timeout, a delay, the deadline), so a saga that would take minutes
+runs at once.
+
+A *script* changes what happens without touching handler code: `Fail` (retryable, n times),
+`FailForGood` (a business failure), `TimeOut` (no reply: the step's timeout fires), each for a
+step or (``compensation=True``) its compensation, and `Cancel` (an operator's cancel at a
+given point). Handlers registered as transactional get ``ctx.session`` on a real database when
+the harness is given ``database_url=``: one transaction per handler call, committed when it
+succeeds and rolled back when it raises, as in a worker.
+
+The engine is imported when a harness runs, not when this module is: ``import workers`` stays
+free of the orchestrator's engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from orchestrator.errors import WarrenError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from uuid import UUID
+
+    from orchestrator.definitions import Saga
+    from orchestrator.engine import HistoryEvent, InstanceState, SagaStatus
+    from orchestrator.messaging.failure import Failure
+    from workers.app import Worker
+
+__all__ = [
+    "Cancel",
+    "Fail",
+    "FailForGood",
+    "HarnessError",
+    "Outcome",
+    "SagaHarness",
+    "SagaResult",
+    "TimeOut",
+]
+
+
+class HarnessError(WarrenError):
+    """The test cannot run as written (a script naming an unknown step, a handler that needs a
+    database the harness was not given, a saga that never ends…); the message says what to do."""
+
+
+# ---- the script ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Fail:
+    """The step's first `times` attempts fail, retryably, without running the handler (as if
+    it raised): the step's retry policy decides what follows. Later attempts run the handler."""
+
+    step: str
+    times: int | None = 1
+    """How many attempts fail; None: every attempt (the step fails once its retries run out)."""
+    compensation: bool = False
+    """Fail the step's compensation instead of the step."""
+    type: str = "ScriptedFailure"
+    """The failure's type, as the engine and the history see it."""
+    message: str = "failed by the test's script"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FailForGood:
+    """The step's next attempt fails for good, as if the handler raised `StepFailed`: no retry;
+    the saga compensates (or, for a compensation, ends `failed`)."""
+
+    step: str
+    type: str = "StepFailed"
+    """The failure's type (e.g. ``CardDeclined``), as ``StepFailed(..., type=...)`` gives it."""
+    message: str = "failed for good by the test's script"
+    compensation: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TimeOut:
+    """The step's first `times` attempts never reply: their timeout fires (the step needs a
+    ``timeout_seconds``, or its compensation one, for this to end)."""
+
+    step: str
+    times: int | None = 1
+    """How many attempts are lost; None: every attempt."""
+    compensation: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Cancel:
+    """Cancel the instance (as `warren cancel` does) at a point of its run."""
+
+    step: str
+    at: Literal["dispatched", "succeeded"] = "succeeded"
+    """``succeeded``: right after `step`'s success is applied (the command of the step after
+    it is out by then, as when a real cancel arrives at that moment). ``dispatched``: once
+    `step`'s first command is out, before its handler runs. A step that succeeds after the
+    cancel is compensated too."""
+    reason: str = "cancelled by the test's script"
+
+
+Outcome: TypeAlias = Fail | FailForGood | TimeOut | Cancel
+"""One line of a script."""
+
+
+# ---- the result ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SagaResult:
+    """How a run ended, read from the instance's snapshot and history."""
+
+    instance_id: UUID
+    status: SagaStatus
+    """The instance's status: compare with a string (``result.status == "compensated"``).
+    Not terminal when the saga waits for something that never comes (a lost reply with no
+    timeout)."""
+    path: list[str]
+    """Steps in the order they ran (first dispatched), the one that failed included."""
+    compensated: list[str]
+    """Steps whose compensation succeeded, in the order they were undone."""
+    results: dict[str, Any]
+    """Each succeeded step's result, by step name."""
+    attempts: dict[str, int]
+    """Attempts each step that ran took (its compensation's are in `instance`)."""
+    failure: Failure | None
+    """Why the saga left the happy path (the first cause)."""
+    history: list[str]
+    """The history's event types, in sequence order (``saga_started``, ``step_dispatched``…)."""
+    events: list[HistoryEvent]
+    """The history itself: each event with its step, phase, attempt, time and data."""
+    instance: InstanceState
+    """The final snapshot, as Warren would store it."""
+    elapsed_seconds: float
+    """Virtual time the run took: retry delays, timeouts and step delays add up here."""
+
+
+# ---- the harness --------------------------------------------------------------------------------
+
+
+class SagaHarness:
+    """Runs one saga definition against a `Worker`'s handlers, in memory.
+
+    `worker` None runs the definition alone: every command succeeds with an empty result
+    unless the script says otherwise (`warren simulate` does this). `database_url` (a
+    ``postgresql://`` URL of a database where the handlers' tables exist) gives transactional
+    handlers a real ``ctx.session``; without it, a handler that uses the session stops the run
+    with a `HarnessError` saying so. `start` is the virtual clock's first reading (now, by
+    default).
+    """
+
+    def __init__(
+        self,
+        saga: Saga,
+        worker: Worker | None = None,
+        *,
+        database_url: str | None = None,
+        start: datetime | None = None,
+    ) -> None:
+        self.saga = saga
+        self.worker = worker
+        self.database_url = database_url
+        self.start = start
+        if worker is not None:
+            _check_handlers(saga, worker)
+
+    async def run(
+        self,
+        *,
+        input: Any,
+        script: Sequence[Outcome] = (),
+        instance_id: UUID | None = None,
+    ) -> SagaResult:
+        """Start an instance with `input` and run it until it ends (or can go no further)."""
+        from workers.testing._run import Run  # the engine, loaded only when a harness runs
+
+        run = Run(
+            self.saga,
+            self.worker,
+            script,
+            database_url=self.database_url,
+            now=self.start or datetime.now(UTC),
+        )
+        return await run.to_the_end(input, instance_id)
+
+
+def _check_handlers(saga: Saga, worker: Worker) -> None:
+    """Every command the saga sends has a handler: say which do not now, not mid-run."""
+    from workers.check import check, missing_message
+
+    missing = check([saga], worker).missing
+    if missing:
+        raise HarnessError("; ".join(missing_message(found, worker.name) for found in missing))

@@ -1,0 +1,370 @@
+"""One harness run: the real engine and the worker runtime's handler path, over an in-memory
+wire, on a virtual clock.
+
+The loop mirrors the processes: the orchestrator side applies an event with `decide`, turns the
+transition's dispatches into commands as the shell does (`persistence.instances`), and keeps
+its timers; the worker side decodes a command, runs the handler as `workers.runtime` does and
+encodes the reply; the orchestrator decodes the reply and applies it. When nothing is in
+flight, the clock jumps to the next timer.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from orchestrator.engine import (
+    Cancel as CancelEvent,
+)
+from orchestrator.engine import (
+    Phase,
+    Start,
+    StepReply,
+    TimerFired,
+    TimerKind,
+    decide,
+    new_instance,
+)
+from orchestrator.messaging.envelope import (
+    Command,
+    Reply,
+    ReplyPayload,
+    decode,
+    encode,
+    new_message_id,
+    reply_to,
+)
+from orchestrator.messaging.failure import Failure
+from orchestrator.messaging.topology import REPLY_ROUTING_KEY, Topology
+from orchestrator.persistence.instances import _command_message
+from orchestrator.service.orchestrator import _as_event
+from orchestrator.storage.database import create_engine
+from workers.app import Handler, HandlerSpec, NoSession
+from workers.runtime import run_handler, step_context
+from workers.testing import (
+    Cancel,
+    Fail,
+    FailForGood,
+    HarnessError,
+    SagaResult,
+    TimeOut,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from uuid import UUID
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from orchestrator.definitions import Saga, Step
+    from orchestrator.engine import Event, HistoryEvent, InstanceState, ScheduleTimer
+    from workers.app import StepContext, Worker
+    from workers.testing import Outcome
+
+# Far more messages and timers than any sane saga needs: past it, the saga loops.
+_MAX_EVENTS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    """One message on the in-memory wire, as the broker would carry it."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+
+
+@dataclass(slots=True)
+class _Wire:
+    """Stands in for RabbitMQ: what is published is delivered in order, each message once."""
+
+    topology: Topology
+    queue: deque[_Delivery] = field(default_factory=deque)
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: UUID,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        """The `Broker.publish` signature: the harness publishes as the relay does."""
+        self.queue.append(_Delivery(exchange, routing_key, body))
+
+
+class Run:
+    """One instance of one saga, from its start until nothing is left to do."""
+
+    def __init__(
+        self,
+        definition: Saga,
+        worker: Worker | None,
+        script: Sequence[Outcome],
+        *,
+        database_url: str | None,
+        now: datetime,
+    ) -> None:
+        self.definition = definition
+        self.worker = worker
+        self.database_url = database_url
+        self.database: AsyncEngine | None = None
+        self.started_at = self.now = now
+        self.wire = _Wire(Topology(namespace="harness"))
+        self.timers: list[tuple[datetime, int, ScheduleTimer]] = []
+        self.order = itertools.count()  # timers due at once fire in the order they were set
+        self.history: list[HistoryEvent] = []
+        self.state: InstanceState
+        self.outcomes, self.cancels = _compile(definition, script)
+
+    async def to_the_end(self, input: Any, instance_id: UUID | None) -> SagaResult:
+        self.state = new_instance(self.definition, instance_id or new_message_id(), input, self.now)
+        try:
+            await self.apply(Start(input=input))
+            for _ in range(_MAX_EVENTS):
+                if not await self.step():
+                    return self.result()
+        finally:
+            if self.database is not None:
+                await self.database.dispose()
+        raise HarnessError(
+            f"saga {self.definition.name!r} was still going after {_MAX_EVENTS} messages and "
+            "timers: does the script fail a step forever with a retry policy that never ends?"
+        )
+
+    async def step(self) -> bool:
+        """Deliver the next message, or fire the next timer when none is in flight; False when
+        nothing is left to do."""
+        if self.wire.queue:
+            delivery = self.wire.queue.popleft()
+            if delivery.exchange == self.wire.topology.commands_exchange:
+                await self.work(delivery)
+            else:
+                reply = decode(delivery.body)
+                assert isinstance(reply, Reply)
+                await self.apply(_as_event(reply), causation_id=reply.id)
+            return True
+        if self.state.status.terminal or not self.timers:
+            return False  # a finished saga's timers would change nothing
+        due, _, timer = heapq.heappop(self.timers)
+        self.now = max(self.now, due)
+        event = TimerFired(
+            kind=timer.kind, step=timer.step, phase=timer.phase, attempt=timer.attempt
+        )
+        await self.apply(event)
+        return True
+
+    # ---- the orchestrator's side --------------------------------------------------------------
+
+    async def apply(self, event: Event, *, causation_id: UUID | None = None) -> None:
+        transition = decide(self.definition, self.state, event, self.now)
+        self.state = transition.instance
+        self.history += transition.history
+        if isinstance(event, StepReply):
+            # As the shell does: the attempt replied, its timeout has nothing left to do.
+            self.timers = [
+                item
+                for item in self.timers
+                if not (
+                    item[2].kind is TimerKind.TIMEOUT
+                    and (item[2].step, item[2].phase, item[2].attempt)
+                    == (event.step, event.phase, event.attempt)
+                )
+            ]
+            heapq.heapify(self.timers)
+        for timer in transition.timers:
+            heapq.heappush(self.timers, (timer.due_at, next(self.order), timer))
+        for dispatch in transition.dispatches:
+            message = _command_message(self.state, dispatch, self.wire.topology, causation_id, None)
+            await self.wire.publish(
+                message.exchange,
+                message.routing_key,
+                message.body,
+                message_id=message.message_id,
+                headers=message.headers,
+            )
+        for cancel in self.cancels_due(transition.history):
+            await self.apply(CancelEvent(reason=cancel.reason))
+
+    def cancels_due(self, history: Sequence[HistoryEvent]) -> list[Cancel]:
+        due = []
+        for event in history:
+            at = {"step_dispatched": "dispatched", "step_succeeded": "succeeded"}.get(event.type)
+            for cancel in list(self.cancels):
+                if at == cancel.at and event.step == cancel.step:
+                    self.cancels.remove(cancel)
+                    due.append(cancel)
+        return due
+
+    # ---- the worker's side --------------------------------------------------------------------
+
+    async def work(self, delivery: _Delivery) -> None:
+        command = decode(delivery.body)
+        assert isinstance(command, Command)
+        scripted = self.outcomes.get((command.step, command.phase))
+        if scripted is not None and scripted.pending():
+            payload = scripted.take()
+            if payload is None:
+                return  # lost: the attempt's timeout will fire
+        else:
+            payload = await self.handle(command, delivery.routing_key)
+        reply = reply_to(command, payload)
+        await self.wire.publish(
+            self.wire.topology.replies_exchange,
+            REPLY_ROUTING_KEY,
+            encode(reply),
+            message_id=reply.id,
+        )
+
+    async def handle(self, command: Command, pool: str) -> ReplyPayload:
+        """Run the handler as the worker runtime does; no worker: an empty success."""
+        spec = self.worker.lookup(pool, command.command) if self.worker is not None else None
+        if spec is None:  # only without a worker: the harness checked the app's handlers
+            return ReplyPayload(ok=True, result={})
+        missing: list[NoSession] = []
+        guarded = replace(spec, fn=_noting_missing_session(spec, missing))
+        if not spec.transactional or self.database_url is None:
+            payload = await run_handler(guarded, step_context(command, None), pool)
+        else:
+            if self.database is None:
+                self.database = create_engine(self.database_url, pool_size=1)
+            async with AsyncSession(self.database) as session:
+                # One transaction per handler call: its writes commit with its success.
+                payload = await run_handler(guarded, step_context(command, session), pool)
+                if payload.ok:
+                    await session.commit()
+                else:
+                    await session.rollback()
+        if missing:
+            what = f"the handler for {command.command!r} on pool {pool!r} uses ctx.session"
+            raise HarnessError(
+                f"{what}, but it is registered with transactional=False: it gets no session "
+                "(register it transactional, the default, to write in the step's transaction)"
+                if not spec.transactional
+                else f"{what} and the harness has no database: pass database_url= to "
+                "SagaHarness (a database where the handler's tables exist), or register the "
+                "handler with transactional=False if it needs no session"
+            ) from missing[0]
+        return payload
+
+    # ---- the result -------------------------------------------------------------------------
+
+    def result(self) -> SagaResult:
+        state = self.state
+        path = list(dict.fromkeys(e.step for e in self.history if e.type == "step_dispatched"))
+        return SagaResult(
+            instance_id=state.id,
+            status=state.status,
+            path=[step for step in path if step is not None],
+            compensated=[
+                e.step
+                for e in self.history
+                if e.type == "compensation_succeeded" and e.step is not None
+            ],
+            results=state.results(),
+            attempts={name: state.steps[name].attempt for name in path if name is not None},
+            failure=state.failure,
+            history=[e.type for e in self.history],
+            events=list(self.history),
+            instance=state,
+            elapsed_seconds=(self.now - self.started_at) / timedelta(seconds=1),
+        )
+
+
+def _noting_missing_session(spec: HandlerSpec, missing: list[NoSession]) -> Handler:
+    """`spec`'s handler, noting a `NoSession` it raises (the runtime turns it into a retryable
+    failure; the harness stops the run to say what the test lacks)."""
+
+    async def handler(ctx: StepContext) -> Any:
+        try:
+            return await spec.fn(ctx)
+        except NoSession as exc:
+            missing.append(exc)
+            raise
+
+    return handler
+
+
+@dataclass(slots=True)
+class _Scripted:
+    """A step phase's scripted replies, in attempt order: each (reply, attempts it answers;
+    None: every one from then on). A reply of None is no reply at all."""
+
+    lines: deque[tuple[ReplyPayload | None, int | None]] = field(default_factory=deque)
+
+    def pending(self) -> bool:
+        return bool(self.lines)
+
+    def take(self) -> ReplyPayload | None:
+        reply, times = self.lines[0]
+        if times is not None:
+            if times == 1:
+                self.lines.popleft()
+            else:
+                self.lines[0] = (reply, times - 1)
+        return reply
+
+
+def _compile(
+    definition: Saga, script: Sequence[Outcome]
+) -> tuple[dict[tuple[str, Phase], _Scripted], list[Cancel]]:
+    """Each step phase's scripted replies and the cancels; a line that names what the saga
+    does not have is refused here."""
+    outcomes: dict[tuple[str, Phase], _Scripted] = {}
+    cancels: list[Cancel] = []
+    for line in script:
+        step = _step(definition, line.step)
+        if isinstance(line, Cancel):
+            cancels.append(line)
+            continue
+        phase = Phase.COMPENSATE if line.compensation else Phase.FORWARD
+        _check_phase(step, phase, line)
+        scripted = outcomes.setdefault((step.name, phase), _Scripted())
+        if isinstance(line, FailForGood):
+            failure = Failure(type=line.type, message=line.message, retryable=False)
+            scripted.lines.append((ReplyPayload(ok=False, failure=failure), 1))
+        elif isinstance(line, Fail):
+            failure = Failure(type=line.type, message=line.message, retryable=True)
+            scripted.lines.append((ReplyPayload(ok=False, failure=failure), line.times))
+        else:
+            scripted.lines.append((None, line.times))
+    return outcomes, cancels
+
+
+def _step(definition: Saga, name: str) -> Step:
+    names = [step.name for step in definition.steps]
+    if name not in names:
+        raise HarnessError(
+            f"the script names step {name!r}, which saga {definition.name!r} does not have "
+            f"(its steps: {', '.join(names)})"
+        )
+    return definition.step(name)
+
+
+def _check_phase(step: Step, phase: Phase, line: Fail | FailForGood | TimeOut) -> None:
+    if phase is Phase.COMPENSATE and step.compensation is None:
+        raise HarnessError(
+            f"the script fails the compensation of step {step.name!r}, which has none"
+        )
+    if isinstance(line, Fail | TimeOut) and line.times is not None and line.times < 1:
+        raise HarnessError(f"times must be 1 or more (or None for every attempt), not {line.times}")
+    timeout = (
+        step.timeout_seconds
+        if phase is Phase.FORWARD
+        else step.compensation.timeout_seconds
+        if step.compensation is not None
+        else None
+    )
+    if isinstance(line, TimeOut) and timeout is None:
+        what = "step" if phase is Phase.FORWARD else "compensation of step"
+        raise HarnessError(
+            f"TimeOut on the {what} {step.name!r}, which has no timeout_seconds: a lost reply "
+            "would be waited for forever; give it a timeout (or script Fail instead)"
+        )
