@@ -81,7 +81,7 @@ async def wait_no_consumers(stack: Stack, queues: list[str]) -> None:
     consumers of the next one starts from the truth)."""
 
     async def consumers() -> int:
-        return sum([await stack.probe._consumers_or_zero(queue) for queue in queues])
+        return sum([await stack.probe.consumers(queue) for queue in queues])
 
     await wait_for(consumers, lambda n: n == 0, timeout=10, what=f"no consumers on {queues}")
 
@@ -93,18 +93,14 @@ def pool_queues(stack: Stack) -> list[str]:
 async def start_worker(stack: Stack, *, crash_at: str | None = None) -> Proc:
     """One more example worker process, serving every pool; returns once it consumes them all."""
     before = {
-        pool: await stack.probe._consumers_or_zero(stack.topology.pool_queue(pool))
-        for pool in EXAMPLE_POOLS
+        pool: await stack.probe.consumers(stack.topology.pool_queue(pool)) for pool in EXAMPLE_POOLS
     }
     proc = stack.processes.worker(crash_at=crash_at)
 
     async def consuming() -> bool:
         assert proc.running, f"worker exited early:\n{proc.log()}"
         for pool in EXAMPLE_POOLS:
-            if (
-                await stack.probe._consumers_or_zero(stack.topology.pool_queue(pool))
-                <= before[pool]
-            ):
+            if await stack.probe.consumers(stack.topology.pool_queue(pool)) <= before[pool]:
                 return False
         return True
 
@@ -116,14 +112,14 @@ async def start_orchestrator(stack: Stack, *, crash_at: str | None = None) -> Pr
     """One more orchestrator; returns once it consumes the replies queue (or has crashed, for a
     crash point that fires before it gets there: the caller then sees the exit code)."""
     queue = stack.topology.orchestrator_queue
-    before = await stack.probe._consumers_or_zero(queue)
+    before = await stack.probe.consumers(queue)
     proc = stack.processes.orchestrator(crash_at=crash_at)
 
     async def consuming() -> bool:
         if not proc.running:
             assert crash_at is not None, f"orchestrator exited:\n{proc.log()}"
             return True
-        return await stack.probe._consumers_or_zero(queue) > before
+        return await stack.probe.consumers(queue) > before
 
     await wait_for(consuming, timeout=30, what="the orchestrator to consume replies")
     return proc

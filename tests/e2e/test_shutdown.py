@@ -79,8 +79,7 @@ async def waiters_on_gate(engine: AsyncEngine) -> int:
 async def start_worker(stack: Stack, app: str) -> Proc:
     """One more worker process of `app`; returns once it consumes every example pool."""
     before = {
-        pool: await stack.probe._consumers_or_zero(stack.topology.pool_queue(pool))
-        for pool in EXAMPLE_POOLS
+        pool: await stack.probe.consumers(stack.topology.pool_queue(pool)) for pool in EXAMPLE_POOLS
     }
     proc = stack.processes.worker(app)
 
@@ -88,7 +87,7 @@ async def start_worker(stack: Stack, app: str) -> Proc:
         assert proc.running, f"worker exited early:\n{proc.log()}"
         for pool in EXAMPLE_POOLS:
             queue = stack.topology.pool_queue(pool)
-            if await stack.probe._consumers_or_zero(queue) <= before[pool]:
+            if await stack.probe.consumers(queue) <= before[pool]:
                 return False
         return True
 
@@ -112,8 +111,7 @@ async def wait_no_consumers(stack: Stack) -> None:
 
     async def consumers() -> int:
         counts = [
-            await stack.probe._consumers_or_zero(stack.topology.pool_queue(pool))
-            for pool in EXAMPLE_POOLS
+            await stack.probe.consumers(stack.topology.pool_queue(pool)) for pool in EXAMPLE_POOLS
         ]
         return sum(counts)
 
@@ -129,8 +127,7 @@ async def wait_draining(stack: Stack) -> None:
 
     async def consumers() -> int:
         counts = [
-            await stack.probe._consumers_or_zero(stack.topology.pool_queue(pool))
-            for pool in idle_pools
+            await stack.probe.consumers(stack.topology.pool_queue(pool)) for pool in idle_pools
         ]
         return sum(counts)
 

@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,6 +85,16 @@ class Proc:
             )
 
 
+def all_alive(procs: list[Proc]) -> Callable[[], None]:
+    """An `alive` check for wait_for over several processes."""
+
+    def check() -> None:
+        for proc in procs:
+            proc.alive()
+
+    return check
+
+
 @dataclass
 class Processes:
     """Starts `warren` subcommands against one test's settings; kills them all at teardown."""
@@ -143,6 +155,21 @@ class Processes:
         for proc in self.procs:
             if proc.running:
                 proc.kill()
+
+    def terminate_all(self, grace: float) -> list[Proc]:
+        """SIGTERM every process, then SIGKILL those still running after `grace` seconds;
+        returns those (hung on shutdown)."""
+        for proc in self.procs:
+            proc.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        hung = []
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                hung.append(proc)
+                proc.kill()
+        return hung
 
     def logs(self) -> str:
         return "\n".join(
