@@ -25,7 +25,7 @@ from orchestrator.storage.database import create_engine
 from orchestrator.storage.migrate import upgrade
 from tests.support import services
 from tests.support.probes import CONSUMER_PATIENCE_SECONDS, EXAMPLE_POOLS, Probe, answers
-from tests.support.processes import Processes, all_alive, free_port
+from tests.support.processes import Proc, Processes, all_alive, free_port
 from tests.support.waiting import wait_for
 
 _counter = itertools.count(1)
@@ -170,6 +170,27 @@ class Stack:
         proc = self.processes.worker(app, crash_at=crash_at)
         for pool in EXAMPLE_POOLS:
             await self.probe.wait_consumers(self.topology.pool_queue(pool), alive=proc.alive)
+
+    async def another_worker(
+        self, app: str = "examples.orders.workers:worker", *, crash_at: str | None = None
+    ) -> Proc:
+        """One more worker process of `app`; returns once it consumes every example pool (one
+        consumer more on each than before)."""
+        before = {queue: await self.probe.consumers(queue) for queue in self.pool_queues()}
+        proc = self.processes.worker(app, crash_at=crash_at)
+
+        async def consuming() -> bool:
+            assert proc.running, f"worker exited early:\n{proc.log()}"
+            for queue, count in before.items():
+                if await self.probe.consumers(queue) <= count:
+                    return False
+            return True
+
+        await wait_for(consuming, timeout=30, what="the worker to consume every pool")
+        return proc
+
+    def pool_queues(self, pools: tuple[str, ...] = EXAMPLE_POOLS) -> list[str]:
+        return [self.topology.pool_queue(pool) for pool in pools]
 
     async def up(self) -> None:
         await self.api()

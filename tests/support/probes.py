@@ -69,6 +69,19 @@ class QueueProbe:
             alive=alive,
         )
 
+    async def wait_no_consumers(
+        self, queues: list[str], timeout: float = 10.0, *, what: str | None = None
+    ) -> None:
+        """Until the broker has dropped every consumer of `queues` (those of a process that is
+        gone, or that stopped consuming)."""
+
+        async def consumers() -> int:
+            return sum([await self.consumers(queue) for queue in queues])
+
+        await wait_for(
+            consumers, lambda n: n == 0, timeout=timeout, what=what or f"no consumers on {queues}"
+        )
+
     async def consumers(self, queue: str) -> int:
         """Consumers of `queue`; 0 while it does not exist yet."""
         try:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from tests.support.waiting import wait_for
+
 if TYPE_CHECKING:
     from orchestrator.config import Settings
 
@@ -93,6 +95,19 @@ def all_alive(procs: list[Proc]) -> Callable[[], None]:
             proc.alive()
 
     return check
+
+
+async def wait_exit(proc: Proc, within: float = 20.0) -> int:
+    """Until `proc` has exited; its exit code."""
+
+    async def returncode() -> int | None:
+        return proc.popen.poll()
+
+    code = await wait_for(
+        returncode, lambda c: c is not None, timeout=within, what=f"{proc.name} to exit"
+    )
+    assert code is not None
+    return code
 
 
 @dataclass

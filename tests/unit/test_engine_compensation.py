@@ -31,6 +31,15 @@ from tests.support.engine import (
 )
 
 
+def a_then_b_failing(comp: Compensation) -> Saga:
+    """a, undone by `comp`, then b, which fails at its only attempt."""
+    return Saga(
+        name="s",
+        version=1,
+        steps=(Step(name="a", pool="p", compensation=comp), Step(name="b", pool="p", retry=ONCE)),
+    )
+
+
 def four_steps() -> Saga:
     """a (comp) -> b (no comp) -> c (comp, own pool) -> d (comp); business failures fail at once."""
     return Saga(
@@ -151,12 +160,7 @@ def test_non_retryable_errors_of_a_compensation_fail_it_at_once() -> None:
             max_attempts=9, initial_interval_seconds=0, non_retryable_errors=("Gone",)
         ),
     )
-    definition = Saga(
-        name="s",
-        version=1,
-        steps=(Step(name="a", pool="p", compensation=comp), Step(name="b", pool="p", retry=ONCE)),
-    )
-    run = Run(definition)
+    run = Run(a_then_b_failing(comp))
     run.start()
     run.send(ok("a"))
     run.send(fail("b"))
@@ -195,12 +199,7 @@ def test_compensation_retry_with_delay_uses_a_timer() -> None:
     comp = Compensation(
         command="undo", retry=RetryPolicy(max_attempts=3, initial_interval_seconds=7)
     )
-    definition = Saga(
-        name="s",
-        version=1,
-        steps=(Step(name="a", pool="p", compensation=comp), Step(name="b", pool="p", retry=ONCE)),
-    )
-    run = Run(definition)
+    run = Run(a_then_b_failing(comp))
     run.start()
     run.send(ok("a"))
     run.send(fail("b"))
@@ -232,12 +231,7 @@ def test_compensation_timeout_counts_as_a_failed_attempt() -> None:
         timeout_seconds=5,
         retry=RetryPolicy(max_attempts=2, initial_interval_seconds=0),
     )
-    definition = Saga(
-        name="s",
-        version=1,
-        steps=(Step(name="a", pool="p", compensation=comp), Step(name="b", pool="p", retry=ONCE)),
-    )
-    run = Run(definition)
+    run = Run(a_then_b_failing(comp))
     run.start()
     run.send(ok("a"))
     t = run.send(fail("b"))
