@@ -23,11 +23,10 @@ from typing import Any
 
 import asyncpg
 
+from bench.runner import SERVERS
 from orchestrator.persistence.queries import InstanceFilter, list_instances
 from orchestrator.storage.database import create_engine
 from orchestrator.storage.migrate import upgrade
-
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 FILL = """
 INSERT INTO warren.instances (id, saga_name, saga_version, status, seq, state,
@@ -48,9 +47,8 @@ FROM generate_series(1, $2) AS n
 
 async def main(instances: int, runs: int) -> dict[str, Any]:
     name = f"warren_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN.rsplit("/", 1)[0] + "/" + name
+    await SERVERS.create_database(name)
+    url = SERVERS.database_url(name)
     try:
         await asyncio.to_thread(upgrade, url)
         conn = await asyncpg.connect(url)
@@ -67,8 +65,7 @@ async def main(instances: int, runs: int) -> dict[str, Any]:
             "queries": await _time_queries(url, now, runs),
         }
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await SERVERS.drop_database(name)
 
 
 async def _time_queries(url: str, now: datetime, runs: int) -> dict[str, Any]:

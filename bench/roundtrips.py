@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.scratch_servers() as (database_url, amqp_url),
     ):
         database = database_url.rsplit("/", 1)[1]
-        runner._admin(f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
+        runner.SERVERS.run_admin(f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
         stack = runner.Stack(database_url, amqp_url, Path(tmp))
         with runner.running_stack(stack):
             figures = asyncio.run(_measure(stack, args.log, database))

@@ -13,7 +13,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,20 +21,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aio_pika
-import asyncpg
 import httpx
 
 from bench.order3 import POOLS, SAGA_NAME, expected_status, order_input
-from orchestrator.messaging.topology import Topology
+from orchestrator.config import Settings
+from tests.support.probes import QueueProbe, answers
+from tests.support.processes import Proc, Processes, all_alive, free_port, run_warren, settings_env
+from tests.support.services import Servers
+from tests.support.waiting import wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from datetime import datetime
 
-ADMIN_DSN = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-AMQP_BASE = os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672")
-RABBITMQCTL = os.environ.get("BENCH_RABBITMQCTL", "rabbitmqctl")
+    import asyncpg
+
+SERVERS = Servers.from_env("BENCH_")
+"""BENCH_POSTGRES, BENCH_AMQP and BENCH_RABBITMQCTL say where the servers are."""
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = ("completed", "compensated", "failed")
 NAMESPACE = "bench"
@@ -47,32 +49,7 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-# ---- scratch database and vhost ------------------------------------------------------------
-
-
-def _dsn(database: str) -> str:
-    return f"{ADMIN_DSN.rsplit('/', 1)[0]}/{database}"
-
-
-def _admin(*statements: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(ADMIN_DSN)
-        try:
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-def _rabbitmqctl(*args: str) -> str:
-    if shutil.which(RABBITMQCTL) is None:
-        raise RuntimeError(f"{RABBITMQCTL} not found: the benchmark creates a vhost with it")
-    done = subprocess.run(  # noqa: S603 - a fixed command with our own arguments
-        [RABBITMQCTL, "-q", *args], check=True, capture_output=True, text=True, timeout=60
-    )
-    return done.stdout.strip()
+# ---- scratch database and vhost (the tests' helpers) --------------------------------------
 
 
 @contextlib.contextmanager
@@ -80,61 +57,26 @@ def scratch_servers() -> Iterator[tuple[str, str]]:
     """A fresh database and a fresh vhost, both removed on the way out: (database URL, AMQP URL)."""
     name = f"warren_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     log(f"creating database and vhost {name}")
-    _admin(f'CREATE DATABASE "{name}"')
+    SERVERS.run_admin(f'CREATE DATABASE "{name}"')
     try:
-        _rabbitmqctl("add_vhost", name)
+        amqp_url = SERVERS.create_vhost(name)
         try:
-            _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-            yield _dsn(name), f"{AMQP_BASE}/{name}"
+            yield SERVERS.database_url(name), amqp_url
         finally:
             with contextlib.suppress(Exception):
-                _rabbitmqctl("delete_vhost", name)
+                SERVERS.delete_vhost(name)
     finally:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        SERVERS.run_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         log(f"dropped database and vhost {name}")
 
 
-# ---- Warren's processes --------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _warren_command() -> list[str]:
-    script = Path(sys.executable).parent / "warren"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "orchestrator.cli"]
-
-
-@dataclass
-class Proc:
-    kind: str
-    """orchestrator, worker or api"""
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
-    def running(self) -> bool:
-        return self.popen.poll() is None
-
-    def tail(self, chars: int = 3000) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return text[-chars:]
+# ---- Warren's processes (the tests' Processes) ----------------------------------------------
 
 
 @dataclass
 class Stack:
-    """api + orchestrators + workers (per pool) as OS processes on one scratch database."""
+    """api + orchestrators + workers (per pool) as OS processes on one scratch database, with
+    Warren's default settings."""
 
     database_url: str
     amqp_url: str
@@ -142,55 +84,39 @@ class Stack:
     orchestrators: int = 1
     workers_per_pool: int = 1
     concurrency: int = 8
-    api_port: int = field(default_factory=_free_port)
-    procs: list[Proc] = field(default_factory=list)
+    settings: Settings = field(init=False)
+    processes: Processes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.settings = Settings(
+            database_url=self.database_url,
+            amqp_url=self.amqp_url,
+            namespace=NAMESPACE,
+            api_port=free_port(),
+        )
+        # The workers import bench.order3 from the repository.
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        self.processes = Processes(self.settings, self.log_dir, env={"PYTHONPATH": path})
 
     @property
-    def env(self) -> dict[str, str]:
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}
-        path = os.pathsep.join(p for p in (str(ROOT), inherited.get("PYTHONPATH")) if p)
-        return {
-            **inherited,
-            "PYTHONPATH": path,
-            "WARREN_DATABASE_URL": self.database_url,
-            "WARREN_AMQP_URL": self.amqp_url,
-            "WARREN_NAMESPACE": NAMESPACE,
-            "WARREN_API_HOST": "127.0.0.1",
-            "WARREN_API_PORT": str(self.api_port),
-        }
+    def procs(self) -> list[Proc]:
+        return self.processes.procs
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://127.0.0.1:{self.settings.api_port}"
 
     def run_once(self, *args: str) -> None:
-        done = subprocess.run(  # noqa: S603 - our own command line
-            [*_warren_command(), *args],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        env = {**settings_env(self.settings), **self.processes.env}
+        done = run_warren(env, *args, timeout=120, cwd=ROOT)
         if done.returncode != 0:
             raise RuntimeError(f"warren {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
 
-    def spawn(self, kind: str, name: str, *args: str) -> Proc:
-        log_path = self.log_dir / f"{len(self.procs):02d}-{name}.log"
-        with log_path.open("wb") as log_file:
-            popen = subprocess.Popen(  # noqa: S603 - our own command line
-                [*_warren_command(), *args],
-                # Each process serves its metrics on a port of its own, as in production.
-                env={**self.env, "WARREN_METRICS_PORT": str(_free_port())},
-                cwd=ROOT,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        proc = Proc(kind, name, popen, log_path)
-        self.procs.append(proc)
-        return proc
+    def spawn(self, name: str, *args: str) -> Proc:
+        # Each process serves its metrics on a port of its own, as in production.
+        return self.processes.start(
+            name, *args, env={"WARREN_METRICS_PORT": str(free_port())}, cwd=ROOT
+        )
 
     def start(self) -> None:
         log("warren migrate, register")
@@ -200,13 +126,12 @@ class Stack:
             f"starting api, {self.orchestrators} orchestrator(s), "
             f"{self.workers_per_pool} worker(s) per pool {', '.join(POOLS)}"
         )
-        self.spawn("api", "api", "api")
+        self.spawn("api", "api")
         for i in range(self.orchestrators):
-            self.spawn("orchestrator", f"orchestrator-{i + 1}", "orchestrator")
+            self.spawn(f"orchestrator-{i + 1}", "orchestrator")
         for pool in POOLS:
             for i in range(self.workers_per_pool):
                 self.spawn(
-                    "worker",
                     f"worker-{pool}-{i + 1}",
                     "worker",
                     "--app",
@@ -218,47 +143,39 @@ class Stack:
                 )
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.running:
-                os.kill(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.procs:
-            try:
-                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait(timeout=10)
+        self.processes.terminate_all(grace=15)
 
     def check_alive(self) -> None:
-        for proc in self.procs:
-            if not proc.running:
-                raise RuntimeError(f"{proc.name} exited early:\n{proc.tail()}")
+        all_alive(self.procs)()
 
     async def wait_ready(self, limit: float = 60.0) -> None:
-        topology = Topology(namespace=NAMESPACE)
+        topology = self.settings.topology
         wanted = {topology.orchestrator_queue: self.orchestrators}
         wanted.update({topology.pool_queue(pool): self.workers_per_pool for pool in POOLS})
-        deadline = time.monotonic() + limit
+        alive = all_alive(self.procs)
         async with httpx.AsyncClient(base_url=self.api_url, timeout=5.0) as http:
-            while True:
-                self.check_alive()
-                try:
-                    api_ok = (await http.get("/health/ready")).status_code == 200
-                except httpx.TransportError:
-                    api_ok = False
-                if api_ok and await _consumers_at_least(self.amqp_url, wanted):
-                    return
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the stack did not become ready in time")
-                await asyncio.sleep(0.2)
+            await wait_for(
+                lambda: answers(http, "/health/ready"),
+                timeout=limit,
+                what="the API to be ready",
+                alive=alive,
+            )
+        queues = QueueProbe(self.amqp_url)
+        try:
+            for queue, count in wanted.items():
+                await queues.wait_consumers(queue, count, timeout=limit, alive=alive)
+        finally:
+            await queues.close()
 
     def peak_rss_mb(self) -> dict[str, float]:
         return {proc.name: _vm_hwm_kb(proc.pid) / 1024 for proc in self.procs if proc.running}
 
     def cpu_by_kind(self) -> dict[str, float]:
+        """CPU seconds by kind of process: api, orchestrator, worker (the name's first word)."""
         totals: dict[str, float] = {}
         for proc in self.procs:
-            totals[proc.kind] = totals.get(proc.kind, 0.0) + _tree_cpu_seconds(proc.pid)
+            kind = proc.name.split("-", 1)[0]
+            totals[kind] = totals.get(kind, 0.0) + _tree_cpu_seconds(proc.pid)
         totals["postgres"] = _server_cpu_seconds(5432, "postgres")
         totals["rabbitmq"] = _server_cpu_seconds(5672, "beam.smp")
         return totals
@@ -270,31 +187,10 @@ def running_stack(stack: Stack) -> Iterator[Stack]:
         stack.start()
         yield stack
     except BaseException:
-        for proc in stack.procs:
-            log(f"----- {proc.name} (pid {proc.pid}) log tail -----\n{proc.tail()}")
+        log(f"log tails of Warren's processes:\n{stack.processes.logs()}")
         raise
     finally:
         stack.stop()
-
-
-async def _consumers_at_least(amqp_url: str, wanted: dict[str, int]) -> bool:
-    try:
-        connection = await aio_pika.connect(amqp_url)
-    except (aio_pika.exceptions.AMQPError, OSError):
-        return False
-    try:
-        for queue_name, count in wanted.items():
-            channel = await connection.channel()
-            try:
-                queue = await channel.declare_queue(queue_name, passive=True)
-            except aio_pika.exceptions.ChannelClosed:
-                return False
-            if (queue.declaration_result.consumer_count or 0) < count:
-                return False
-            await channel.close()
-        return True
-    finally:
-        await connection.close()
 
 
 # ---- /proc ----------------------------------------------------------------------------------
@@ -613,7 +509,7 @@ def machine_info(pg_version: str, pg_settings: dict[str, str]) -> dict[str, Any]
                 model = line.split(":", 1)[1].strip()
                 break
     try:
-        rabbit = _rabbitmqctl("version")
+        rabbit = SERVERS.rabbitmqctl("version")
     except (RuntimeError, subprocess.SubprocessError):
         rabbit = "unknown"
     commit = subprocess.run(

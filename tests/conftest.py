@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,8 @@ from orchestrator.service.registry import register_saga
 from orchestrator.storage.database import create_engine
 from orchestrator.storage.migrate import upgrade
 from tests.support import services
-from tests.support.probes import CONSUMER_PATIENCE_SECONDS, EXAMPLE_POOLS, Probe
-from tests.support.processes import Proc, Processes, free_port
+from tests.support.probes import CONSUMER_PATIENCE_SECONDS, EXAMPLE_POOLS, Probe, answers
+from tests.support.processes import Proc, Processes, all_alive, free_port
 from tests.support.waiting import wait_for
 
 _counter = itertools.count(1)
@@ -150,22 +150,18 @@ class Stack:
 
     async def api(self) -> None:
         proc = self.processes.api()
-
-        async def live() -> bool:
-            try:
-                return (await self.http.get("/health/live")).status_code == 200
-            except httpx.TransportError:
-                return False
-
         await wait_for(
-            live, timeout=CONSUMER_PATIENCE_SECONDS, what="the API to answer", alive=proc.alive
+            lambda: answers(self.http, "/health/live"),
+            timeout=CONSUMER_PATIENCE_SECONDS,
+            what="the API to answer",
+            alive=proc.alive,
         )
 
     async def orchestrators(self, count: int = 1, *, crash_at: str | None = None) -> None:
-        before = await self.probe._consumers_or_zero(self.topology.orchestrator_queue)
+        before = await self.probe.consumers(self.topology.orchestrator_queue)
         started = [self.processes.orchestrator(crash_at=crash_at) for _ in range(count)]
         await self.probe.wait_consumers(
-            self.topology.orchestrator_queue, before + count, alive=_all_alive(started)
+            self.topology.orchestrator_queue, before + count, alive=all_alive(started)
         )
 
     async def workers(
@@ -174,6 +170,27 @@ class Stack:
         proc = self.processes.worker(app, crash_at=crash_at)
         for pool in EXAMPLE_POOLS:
             await self.probe.wait_consumers(self.topology.pool_queue(pool), alive=proc.alive)
+
+    async def another_worker(
+        self, app: str = "examples.orders.workers:worker", *, crash_at: str | None = None
+    ) -> Proc:
+        """One more worker process of `app`; returns once it consumes every example pool (one
+        consumer more on each than before)."""
+        before = {queue: await self.probe.consumers(queue) for queue in self.pool_queues()}
+        proc = self.processes.worker(app, crash_at=crash_at)
+
+        async def consuming() -> bool:
+            assert proc.running, f"worker exited early:\n{proc.log()}"
+            for queue, count in before.items():
+                if await self.probe.consumers(queue) <= count:
+                    return False
+            return True
+
+        await wait_for(consuming, timeout=30, what="the worker to consume every pool")
+        return proc
+
+    def pool_queues(self, pools: tuple[str, ...] = EXAMPLE_POOLS) -> list[str]:
+        return [self.topology.pool_queue(pool) for pool in pools]
 
     async def up(self) -> None:
         await self.api()
@@ -185,14 +202,6 @@ class Stack:
         assert response.status_code == 201, response.text
         instance_id: str = response.json()["id"]
         return instance_id
-
-
-def _all_alive(procs: list[Proc]) -> Callable[[], None]:
-    def check() -> None:
-        for proc in procs:
-            proc.alive()
-
-    return check
 
 
 @pytest.fixture

@@ -20,10 +20,8 @@ from orchestrator.cli import render
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from orchestrator.api.views import InstanceView
+    from orchestrator.api.schema import InstanceView
     from orchestrator.client import WarrenClient
-    from orchestrator.persistence.dead_letters import DeadLetterRow
-    from orchestrator.persistence.queries import HistoryRow
 
 EXIT_BY_STATUS = {"completed": 0, "compensated": 3, "failed": 4}
 EXIT_WAIT_TIMEOUT = 5
@@ -129,22 +127,6 @@ def start(
     raise SystemExit(EXIT_BY_STATUS.get(final.status, 1))
 
 
-# What `start --wait` prints for a history event: the step's new state, in the words of
-# `warren status`. The saga's start and end are said by the lines around them.
-_PROGRESS = {
-    "step_dispatched": "running",
-    "step_succeeded": "succeeded",
-    "step_succeeded_late": "succeeded late",
-    "attempt_timed_out": "timed out",
-    "step_failed": "failed",
-    "compensation_dispatched": "compensating",
-    "compensation_succeeded": "compensated",
-    "compensation_failed": "compensation_failed",
-    "reply_ignored": "reply ignored",
-}
-_UNSAID = {"saga_started", "saga_completed", "saga_compensated", "saga_failed"}
-
-
 class _Progress:
     """`start --wait`'s progress, from the history rather than the snapshot: one poll can see
     several changes at once, and only `seq` says in which order they happened (compensations
@@ -158,21 +140,10 @@ class _Progress:
         while True:
             page = await self.client.history(view.id, after_seq=self.shown_seq)
             for row in page.items:
-                self.echo(row)
+                render.progress(row)
                 self.shown_seq = row.seq
             if page.next_after_seq is None:
                 return
-
-    @staticmethod
-    def echo(row: HistoryRow) -> None:
-        if row.type in _UNSAID:
-            return
-        if row.type == "attempt_failed":  # always followed by a retry timer
-            label = "retry_wait" if row.phase == "forward" else "compensation_retry_wait"
-        else:
-            label = _PROGRESS.get(row.type, row.type.removeprefix("saga_").replace("_", " "))
-        attempt = f"  attempt {row.attempt}" if row.attempt else ""
-        click.echo(f"  {row.seq:>3}  {row.step or 'saga':<24} {render.status(label)}{attempt}")
 
 
 @click.command()
@@ -238,20 +209,7 @@ def list_instances(
     if as_json:
         render.emit_json(page)
         return
-    render.table(
-        ["ID", "SAGA", "STATUS", "CREATED", "UPDATED", "CORRELATION"],
-        [
-            [
-                str(i.id),
-                f"{i.saga} v{i.version}",
-                render.status(i.status),
-                render.when(i.created_at),
-                render.when(i.updated_at),
-                i.correlation_key or "",
-            ]
-            for i in page.items
-        ],
-    )
+    render.instances(page.items)
     if page.next_cursor:
         click.echo(f"\nmore: --cursor {page.next_cursor}")
 
@@ -288,43 +246,13 @@ def definitions(name: str | None, api_url: str, as_json: bool) -> None:
         if as_json:
             render.emit_json(found)
             return
-        render.table(
-            ["NAME", "LATEST", "VERSIONS", "REGISTERED"],
-            [
-                [
-                    d.name,
-                    str(d.latest_version),
-                    ",".join(map(str, d.versions)),
-                    render.when(d.registered_at),
-                ]
-                for d in found.items
-            ],
-        )
+        render.definitions(found.items)
         return
     detail = _call(api_url, lambda c: c.definition(name))
     if as_json:
         render.emit_json(detail)
         return
-    for stored in detail.versions:
-        click.echo(
-            click.style(f"{detail.name} v{stored.version}", bold=True)
-            + f"  {stored.content_hash[:12]}"
-        )
-        rows = []
-        for step in stored.body["steps"]:
-            comp = step.get("compensation") or {}
-            rows.append(
-                [
-                    step["name"],
-                    step["pool"],
-                    step.get("command") or step["name"],
-                    comp.get("command", "") if comp else "",
-                    str(step["retry"]["max_attempts"]),
-                    str(step.get("timeout_seconds") or ""),
-                ]
-            )
-        render.table(["STEP", "POOL", "COMMAND", "COMPENSATION", "ATTEMPTS", "TIMEOUT"], rows)
-        click.echo()
+    render.definition(detail)
 
 
 @click.command()
@@ -336,20 +264,7 @@ def pools(api_url: str, as_json: bool) -> None:
     if as_json:
         render.emit_json(found)
         return
-    render.table(
-        ["POOL", "READY", "CONSUMERS", "IN FLIGHT", "DISPATCHED 5M", "FAILED 5M"],
-        [
-            [
-                p.name,
-                "-" if p.ready is None else str(p.ready),
-                "-" if p.consumers is None else str(p.consumers),
-                str(p.in_flight),
-                str(p.dispatched_recently),
-                str(p.failed_recently),
-            ]
-            for p in found.items
-        ],
-    )
+    render.pools(found.items)
 
 
 @click.group(name="dead-letters")
@@ -382,21 +297,7 @@ def dead_letters_list(
     if as_json:
         render.emit_json(page)
         return
-    render.table(
-        ["ID", "RECEIVED", "KIND", "INSTANCE", "FROM", "REASON", "REPLAYED"],
-        [
-            [
-                str(d.id),
-                render.when(d.received_at),
-                d.kind or "?",
-                str(d.instance_id or ""),
-                d.origin_queue or _origin(d),
-                d.reason[:60],
-                render.when(d.replayed_at) if d.replayed_at else "",
-            ]
-            for d in page.items
-        ],
-    )
+    render.dead_letters(page.items)
     if page.next_before_id:
         click.echo(f"\nmore: --before {page.next_before_id}")
 
@@ -411,11 +312,7 @@ def dead_letters_show(letter_id: int, api_url: str, as_json: bool) -> None:
     if as_json:
         render.emit_json(letter)
         return
-    kind = letter.kind or "undecodable"
-    click.echo(f"dead letter {letter.id}  {kind}  received {render.when(letter.received_at)}")
-    click.echo(f"reason: {letter.reason}")
-    click.echo(f"from:   {_origin(letter)} ({letter.origin_queue or '-'})")
-    click.echo(f"body:   {letter.body}")
+    render.dead_letter(letter)
 
 
 @dead_letters.command(name="replay")
@@ -428,13 +325,7 @@ def dead_letters_replay(letter_id: int, api_url: str, as_json: bool) -> None:
     if as_json:
         render.emit_json(letter)
     else:
-        click.echo(f"replayed dead letter {letter.id} to {_origin(letter)}")
-
-
-def _origin(letter: DeadLetterRow) -> str:
-    """Exchange / routing key; "" is the default exchange (routing key = the queue)."""
-    exchange = "(default exchange)" if letter.origin_exchange == "" else letter.origin_exchange
-    return f"{exchange or '?'} / {letter.origin_routing_key or '?'}"
+        click.echo(f"replayed dead letter {letter.id} to {render.origin(letter)}")
 
 
 @dead_letters.command(name="delete")

@@ -11,9 +11,17 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from orchestrator.api.views import InstanceView
+    from orchestrator.api.schema import (
+        DeadLetterDetail,
+        DeadLetterRow,
+        DefinitionSummary,
+        DefinitionVersions,
+        HistoryRow,
+        InstanceRow,
+        InstanceView,
+        PoolView,
+    )
     from orchestrator.messaging.failure import Failure
-    from orchestrator.persistence.queries import HistoryRow
 
 STATUS_COLOURS = {
     "completed": "green",
@@ -108,3 +116,131 @@ def history(rows: Sequence[HistoryRow]) -> None:
             for r in rows
         ],
     )
+
+
+# What `start --wait` prints for a history event: the step's new state, in the words of
+# `warren status`. The saga's start and end are said by the lines around them.
+_PROGRESS = {
+    "step_dispatched": "running",
+    "step_succeeded": "succeeded",
+    "step_succeeded_late": "succeeded late",
+    "attempt_timed_out": "timed out",
+    "step_failed": "failed",
+    "compensation_dispatched": "compensating",
+    "compensation_succeeded": "compensated",
+    "compensation_failed": "compensation_failed",
+    "reply_ignored": "reply ignored",
+}
+_UNSAID = {"saga_started", "saga_completed", "saga_compensated", "saga_failed"}
+
+
+def progress(row: HistoryRow) -> None:
+    """One line of `start --wait`'s progress."""
+    if row.type in _UNSAID:
+        return
+    if row.type == "attempt_failed":  # always followed by a retry timer
+        label = "retry_wait" if row.phase == "forward" else "compensation_retry_wait"
+    else:
+        label = _PROGRESS.get(row.type, row.type.removeprefix("saga_").replace("_", " "))
+    attempt = f"  attempt {row.attempt}" if row.attempt else ""
+    click.echo(f"  {row.seq:>3}  {row.step or 'saga':<24} {status(label)}{attempt}")
+
+
+def instances(rows: Sequence[InstanceRow]) -> None:
+    table(
+        ["ID", "SAGA", "STATUS", "CREATED", "UPDATED", "CORRELATION"],
+        [
+            [
+                str(i.id),
+                f"{i.saga} v{i.version}",
+                status(i.status),
+                when(i.created_at),
+                when(i.updated_at),
+                i.correlation_key or "",
+            ]
+            for i in rows
+        ],
+    )
+
+
+def definitions(rows: Sequence[DefinitionSummary]) -> None:
+    table(
+        ["NAME", "LATEST", "VERSIONS", "REGISTERED"],
+        [
+            [d.name, str(d.latest_version), ",".join(map(str, d.versions)), when(d.registered_at)]
+            for d in rows
+        ],
+    )
+
+
+def definition(detail: DefinitionVersions) -> None:
+    """Every version of one definition, a table of its steps each."""
+    for stored in detail.versions:
+        click.echo(
+            click.style(f"{detail.name} v{stored.version}", bold=True)
+            + f"  {stored.content_hash[:12]}"
+        )
+        rows = []
+        for step in stored.body["steps"]:
+            comp = step.get("compensation") or {}
+            rows.append(
+                [
+                    step["name"],
+                    step["pool"],
+                    step.get("command") or step["name"],
+                    comp.get("command", "") if comp else "",
+                    str(step["retry"]["max_attempts"]),
+                    str(step.get("timeout_seconds") or ""),
+                ]
+            )
+        table(["STEP", "POOL", "COMMAND", "COMPENSATION", "ATTEMPTS", "TIMEOUT"], rows)
+        click.echo()
+
+
+def pools(rows: Sequence[PoolView]) -> None:
+    table(
+        ["POOL", "READY", "CONSUMERS", "IN FLIGHT", "DISPATCHED 5M", "FAILED 5M"],
+        [
+            [
+                p.name,
+                "-" if p.ready is None else str(p.ready),
+                "-" if p.consumers is None else str(p.consumers),
+                str(p.in_flight),
+                str(p.dispatched_recently),
+                str(p.failed_recently),
+            ]
+            for p in rows
+        ],
+    )
+
+
+def dead_letters(rows: Sequence[DeadLetterRow]) -> None:
+    table(
+        ["ID", "RECEIVED", "KIND", "INSTANCE", "FROM", "REASON", "REPLAYED"],
+        [
+            [
+                str(d.id),
+                when(d.received_at),
+                d.kind or "?",
+                str(d.instance_id or ""),
+                d.origin_queue or origin(d),
+                d.reason[:60],
+                when(d.replayed_at) if d.replayed_at else "",
+            ]
+            for d in rows
+        ],
+    )
+
+
+def dead_letter(letter: DeadLetterDetail) -> None:
+    kind = letter.kind or "undecodable"
+    click.echo(f"dead letter {letter.id}  {kind}  received {when(letter.received_at)}")
+    click.echo(f"reason: {letter.reason}")
+    click.echo(f"from:   {origin(letter)} ({letter.origin_queue or '-'})")
+    click.echo(f"body:   {letter.body}")
+
+
+def origin(letter: DeadLetterRow) -> str:
+    """Exchange / routing key; "" is the default exchange (routing key = the queue)."""
+    exchange = "(default exchange)" if letter.origin_exchange == "" else letter.origin_exchange
+    return f"{exchange or '?'} / {letter.origin_routing_key or '?'}"

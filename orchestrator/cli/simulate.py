@@ -78,7 +78,7 @@ def _one(reference: str, sagas: list[Saga]) -> Saga:
 
 
 def _show(saga: Saga, result: SagaResult) -> None:
-    from orchestrator.persistence.queries import HistoryRow
+    from orchestrator.api.schema import HistoryRow
 
     click.echo(f"{saga.name} v{saga.version}  {render.status(result.status)}")
     if result.failure is not None:

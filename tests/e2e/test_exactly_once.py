@@ -19,7 +19,7 @@ from aio_pika import DeliveryMode, Message
 from sqlalchemy import text
 
 from examples.orders.saga import STEP_NAMES
-from tests.support.probes import EXAMPLE_POOLS
+from tests.support.processes import wait_exit
 from tests.support.waiting import wait_for
 
 if TYPE_CHECKING:
@@ -58,17 +58,6 @@ async def wait_ready(probe: Probe, queue: str, count: int, within: float = 20.0)
     )
 
 
-async def wait_exit(proc: Proc, within: float = 20.0) -> int:
-    async def returncode() -> int | None:
-        return proc.popen.poll()
-
-    code = await wait_for(
-        returncode, lambda c: c is not None, timeout=within, what=f"{proc.name} to exit"
-    )
-    assert code is not None
-    return code
-
-
 async def wait_log(proc: Proc, needle: str, within: float = 20.0) -> None:
     async def log() -> str:
         return proc.log()
@@ -76,54 +65,18 @@ async def wait_log(proc: Proc, needle: str, within: float = 20.0) -> None:
     await wait_for(log, lambda s: needle in s, timeout=within, what=f"{needle!r} in {proc.name}")
 
 
-async def wait_no_consumers(stack: Stack, queues: list[str]) -> None:
-    """The broker has dropped the consumers of a process that is gone (so that counting the
-    consumers of the next one starts from the truth)."""
-
-    async def consumers() -> int:
-        return sum([await stack.probe._consumers_or_zero(queue) for queue in queues])
-
-    await wait_for(consumers, lambda n: n == 0, timeout=10, what=f"no consumers on {queues}")
-
-
-def pool_queues(stack: Stack) -> list[str]:
-    return [stack.topology.pool_queue(pool) for pool in EXAMPLE_POOLS]
-
-
-async def start_worker(stack: Stack, *, crash_at: str | None = None) -> Proc:
-    """One more example worker process, serving every pool; returns once it consumes them all."""
-    before = {
-        pool: await stack.probe._consumers_or_zero(stack.topology.pool_queue(pool))
-        for pool in EXAMPLE_POOLS
-    }
-    proc = stack.processes.worker(crash_at=crash_at)
-
-    async def consuming() -> bool:
-        assert proc.running, f"worker exited early:\n{proc.log()}"
-        for pool in EXAMPLE_POOLS:
-            if (
-                await stack.probe._consumers_or_zero(stack.topology.pool_queue(pool))
-                <= before[pool]
-            ):
-                return False
-        return True
-
-    await wait_for(consuming, timeout=30, what="the worker to consume every pool")
-    return proc
-
-
 async def start_orchestrator(stack: Stack, *, crash_at: str | None = None) -> Proc:
     """One more orchestrator; returns once it consumes the replies queue (or has crashed, for a
     crash point that fires before it gets there: the caller then sees the exit code)."""
     queue = stack.topology.orchestrator_queue
-    before = await stack.probe._consumers_or_zero(queue)
+    before = await stack.probe.consumers(queue)
     proc = stack.processes.orchestrator(crash_at=crash_at)
 
     async def consuming() -> bool:
         if not proc.running:
             assert crash_at is not None, f"orchestrator exited:\n{proc.log()}"
             return True
-        return await stack.probe._consumers_or_zero(queue) > before
+        return await stack.probe.consumers(queue) > before
 
     await wait_for(consuming, timeout=30, what="the orchestrator to consume replies")
     return proc
@@ -218,7 +171,7 @@ async def test_command_delivered_twice_has_one_effect(stack: Stack) -> None:
 
     command_id = await duplicate_head(stack.probe.settings, payments)
     await wait_ready(stack.probe, payments, 2)
-    worker = await start_worker(stack)
+    worker = await stack.another_worker()
 
     await assert_completed_once(stack, instance_id)
     await wait_log(worker, f"duplicate command {command_id} dropped")
@@ -228,7 +181,7 @@ async def test_command_delivered_twice_has_one_effect(stack: Stack) -> None:
 async def test_reply_delivered_twice_has_one_transition(stack: Stack) -> None:
     await stack.api()
     await declare_orchestrator_queue(stack.probe.settings)
-    await start_worker(stack)
+    await stack.another_worker()
     replies = stack.topology.orchestrator_queue
     instance_id = await stack.start({"order_id": "D-2", "amount": 10})
     await wait_ready(stack.probe, replies, 1)
@@ -254,15 +207,15 @@ async def test_reply_delivered_twice_has_one_transition(stack: Stack) -> None:
 async def test_worker_killed_after_commit_before_ack(stack: Stack) -> None:
     await stack.api()
     await start_orchestrator(stack)
-    doomed = await start_worker(stack, crash_at="worker.after_commit")
+    doomed = await stack.another_worker(crash_at="worker.after_commit")
     instance_id = await stack.start({"order_id": "K-1", "amount": 10})
 
     assert await wait_exit(doomed) == -signal.SIGKILL
     # Its transaction committed: the effect is there, once; the command went back unacked.
     assert await stack.probe.ledger(instance_id) == [("reserve_credit", "reserve_credit")]
-    await wait_no_consumers(stack, pool_queues(stack))
+    await stack.probe.wait_no_consumers(stack.pool_queues())
 
-    worker = await start_worker(stack)
+    worker = await stack.another_worker()
     await assert_completed_once(stack, instance_id)
     await wait_log(worker, "duplicate command")
 
@@ -273,13 +226,13 @@ async def _reply_waiting_for_an_orchestrator(stack: Stack, order_id: str) -> str
     queue, an empty outbox and no process left that could sweep it."""
     await stack.api()
     await declare_orchestrator_queue(stack.probe.settings)
-    worker = await start_worker(stack)
+    worker = await stack.another_worker()
     instance_id = await stack.start({"order_id": order_id, "amount": 10})
     await wait_ready(stack.probe, stack.topology.orchestrator_queue, 1)
     worker.signal(signal.SIGTERM)
     assert await wait_exit(worker) == 0
     assert await stack.probe.count("warren.outbox") == 0
-    await wait_no_consumers(stack, pool_queues(stack))
+    await stack.probe.wait_no_consumers(stack.pool_queues())
     return instance_id
 
 
@@ -290,7 +243,7 @@ async def test_orchestrator_killed_after_commit_before_publish_and_ack(stack: St
 
     doomed = await start_orchestrator(stack, crash_at="orchestrator.after_commit")
     assert await wait_exit(doomed) == -signal.SIGKILL
-    await wait_no_consumers(stack, [replies])
+    await stack.probe.wait_no_consumers([replies])
     # The transition committed (with its command in the outbox), nothing was published or acked.
     assert await stack.probe.count("warren.outbox") >= 1
     assert await ready(stack.probe, inventory) == 0
@@ -304,7 +257,7 @@ async def test_orchestrator_killed_after_commit_before_publish_and_ack(stack: St
     await wait_ready(stack.probe, replies, 0)
     await wait_log(fresh, "duplicate reply")
 
-    await start_worker(stack)
+    await stack.another_worker()
     await assert_completed_once(stack, instance_id)
 
 
@@ -315,7 +268,7 @@ async def test_relay_killed_between_confirm_and_delete(stack: Stack) -> None:
 
     doomed = await start_orchestrator(stack, crash_at="relay.after_publish")
     assert await wait_exit(doomed) == -signal.SIGKILL
-    await wait_no_consumers(stack, [replies])
+    await stack.probe.wait_no_consumers([replies])
     # The broker confirmed the next command, the row that carries it was not deleted.
     assert await stack.probe.count("warren.outbox") == 1
     assert await ready(stack.probe, inventory) == 1
@@ -328,7 +281,7 @@ async def test_relay_killed_between_confirm_and_delete(stack: Stack) -> None:
     await wait_ready(stack.probe, replies, 0)
     await wait_log(fresh, "duplicate reply")
 
-    worker = await start_worker(stack)
+    worker = await stack.another_worker()
     await assert_completed_once(stack, instance_id)
     await wait_log(worker, "duplicate command")
 
@@ -340,8 +293,8 @@ async def test_two_orchestrators_and_two_workers_apply_everything_once(stack: St
     await stack.api()
     await start_orchestrator(stack)
     await start_orchestrator(stack)
-    await start_worker(stack)
-    await start_worker(stack)
+    await stack.another_worker()
+    await stack.another_worker()
 
     plan: dict[str, str | None] = {}
     for n in range(40):

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from examples.orders.saga import STEP_NAMES
 from tests.apps.gated import GATE_LOCK
 from tests.support.probes import EXAMPLE_POOLS
+from tests.support.processes import wait_exit
 from tests.support.waiting import wait_for
 
 if TYPE_CHECKING:
@@ -76,72 +77,22 @@ async def waiters_on_gate(engine: AsyncEngine) -> int:
         return int(count or 0)
 
 
-async def start_worker(stack: Stack, app: str) -> Proc:
-    """One more worker process of `app`; returns once it consumes every example pool."""
-    before = {
-        pool: await stack.probe._consumers_or_zero(stack.topology.pool_queue(pool))
-        for pool in EXAMPLE_POOLS
-    }
-    proc = stack.processes.worker(app)
-
-    async def consuming() -> bool:
-        assert proc.running, f"worker exited early:\n{proc.log()}"
-        for pool in EXAMPLE_POOLS:
-            queue = stack.topology.pool_queue(pool)
-            if await stack.probe._consumers_or_zero(queue) <= before[pool]:
-                return False
-        return True
-
-    await wait_for(consuming, timeout=30, what="the worker to consume every pool")
-    return proc
-
-
-async def wait_exit(proc: Proc, within: float) -> int:
-    async def returncode() -> int | None:
-        return proc.popen.poll()
-
-    code = await wait_for(
-        returncode, lambda c: c is not None, timeout=within, what=f"{proc.name} to exit"
-    )
-    assert code is not None
-    return code
-
-
-async def wait_no_consumers(stack: Stack) -> None:
-    """The broker has dropped the consumers of the worker that is gone."""
-
-    async def consumers() -> int:
-        counts = [
-            await stack.probe._consumers_or_zero(stack.topology.pool_queue(pool))
-            for pool in EXAMPLE_POOLS
-        ]
-        return sum(counts)
-
-    await wait_for(consumers, lambda n: n == 0, timeout=10, what="no consumers left")
-
-
 async def wait_draining(stack: Stack) -> None:
     """The worker got the signal and cancelled its subscriptions: it takes no more commands.
 
     Seen on the pools with nothing in hand: a quorum queue keeps counting a cancelled consumer
     until the messages it holds are settled, so the payments queue cannot tell."""
-    idle_pools = [pool for pool in EXAMPLE_POOLS if pool != "payments"]
-
-    async def consumers() -> int:
-        counts = [
-            await stack.probe._consumers_or_zero(stack.topology.pool_queue(pool))
-            for pool in idle_pools
-        ]
-        return sum(counts)
-
-    await wait_for(consumers, lambda n: n == 0, timeout=10, what="the worker to stop consuming")
+    idle_pools = tuple(pool for pool in EXAMPLE_POOLS if pool != "payments")
+    await stack.probe.wait_no_consumers(
+        stack.pool_queues(idle_pools), what="the worker to stop consuming"
+    )
 
 
 async def blocked_in_reserve_credit(stack: Stack, gate: Gate, order_id: str) -> tuple[Proc, str]:
     """api + orchestrator + a gated worker; a saga whose reserve_credit is blocked on `gate`."""
     await stack.api()
     await stack.orchestrators()
-    worker = await start_worker(stack, GATED_APP)
+    worker = await stack.another_worker(GATED_APP)
     instance_id = await stack.start({"order_id": order_id, "amount": 12})
     await wait_for(
         lambda: waiters_on_gate(stack.probe.engine),
@@ -166,8 +117,8 @@ async def test_sigterm_drains_the_handler_in_hand_then_exits_cleanly(stack: Stac
     # The drained handler committed its effect before the worker went away.
     assert await stack.probe.ledger(instance_id) == [("reserve_credit", "reserve_credit")]
 
-    await wait_no_consumers(stack)
-    await start_worker(stack, "examples.orders.workers:worker")
+    await stack.probe.wait_no_consumers(stack.pool_queues(), what="no consumers left")
+    await stack.another_worker("examples.orders.workers:worker")
     assert await stack.probe.wait_terminal(instance_id, timeout=30) == "completed"
     assert await stack.probe.ledger(instance_id) == ALL_ONCE
 
@@ -185,8 +136,8 @@ async def test_second_sigterm_exits_at_once_and_loses_nothing(stack: Stack) -> N
         assert await stack.probe.ledger(instance_id) == []
     # The gate is open: the abandoned transaction rolls back, the unacked command is redelivered.
 
-    await wait_no_consumers(stack)
-    await start_worker(stack, "examples.orders.workers:worker")
+    await stack.probe.wait_no_consumers(stack.pool_queues(), what="no consumers left")
+    await stack.another_worker("examples.orders.workers:worker")
     assert await stack.probe.wait_terminal(instance_id, timeout=30) == "completed"
     ledger = await stack.probe.ledger(instance_id)
     assert ledger.count(("reserve_credit", "reserve_credit")) == 1
@@ -199,7 +150,7 @@ async def test_cancel_racing_a_step_in_flight_compensates_it_when_it_succeeds(st
     await stack.orchestrators()
     engine = stack.probe.engine
     async with closed_gate(engine) as gate:
-        await start_worker(stack, GATED_APP)
+        await stack.another_worker(GATED_APP)
         instance_id = await stack.start({"order_id": "RACE", "amount": 3})
         await wait_for(
             lambda: waiters_on_gate(engine), lambda n: n >= 1, what="the handler at the gate"

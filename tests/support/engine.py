@@ -152,6 +152,23 @@ def three_steps(**retry: RetryPolicy) -> Saga:
     )
 
 
+def three_steps_in(state: str) -> Run:
+    """A run of three_steps() brought to `state`: completed, compensating (ship failed for
+    good, reserve's compensation in flight) or compensated."""
+    run = Run(three_steps())
+    run.start()
+    run.send(ok("reserve"))
+    if state == "completed":
+        run.send(ok("ship"))
+        run.send(ok("bill"))
+    else:
+        run.send(fail("ship", retryable=False))
+        if state == "compensated":
+            run.send(ok("reserve", phase=COMPENSATE))
+    assert run.status.value == state
+    return run
+
+
 def one_step(step: Step) -> Saga:
     return Saga(name="single", version=1, steps=(step,))
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import aio_pika
+import httpx
 from sqlalchemy import text
 
 from tests.support.waiting import wait_for
@@ -23,16 +24,81 @@ CONSUMER_PATIENCE_SECONDS = 60.0
 """A process starting on a loaded 2-core machine: interpreter, imports, connect, declare."""
 
 
-@dataclass
-class Probe:
-    settings: Settings
-    engine: AsyncEngine
-    _amqp: AbstractConnection | None = field(default=None, init=False, repr=False)
+class QueueProbe:
+    """Queues of one vhost: ready messages and consumers."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self.amqp_url = amqp_url
+        self._amqp: AbstractConnection | None = None
 
     async def close(self) -> None:
         if self._amqp is not None:
             await self._amqp.close()
             self._amqp = None
+
+    async def queue(self, name: str) -> tuple[int, int]:
+        """(ready messages, consumers) of a queue, by a passive declare on a channel of its own
+        (a missing queue closes the channel) over one connection kept for the test: a new
+        connection per look costs a loaded broker a handshake every quarter second."""
+        if self._amqp is None or self._amqp.is_closed:
+            self._amqp = await aio_pika.connect(self.amqp_url, timeout=30)
+        channel = await self._amqp.channel()
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+            result = queue.declaration_result
+            return result.message_count or 0, result.consumer_count or 0
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    async def wait_consumers(
+        self,
+        queue: str,
+        count: int = 1,
+        timeout: float = CONSUMER_PATIENCE_SECONDS,
+        *,
+        alive: Callable[[], None] | None = None,
+    ) -> None:
+        """Until `count` consumers hold `queue`; `alive` fails the wait early when the process
+        or task that should consume has died."""
+        await wait_for(
+            lambda: self.consumers(queue),
+            lambda n: n >= count,
+            timeout=timeout,
+            what=f"{count} consumer(s) on {queue}",
+            alive=alive,
+        )
+
+    async def wait_no_consumers(
+        self, queues: list[str], timeout: float = 10.0, *, what: str | None = None
+    ) -> None:
+        """Until the broker has dropped every consumer of `queues` (those of a process that is
+        gone, or that stopped consuming)."""
+
+        async def consumers() -> int:
+            return sum([await self.consumers(queue) for queue in queues])
+
+        await wait_for(
+            consumers, lambda n: n == 0, timeout=timeout, what=what or f"no consumers on {queues}"
+        )
+
+    async def consumers(self, queue: str) -> int:
+        """Consumers of `queue`; 0 while it does not exist yet."""
+        try:
+            return (await self.queue(queue))[1]
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return 0
+
+
+@dataclass
+class Probe(QueueProbe):
+    """The state of one test's database and vhost."""
+
+    settings: Settings
+    engine: AsyncEngine
+
+    def __post_init__(self) -> None:
+        super().__init__(self.settings.amqp_url)
 
     async def status(self, instance_id: UUID | str) -> str | None:
         async with self.engine.connect() as conn:
@@ -91,44 +157,13 @@ class Probe:
             value = await conn.scalar(text(f"SELECT count(*) FROM {table}"))
             return int(value or 0)
 
-    async def queue(self, name: str) -> tuple[int, int]:
-        """(ready messages, consumers) of a queue, by a passive declare on a channel of its own
-        (a missing queue closes the channel) over one connection kept for the test: a new
-        connection per look costs a loaded broker a handshake every quarter second."""
-        if self._amqp is None or self._amqp.is_closed:
-            self._amqp = await aio_pika.connect(self.settings.amqp_url, timeout=30)
-        channel = await self._amqp.channel()
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-            result = queue.declaration_result
-            return result.message_count or 0, result.consumer_count or 0
-        finally:
-            if not channel.is_closed:
-                await channel.close()
 
-    async def wait_consumers(
-        self,
-        queue: str,
-        count: int = 1,
-        timeout: float = CONSUMER_PATIENCE_SECONDS,
-        *,
-        alive: Callable[[], None] | None = None,
-    ) -> None:
-        """Until `count` consumers hold `queue`; `alive` fails the wait early when the process
-        or task that should consume has died."""
-        await wait_for(
-            lambda: self._consumers_or_zero(queue),
-            lambda n: n >= count,
-            timeout=timeout,
-            what=f"{count} consumer(s) on {queue}",
-            alive=alive,
-        )
-
-    async def _consumers_or_zero(self, queue: str) -> int:
-        try:
-            return (await self.queue(queue))[1]
-        except aio_pika.exceptions.ChannelNotFoundEntity:
-            return 0
+async def answers(http: httpx.AsyncClient, path: str) -> bool:
+    """Whether GET `path` answers 200; False while the server is not listening yet."""
+    try:
+        return (await http.get(path)).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 EXAMPLE_POOLS = ("payments", "inventory", "shipping")

@@ -7,11 +7,15 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
+
+from tests.support.waiting import wait_for
 
 if TYPE_CHECKING:
     from orchestrator.config import Settings
@@ -83,6 +87,29 @@ class Proc:
             )
 
 
+def all_alive(procs: list[Proc]) -> Callable[[], None]:
+    """An `alive` check for wait_for over several processes."""
+
+    def check() -> None:
+        for proc in procs:
+            proc.alive()
+
+    return check
+
+
+async def wait_exit(proc: Proc, within: float = 20.0) -> int:
+    """Until `proc` has exited; its exit code."""
+
+    async def returncode() -> int | None:
+        return proc.popen.poll()
+
+    code = await wait_for(
+        returncode, lambda c: c is not None, timeout=within, what=f"{proc.name} to exit"
+    )
+    assert code is not None
+    return code
+
+
 @dataclass
 class Processes:
     """Starts `warren` subcommands against one test's settings; kills them all at teardown."""
@@ -143,6 +170,21 @@ class Processes:
         for proc in self.procs:
             if proc.running:
                 proc.kill()
+
+    def terminate_all(self, grace: float) -> list[Proc]:
+        """SIGTERM every process, then SIGKILL those still running after `grace` seconds;
+        returns those (hung on shutdown)."""
+        for proc in self.procs:
+            proc.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        hung = []
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                hung.append(proc)
+                proc.kill()
+        return hung
 
     def logs(self) -> str:
         return "\n".join(

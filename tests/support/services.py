@@ -1,5 +1,5 @@
-"""Isolation on the shared servers: every test run gets its own databases and its own vhost,
-and removes them when it ends (even when it fails)."""
+"""Isolation on the shared servers: every test run (and every benchmark run) gets its own
+databases and its own vhost, and removes them when it ends (even when it fails)."""
 
 from __future__ import annotations
 
@@ -8,71 +8,97 @@ import os
 import shutil
 import subprocess
 import uuid
+from dataclasses import dataclass
 
 import asyncpg
 
-ADMIN_DSN = os.environ.get("WARREN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-AMQP_BASE = os.environ.get("WARREN_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
-RABBITMQCTL = os.environ.get("WARREN_TEST_RABBITMQCTL", "rabbitmqctl")
+
+@dataclass(frozen=True)
+class Servers:
+    """The shared Postgres and RabbitMQ, as an administrator reaches them."""
+
+    admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    amqp_base: str = "amqp://guest:guest@127.0.0.1:5672"
+    rabbitmqctl_command: str = "rabbitmqctl"
+
+    @classmethod
+    def from_env(cls, prefix: str) -> Servers:
+        """PREFIX_POSTGRES, PREFIX_AMQP and PREFIX_RABBITMQCTL override the local defaults."""
+        defaults = cls()
+        return cls(
+            admin_dsn=os.environ.get(f"{prefix}POSTGRES", defaults.admin_dsn),
+            amqp_base=os.environ.get(f"{prefix}AMQP", defaults.amqp_base),
+            rabbitmqctl_command=os.environ.get(
+                f"{prefix}RABBITMQCTL", defaults.rabbitmqctl_command
+            ),
+        )
+
+    def database_url(self, name: str) -> str:
+        base = self.admin_dsn.rsplit("/", 1)[0]
+        return f"{base}/{name}"
+
+    async def admin(self, *statements: str) -> None:
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    def run_admin(self, *statements: str) -> None:
+        asyncio.run(self.admin(*statements))
+
+    async def create_database(self, name: str, *, template: str | None = None) -> None:
+        clause = f" TEMPLATE {template}" if template else ""
+        await self.admin(f'CREATE DATABASE "{name}"{clause}')
+
+    async def drop_database(self, name: str) -> None:
+        await self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def drop_databases_with_prefix(self, prefix: str) -> None:
+        async def drop_all() -> None:
+            conn = await asyncpg.connect(self.admin_dsn)
+            try:
+                names = await conn.fetch(
+                    "SELECT datname FROM pg_database WHERE datname LIKE $1", prefix + "%"
+                )
+                for row in names:
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop_all())
+
+    def rabbitmqctl(self, *args: str) -> str:
+        """Run `rabbitmqctl -q ARGS`; its output."""
+        command = self.rabbitmqctl_command
+        if shutil.which(command) is None:
+            raise RuntimeError(f"{command} not found: a scratch RabbitMQ vhost is made with it")
+        done = subprocess.run(
+            [command, "-q", *args], check=True, capture_output=True, text=True, timeout=60
+        )
+        return done.stdout.strip()
+
+    def create_vhost(self, name: str) -> str:
+        self.rabbitmqctl("add_vhost", name)
+        self.rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        return f"{self.amqp_base}/{name}"
+
+    def delete_vhost(self, name: str) -> None:
+        self.rabbitmqctl("delete_vhost", name)
+
+
+TEST_SERVERS = Servers.from_env("WARREN_TEST_")
+
+# The tests' servers, as functions (the benchmark makes its own Servers from BENCH_*).
+database_url = TEST_SERVERS.database_url
+run_admin = TEST_SERVERS.run_admin
+create_database = TEST_SERVERS.create_database
+drop_database = TEST_SERVERS.drop_database
+drop_databases_with_prefix = TEST_SERVERS.drop_databases_with_prefix
+create_vhost = TEST_SERVERS.create_vhost
+delete_vhost = TEST_SERVERS.delete_vhost
 
 
 def new_run_id() -> str:
     return f"warren_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-
-
-def database_url(name: str) -> str:
-    base = ADMIN_DSN.rsplit("/", 1)[0]
-    return f"{base}/{name}"
-
-
-async def _admin(*statements: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-def run_admin(*statements: str) -> None:
-    asyncio.run(_admin(*statements))
-
-
-async def create_database(name: str, *, template: str | None = None) -> None:
-    clause = f" TEMPLATE {template}" if template else ""
-    await _admin(f'CREATE DATABASE "{name}"{clause}')
-
-
-async def drop_database(name: str) -> None:
-    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def drop_databases_with_prefix(prefix: str) -> None:
-    async def drop_all() -> None:
-        conn = await asyncpg.connect(ADMIN_DSN)
-        try:
-            names = await conn.fetch(
-                "SELECT datname FROM pg_database WHERE datname LIKE $1", prefix + "%"
-            )
-            for row in names:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop_all())
-
-
-def _rabbitmqctl(*args: str) -> None:
-    if shutil.which(RABBITMQCTL) is None:
-        raise RuntimeError(f"{RABBITMQCTL} not found: the tests create a RabbitMQ vhost with it")
-    subprocess.run([RABBITMQCTL, "-q", *args], check=True, capture_output=True, timeout=60)
-
-
-def create_vhost(name: str) -> str:
-    _rabbitmqctl("add_vhost", name)
-    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    return f"{AMQP_BASE}/{name}"
-
-
-def delete_vhost(name: str) -> None:
-    _rabbitmqctl("delete_vhost", name)

@@ -14,6 +14,7 @@ from orchestrator.engine import (
     StepReply,
     StepStatus,
     TimerKind,
+    Transition,
 )
 from tests.support.engine import (
     COMPENSATE,
@@ -29,6 +30,20 @@ from tests.support.engine import (
     timer,
     types,
 )
+
+
+def b_fails_after_a(comp: Compensation) -> tuple[Run, Transition]:
+    """a, undone by `comp`, succeeds; then b fails at its only attempt, which starts a's
+    compensation: the run, and the transition of b's failure."""
+    definition = Saga(
+        name="s",
+        version=1,
+        steps=(Step(name="a", pool="p", compensation=comp), Step(name="b", pool="p", retry=ONCE)),
+    )
+    run = Run(definition)
+    run.start()
+    run.send(ok("a"))
+    return run, run.send(fail("b"))
 
 
 def four_steps() -> Saga:
@@ -151,15 +166,7 @@ def test_non_retryable_errors_of_a_compensation_fail_it_at_once() -> None:
             max_attempts=9, initial_interval_seconds=0, non_retryable_errors=("Gone",)
         ),
     )
-    definition = Saga(
-        name="s",
-        version=1,
-        steps=(Step(name="a", pool="p", compensation=comp), Step(name="b", pool="p", retry=ONCE)),
-    )
-    run = Run(definition)
-    run.start()
-    run.send(ok("a"))
-    run.send(fail("b"))
+    run, _ = b_fails_after_a(comp)
     t = run.send(fail("a", phase=COMPENSATE, type="Gone"))
     assert types(t) == ["compensation_failed", "saga_failed"]
     assert run.status is SagaStatus.FAILED
@@ -195,15 +202,7 @@ def test_compensation_retry_with_delay_uses_a_timer() -> None:
     comp = Compensation(
         command="undo", retry=RetryPolicy(max_attempts=3, initial_interval_seconds=7)
     )
-    definition = Saga(
-        name="s",
-        version=1,
-        steps=(Step(name="a", pool="p", compensation=comp), Step(name="b", pool="p", retry=ONCE)),
-    )
-    run = Run(definition)
-    run.start()
-    run.send(ok("a"))
-    run.send(fail("b"))
+    run, _ = b_fails_after_a(comp)
     t = run.send(fail("a", phase=COMPENSATE))
     assert t.dispatches == ()
     assert t.timers == (
@@ -232,15 +231,7 @@ def test_compensation_timeout_counts_as_a_failed_attempt() -> None:
         timeout_seconds=5,
         retry=RetryPolicy(max_attempts=2, initial_interval_seconds=0),
     )
-    definition = Saga(
-        name="s",
-        version=1,
-        steps=(Step(name="a", pool="p", compensation=comp), Step(name="b", pool="p", retry=ONCE)),
-    )
-    run = Run(definition)
-    run.start()
-    run.send(ok("a"))
-    t = run.send(fail("b"))
+    run, t = b_fails_after_a(comp)
     assert t.timers == (
         ScheduleTimer(
             kind=TimerKind.TIMEOUT,

@@ -22,6 +22,7 @@ from tests.support.engine import (
     ok,
     sent,
     three_steps,
+    three_steps_in,
     timer,
     types,
 )
@@ -91,17 +92,7 @@ def test_cancel_during_retry_wait_abandons_the_step() -> None:
 
 @pytest.mark.parametrize("state", ["compensating", "completed", "compensated"])
 def test_cancel_is_a_no_op_unless_running(state: str) -> None:
-    run = Run(three_steps())
-    run.start()
-    run.send(ok("reserve"))
-    if state == "completed":
-        run.send(ok("ship"))
-        run.send(ok("bill"))
-    else:
-        run.send(fail("ship", retryable=False))
-        if state == "compensated":
-            run.send(ok("reserve", phase=COMPENSATE))
-    assert run.status.value == state
+    run = three_steps_in(state)
     t = run.send(Cancel())
     assert t.history == ()
 

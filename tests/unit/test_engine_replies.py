@@ -22,6 +22,7 @@ from tests.support.engine import (
     fail,
     ok,
     three_steps,
+    three_steps_in,
     types,
 )
 
@@ -159,17 +160,7 @@ def test_a_second_start_changes_nothing() -> None:
 
 @pytest.mark.parametrize("state", ["compensating", "completed", "compensated"])
 def test_start_on_a_later_instance_changes_nothing(state: str) -> None:
-    run = Run(three_steps())
-    run.start()
-    run.send(ok("reserve"))
-    if state == "completed":
-        run.send(ok("ship"))
-        run.send(ok("bill"))
-    else:
-        run.send(fail("ship", retryable=False))
-        if state == "compensated":
-            run.send(ok("reserve", phase=COMPENSATE))
-    assert run.status.value == state
+    run = three_steps_in(state)
     t = run.send(Start(input=None))
     assert t.history == ()
     assert run.step_status("bill") in (StepStatus.PENDING, StepStatus.SUCCEEDED)

@@ -96,9 +96,8 @@ def test_retry_with_delay_schedules_a_timer_that_dispatches_the_next_attempt() -
     assert t.timers == ()
 
 
-def test_a_late_success_after_the_last_timeout_is_compensated() -> None:
-    """The last attempt timed out, the saga compensated, then the worker's success arrives:
-    the effect is real, so the instance reopens and undoes it."""
+def b_timing_out(retry: RetryPolicy) -> Run:
+    """a succeeded; b (5 s timeout, `retry`) has run its first attempt out: its timer is due."""
     definition = Saga(
         name="s",
         version=1,
@@ -107,7 +106,7 @@ def test_a_late_success_after_the_last_timeout_is_compensated() -> None:
             Step(
                 name="b",
                 pool="p",
-                retry=ONCE,
+                retry=retry,
                 timeout_seconds=5,
                 compensation=Compensation(command="undo_b"),
             ),
@@ -117,6 +116,13 @@ def test_a_late_success_after_the_last_timeout_is_compensated() -> None:
     run.start()
     run.send(ok("a"))
     run.advance(5)
+    return run
+
+
+def test_a_late_success_after_the_last_timeout_is_compensated() -> None:
+    """The last attempt timed out, the saga compensated, then the worker's success arrives:
+    the effect is real, so the instance reopens and undoes it."""
+    run = b_timing_out(ONCE)
     t = run.send(timer(TimerKind.TIMEOUT, "b", 1))
     assert types(t)[:2] == ["attempt_timed_out", "step_failed"]
     run.send(ok("a", phase=COMPENSATE))
@@ -221,24 +227,7 @@ def test_a_late_success_of_a_timed_out_attempt_abandoned_by_a_cancel_is_compensa
     """Attempt 1 times out and its retry waits; a cancel abandons the step. We never heard
     attempt 1's outcome (a moment before the cancel its success would have counted), so when
     it succeeds after all, its effect is real and must be undone."""
-    definition = Saga(
-        name="s",
-        version=1,
-        steps=(
-            Step(name="a", pool="p", compensation=Compensation(command="undo_a")),
-            Step(
-                name="b",
-                pool="p",
-                retry=RetryPolicy(max_attempts=2, initial_interval_seconds=1),
-                timeout_seconds=5,
-                compensation=Compensation(command="undo_b"),
-            ),
-        ),
-    )
-    run = Run(definition)
-    run.start()
-    run.send(ok("a"))
-    run.advance(5)
+    run = b_timing_out(RetryPolicy(max_attempts=2, initial_interval_seconds=1))
     run.send(timer(TimerKind.TIMEOUT, "b", 1))
     assert run.step_status("b") is StepStatus.RETRY_WAIT
     run.send(Cancel())
