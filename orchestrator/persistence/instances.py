@@ -13,11 +13,11 @@ from uuid import UUID
 import msgspec
 from sqlalchemy import select
 
-from orchestrator.engine import Dispatch, InstanceState, Phase, Transition
+from orchestrator.engine import InstanceState, Phase, Transition
 from orchestrator.errors import InstanceNotFound
-from orchestrator.messaging.envelope import Command, CommandPayload, encode, new_message_id, utcnow
+from orchestrator.messaging.outgoing import command_for
 from orchestrator.storage.database import driver
-from orchestrator.storage.outbox import OutboxMessage, PendingRow, enqueue
+from orchestrator.storage.outbox import PendingRow, enqueue
 from orchestrator.storage.tables import instances
 from orchestrator.storage.wakeup import TIMERS_CHANNEL, notify
 
@@ -229,8 +229,12 @@ async def append_many(
             [traceparent for _, traceparent, _ in due],
         )
     commands = [
-        _command_message(
-            item.transition.instance, dispatch, topology, item.causation_id, item.traceparent
+        command_for(
+            item.transition.instance,
+            dispatch,
+            topology,
+            causation_id=item.causation_id,
+            traceparent=item.traceparent,
         )
         for item in written
         for dispatch in item.transition.dispatches
@@ -259,40 +263,4 @@ async def cancel_timeouts(
         [step for _, step, _, _ in attempts],
         [phase.value for _, _, phase, _ in attempts],
         [attempt for _, _, _, attempt in attempts],
-    )
-
-
-def _command_message(
-    state: InstanceState,
-    dispatch: Dispatch,
-    topology: Topology,
-    causation_id: UUID | None,
-    traceparent: str | None,
-) -> OutboxMessage:
-    command = Command(
-        id=new_message_id(),
-        saga=state.saga,
-        saga_version=state.version,
-        instance_id=state.id,
-        step=dispatch.step,
-        phase=dispatch.phase,
-        command=dispatch.command,
-        attempt=dispatch.attempt,
-        seq=dispatch.seq,
-        causation_id=causation_id,
-        correlation_id=state.id,
-        traceparent=traceparent,
-        timestamp=utcnow(),
-        payload=CommandPayload(
-            input=state.input,
-            results=state.results(),
-            idempotency_key=f"{state.id}:{dispatch.step}:{dispatch.phase.value}",
-        ),
-    )
-    return OutboxMessage(
-        message_id=command.id,
-        exchange=topology.commands_exchange,
-        routing_key=dispatch.pool,
-        body=encode(command),
-        headers={"traceparent": traceparent} if traceparent else {},
     )

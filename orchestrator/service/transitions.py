@@ -30,9 +30,22 @@ if TYPE_CHECKING:
 
     from orchestrator.definitions import Saga
     from orchestrator.engine import Event, InstanceState, Transition
+    from orchestrator.messaging.envelope import Reply
     from orchestrator.messaging.topology import Topology
     from orchestrator.persistence.definitions import DefinitionCache
     from orchestrator.storage.outbox import PendingRow
+
+
+def reply_event(reply: Reply) -> StepReply:
+    """The engine's event for a worker's reply."""
+    return StepReply(
+        step=reply.step,
+        phase=reply.phase,
+        attempt=reply.attempt,
+        ok=reply.payload.ok,
+        result=reply.payload.result,
+        failure=reply.payload.failure,
+    )
 
 
 async def apply_event(
