@@ -35,10 +35,10 @@ from orchestrator.messaging.consumer import (
     envelopes,
     message_span,
 )
-from orchestrator.messaging.envelope import Command, ReplyPayload, encode, reply_to
+from orchestrator.messaging.envelope import Command, ReplyPayload
 from orchestrator.messaging.failure import Failure, FailureType
 from orchestrator.messaging.faults import crash_point
-from orchestrator.messaging.topology import REPLY_ROUTING_KEY
+from orchestrator.messaging.outgoing import reply_to
 from orchestrator.observability import logs, metrics, tracing
 from orchestrator.storage import inbox
 from orchestrator.storage.database import (
@@ -287,15 +287,11 @@ class WorkerRunner:
 
     def _reply_message(self, command: Command, payload: ReplyPayload) -> OutboxMessage:
         # The reply continues the trace from this worker's handling of the command.
-        reply = reply_to(
-            command, payload, traceparent=tracing.current_traceparent(command.traceparent)
-        )
-        return OutboxMessage(
-            message_id=reply.id,
-            exchange=self.topology.replies_exchange,
-            routing_key=REPLY_ROUTING_KEY,
-            body=encode(reply),
-            headers={"traceparent": reply.traceparent} if reply.traceparent else {},
+        return reply_to(
+            command,
+            payload,
+            self.topology,
+            traceparent=tracing.current_traceparent(command.traceparent),
         )
 
 

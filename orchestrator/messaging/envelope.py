@@ -1,7 +1,8 @@
 """The wire format: a versioned JSON envelope around every command and reply.
 
-Both sides import this module and nothing else to speak to each other, so a worker never needs
-the engine's logic, only its vocabulary (`Phase`, `Failure`), which this module speaks.
+Both sides import this module (and `outgoing`, which builds the messages) and nothing else to
+speak to each other, so a worker never needs the engine's logic, only its vocabulary (`Phase`,
+`Failure`), which this module speaks.
 Decoding is strict: a message that does not fit is a `MessageError` (poison).
 """
 
@@ -115,23 +116,3 @@ def _why_undecodable(body: bytes, exc: msgspec.DecodeError) -> str:
 
 def _unsupported(version: int) -> str:
     return f"unsupported envelope version {version} (this build speaks {ENVELOPE_VERSION})"
-
-
-def reply_to(command: Command, payload: ReplyPayload, *, traceparent: str | None = None) -> Reply:
-    """The reply to `command`, caused by it and carrying its identity."""
-    return Reply(
-        id=new_message_id(),
-        saga=command.saga,
-        saga_version=command.saga_version,
-        instance_id=command.instance_id,
-        step=command.step,
-        phase=command.phase,
-        command=command.command,
-        attempt=command.attempt,
-        seq=command.seq,
-        causation_id=command.id,
-        correlation_id=command.correlation_id,
-        traceparent=traceparent or command.traceparent,
-        timestamp=utcnow(),
-        payload=payload,
-    )

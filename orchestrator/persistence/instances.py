@@ -1,7 +1,8 @@
 """Instances: the snapshot row, the append-only history, timers and outgoing commands.
 
-`save_transition` is the write half of the core rule: everything a transition produced goes
-into the caller's transaction, so it commits (or vanishes) together with the inbox row.
+`save_many` is the write half of the core rule, and the only writer of instances: everything
+the transitions produced (a start's included) goes into the caller's transaction, so it commits
+(or vanishes) together with the inbox row.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from uuid import UUID
 import msgspec
 from sqlalchemy import select
 
-from orchestrator.engine import Dispatch, InstanceState, Phase, Transition
-from orchestrator.errors import InstanceNotFound
-from orchestrator.messaging.envelope import Command, CommandPayload, encode, new_message_id, utcnow
+from orchestrator.engine import InstanceState, Phase, Transition
+from orchestrator.errors import Conflict, InstanceNotFound, WarrenError
+from orchestrator.messaging.outgoing import command_for
 from orchestrator.storage.database import driver
-from orchestrator.storage.outbox import OutboxMessage, PendingRow, enqueue
+from orchestrator.storage.outbox import PendingRow, enqueue
 from orchestrator.storage.tables import instances
 from orchestrator.storage.wakeup import TIMERS_CHANNEL, notify
 
@@ -43,35 +44,6 @@ async def traceparent(conn: AsyncConnection, instance_id: UUID) -> str | None:
     return value
 
 
-async def insert_new(
-    conn: AsyncConnection,
-    state: InstanceState,
-    *,
-    idempotency_key: str | None = None,
-    request_hash: str | None = None,
-    correlation_key: str | None = None,
-    traceparent: str | None = None,
-) -> bool:
-    """Insert a started instance's snapshot; False when its id or (saga, idempotency key) is
-    taken. A concurrent start with the same key waits here until the first one commits."""
-    inserted = await (await driver(conn)).fetchval(
-        _INSERT_NEW,
-        state.id,
-        state.saga,
-        state.version,
-        state.status.value,
-        state.seq,
-        _json.encode(state).decode(),
-        state.created_at,
-        state.updated_at,
-        idempotency_key,
-        request_hash,
-        correlation_key,
-        traceparent,
-    )
-    return inserted is not None
-
-
 # The statements on every message's path, sent on the driver connection (storage.database.driver):
 # fixed texts, prepared once per connection, one round trip for any number of rows.
 _INSERT_NEW = """
@@ -88,9 +60,9 @@ WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"""
 _UPDATE_MANY = """
 UPDATE warren.instances AS i
 SET status = u.status, seq = u.seq, state = u.state::jsonb, updated_at = u.updated_at
-FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[])
-    AS u(id, status, seq, state, updated_at)
-WHERE i.id = u.id"""
+FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::int[])
+    AS u(id, status, seq, state, updated_at, since)
+WHERE i.id = u.id AND i.seq = u.since"""
 
 _INSERT_HISTORY = """
 INSERT INTO warren.history (instance_id, seq, type, step, phase, attempt, pool, data, recorded_at)
@@ -118,6 +90,22 @@ _json = msgspec.json.Encoder()
 _state = msgspec.json.Decoder(InstanceState)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewInstance:
+    """What a start stores beside the first snapshot: the keys that make it idempotent (the
+    unique index on them settles a race), and the trace it started in."""
+
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    correlation_key: str | None = None
+    traceparent: str | None = None
+
+
+class AlreadyStarted(WarrenError):
+    """A start's instance id, or its (saga, idempotency key), is taken: nothing was written.
+    The starter turns it into the earlier instance, or an `IdempotencyConflict`."""
+
+
 @dataclass(frozen=True, slots=True)
 class Written:
     """A transition to write, with the message that caused it and the trace context its
@@ -126,6 +114,8 @@ class Written:
     transition: Transition
     causation_id: UUID | None = None
     traceparent: str | None = None
+    new: NewInstance | None = None
+    """Set on an instance's first transition (its start): the snapshot is inserted."""
 
 
 async def load_many(conn: AsyncConnection, instance_ids: list[UUID]) -> dict[UUID, InstanceState]:
@@ -140,51 +130,72 @@ async def load_many(conn: AsyncConnection, instance_ids: list[UUID]) -> dict[UUI
     return found
 
 
-async def save_transition(
-    conn: AsyncConnection,
-    transition: Transition,
-    topology: Topology,
-    *,
-    causation_id: UUID | None = None,
-    traceparent: str | None = None,
-) -> list[PendingRow]:
-    """Update the snapshot, then append history, timers and commands (see `save_many`)."""
-    return await save_many(conn, [Written(transition, causation_id, traceparent)], topology)
-
-
 async def save_many(
     conn: AsyncConnection, written: list[Written], topology: Topology
 ) -> list[PendingRow]:
     """Write what several transitions produced, a few statements for all of them: each
-    instance's latest snapshot, then history, timers and commands (see `append_many`)."""
+    instance's latest snapshot, then history, timers and commands (see `append_many`).
+
+    A start's snapshot is inserted (`AlreadyStarted` when its id or key is taken: then
+    nothing is written). Any other is updated only if the stored one is still the snapshot its
+    first transition here was decided from (whose seq comes right before that transition's
+    history): the row lock of `load_many` guarantees it, and a `Conflict` says a path wrote
+    without it."""
     latest: dict[UUID, InstanceState] = {}
+    since: dict[UUID, int] = {}
     for item in written:
-        if item.transition.history:
-            latest[item.transition.instance.id] = item.transition.instance
-    if not latest:
-        return []
-    states = list(latest.values())
-    await (await driver(conn)).execute(
+        transition = item.transition
+        if item.new is not None:
+            await _insert(conn, transition.instance, item.new)
+        elif transition.history:
+            instance_id = transition.instance.id
+            since.setdefault(instance_id, transition.history[0].seq - 1)
+            latest[instance_id] = transition.instance
+    if latest:
+        await _update(conn, list(latest.values()), since)
+    return await append_many(conn, written, topology)
+
+
+async def _insert(conn: AsyncConnection, state: InstanceState, new: NewInstance) -> None:
+    """Insert a started instance's snapshot. A concurrent start with the same key waits here
+    until the first one commits, then finds it taken."""
+    inserted = await (await driver(conn)).fetchval(
+        _INSERT_NEW,
+        state.id,
+        state.saga,
+        state.version,
+        state.status.value,
+        state.seq,
+        _json.encode(state).decode(),
+        state.created_at,
+        state.updated_at,
+        new.idempotency_key,
+        new.request_hash,
+        new.correlation_key,
+        new.traceparent,
+    )
+    if inserted is None:
+        raise AlreadyStarted(f"saga instance {state.id} (or its idempotency key) exists")
+
+
+async def _update(
+    conn: AsyncConnection, states: list[InstanceState], since: dict[UUID, int]
+) -> None:
+    status = await (await driver(conn)).execute(
         _UPDATE_MANY,
         [state.id for state in states],
         [state.status.value for state in states],
         [state.seq for state in states],
         [_json.encode(state).decode() for state in states],
         [state.updated_at for state in states],
+        [since[state.id] for state in states],
     )
-    return await append_many(conn, written, topology)
-
-
-async def append(
-    conn: AsyncConnection,
-    transition: Transition,
-    topology: Topology,
-    *,
-    causation_id: UUID | None = None,
-    traceparent: str | None = None,
-) -> list[PendingRow]:
-    """Write history, timers and commands; return the outbox rows to publish after commit."""
-    return await append_many(conn, [Written(transition, causation_id, traceparent)], topology)
+    if status != f"UPDATE {len(states)}":
+        raise Conflict(
+            "a saga instance changed while a transition of it was being written; the message "
+            "that caused the transition is handled again",
+            retryable=True,
+        )
 
 
 async def append_many(
@@ -229,20 +240,17 @@ async def append_many(
             [traceparent for _, traceparent, _ in due],
         )
     commands = [
-        _command_message(
-            item.transition.instance, dispatch, topology, item.causation_id, item.traceparent
+        command_for(
+            item.transition.instance,
+            dispatch,
+            topology,
+            causation_id=item.causation_id,
+            traceparent=item.traceparent,
         )
         for item in written
         for dispatch in item.transition.dispatches
     ]
     return await enqueue(conn, commands)
-
-
-async def cancel_timeout(
-    conn: AsyncConnection, instance_id: UUID, step: str, phase: Phase, attempt: int
-) -> None:
-    """Drop the timeout of an attempt that replied (see `cancel_timeouts`)."""
-    await cancel_timeouts(conn, [(instance_id, step, phase, attempt)])
 
 
 async def cancel_timeouts(
@@ -259,40 +267,4 @@ async def cancel_timeouts(
         [step for _, step, _, _ in attempts],
         [phase.value for _, _, phase, _ in attempts],
         [attempt for _, _, _, attempt in attempts],
-    )
-
-
-def _command_message(
-    state: InstanceState,
-    dispatch: Dispatch,
-    topology: Topology,
-    causation_id: UUID | None,
-    traceparent: str | None,
-) -> OutboxMessage:
-    command = Command(
-        id=new_message_id(),
-        saga=state.saga,
-        saga_version=state.version,
-        instance_id=state.id,
-        step=dispatch.step,
-        phase=dispatch.phase,
-        command=dispatch.command,
-        attempt=dispatch.attempt,
-        seq=dispatch.seq,
-        causation_id=causation_id,
-        correlation_id=state.id,
-        traceparent=traceparent,
-        timestamp=utcnow(),
-        payload=CommandPayload(
-            input=state.input,
-            results=state.results(),
-            idempotency_key=f"{state.id}:{dispatch.step}:{dispatch.phase.value}",
-        ),
-    )
-    return OutboxMessage(
-        message_id=command.id,
-        exchange=topology.commands_exchange,
-        routing_key=dispatch.pool,
-        body=encode(command),
-        headers={"traceparent": traceparent} if traceparent else {},
     )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
 
-from orchestrator.engine import Phase, StepReply, TimerFired, TimerKind
+from orchestrator.engine import Phase, TimerFired, TimerKind
 from orchestrator.errors import MessageError, WarrenError
 from orchestrator.messaging.broker import Broker
 from orchestrator.messaging.consumer import (
@@ -34,7 +34,7 @@ from orchestrator.observability import logs, metrics, tracing
 from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service.breakers import evaluate as evaluate_breakers
 from orchestrator.service.dead_letters import DeadLetterRecorder
-from orchestrator.service.transitions import Incoming, apply_event, apply_events
+from orchestrator.service.transitions import Incoming, apply_event, apply_events, reply_event
 from orchestrator.storage import inbox
 from orchestrator.storage.breakers import BreakerBoard
 from orchestrator.storage.database import create_engine, transaction
@@ -151,7 +151,7 @@ class Orchestrator:
                 incoming.append(
                     Incoming(
                         reply.instance_id,
-                        _as_event(reply),
+                        reply_event(reply),
                         causation_id=reply.id,
                         traceparent=reply.traceparent,
                         around=partial(self._around, reply, message, queue),
@@ -289,14 +289,3 @@ class Orchestrator:
         metrics.observe_transition(transition)
         await self.relay.publish_committed(pending)
         return True
-
-
-def _as_event(reply: Reply) -> StepReply:
-    return StepReply(
-        step=reply.step,
-        phase=reply.phase,
-        attempt=reply.attempt,
-        ok=reply.payload.ok,
-        result=reply.payload.result,
-        failure=reply.payload.failure,
-    )

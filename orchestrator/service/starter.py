@@ -1,4 +1,5 @@
-"""Starting an instance: validate, then one transaction (snapshot + history + first command).
+"""Starting an instance: validate, then one transaction (snapshot + history + first command),
+written as any transition is (`service.transitions.start`).
 
 Idempotent on request: a start with an idempotency key (or a caller-chosen instance id) that
 was used before returns that instance when the request is the same, and is refused when it is
@@ -19,12 +20,12 @@ import referencing.exceptions
 from sqlalchemy import select
 
 from orchestrator.definitions.model import unstorable
-from orchestrator.engine import InstanceState, Start, decide, new_instance
 from orchestrator.errors import IdempotencyConflict, InputInvalid
-from orchestrator.messaging.envelope import new_message_id, utcnow
+from orchestrator.messaging.envelope import new_message_id
 from orchestrator.observability import metrics, tracing
 from orchestrator.persistence import instances
 from orchestrator.persistence.definitions import DefinitionCache
+from orchestrator.service import transitions
 from orchestrator.storage.database import transaction
 from orchestrator.storage.tables import instances as instances_table
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from orchestrator.definitions import Saga
+    from orchestrator.engine import InstanceState
     from orchestrator.messaging.topology import Topology
     from orchestrator.storage.outbox import Relay
 
@@ -98,25 +100,23 @@ class SagaStarter:
         async with transaction(self.engine) as conn:
             definition = await self.definitions.get_latest_or(conn, request.saga, request.version)
             self.validate_input(definition, request.input)
-            now = utcnow()
-            state = new_instance(
-                definition, request.instance_id or new_message_id(), request.input, now
-            )
-            transition = decide(definition, state, Start(input=request.input), now)
             keyed = request.idempotency_key is not None or request.instance_id is not None
-            inserted = await instances.insert_new(
-                conn,
-                transition.instance,
-                idempotency_key=request.idempotency_key,
-                request_hash=request.fingerprint if keyed else None,
-                correlation_key=request.correlation_key,
-                traceparent=traceparent,
-            )
-            if not inserted:
+            try:
+                transition, pending = await transitions.start(
+                    conn,
+                    self.topology,
+                    definition,
+                    request.instance_id or new_message_id(),
+                    request.input,
+                    instances.NewInstance(
+                        idempotency_key=request.idempotency_key,
+                        request_hash=request.fingerprint if keyed else None,
+                        correlation_key=request.correlation_key,
+                        traceparent=traceparent,
+                    ),
+                )
+            except instances.AlreadyStarted:
                 return Started(await self._earlier(conn, request), created=False)
-            pending = await instances.append(
-                conn, transition, self.topology, traceparent=traceparent
-            )
         await self.relay.publish_committed(pending)
         return Started(transition.instance, created=True)
 

@@ -1,7 +1,9 @@
-"""Applying one event to one instance inside the caller's transaction: the shell's core step.
+"""Applying events to instances inside the caller's transaction: the shell's core step.
 
-Every path that changes an instance (a reply, a timer, an operator, a dead letter) goes
-through `apply_event`: lock the row, `decide`, write snapshot + history + timers + outbox.
+Every change to an instance goes through here and is written by one writer
+(`persistence.instances.save_many`: snapshot, history, timers, outbox). A start is the first
+transition (`start`: decide, insert); a reply, a timer, an operator or a dead letter is any
+later one (`apply_event(s)`: lock the row, decide, update).
 It is also where the saga's trace gets its `saga.<event>` span: the timers and commands it
 writes carry that span's context, so what they cause later joins the same trace.
 """
@@ -14,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
-from orchestrator.engine import Cancel, Phase, Resume, StepReply, TimerFired, decide
+from orchestrator.engine import (
+    Cancel,
+    Phase,
+    Resume,
+    Start,
+    StepReply,
+    TimerFired,
+    decide,
+    new_instance,
+)
 from orchestrator.messaging.envelope import utcnow
 from orchestrator.observability import tracing
 from orchestrator.persistence import instances
@@ -30,9 +41,42 @@ if TYPE_CHECKING:
 
     from orchestrator.definitions import Saga
     from orchestrator.engine import Event, InstanceState, Transition
+    from orchestrator.messaging.envelope import Reply
     from orchestrator.messaging.topology import Topology
     from orchestrator.persistence.definitions import DefinitionCache
     from orchestrator.storage.outbox import PendingRow
+
+
+async def start(
+    conn: AsyncConnection,
+    topology: Topology,
+    definition: Saga,
+    instance_id: UUID,
+    input: Any,
+    new: instances.NewInstance,
+) -> tuple[Transition, list[PendingRow]]:
+    """An instance's first transition: decide its start and insert it, with its history and
+    first commands. `AlreadyStarted` (nothing written) when its id or idempotency key is taken.
+
+    In the caller's span (`saga.start`, which also covers the input's validation); the
+    commands carry `new.traceparent` on, as the instance row does."""
+    now = utcnow()
+    state = new_instance(definition, instance_id, input, now)
+    transition = decide(definition, state, Start(input=input), now)
+    written = instances.Written(transition, traceparent=new.traceparent, new=new)
+    return transition, await instances.save_many(conn, [written], topology)
+
+
+def reply_event(reply: Reply) -> StepReply:
+    """The engine's event for a worker's reply."""
+    return StepReply(
+        step=reply.step,
+        phase=reply.phase,
+        attempt=reply.attempt,
+        ok=reply.payload.ok,
+        result=reply.payload.result,
+        failure=reply.payload.failure,
+    )
 
 
 async def apply_event(

@@ -2,10 +2,10 @@
 wire, on a virtual clock.
 
 The loop mirrors the processes: the orchestrator side applies an event with `decide`, turns the
-transition's dispatches into commands as the shell does (`persistence.instances`), and keeps
-its timers; the worker side decodes a command, runs the handler as `workers.runtime` does and
-encodes the reply; the orchestrator decodes the reply and applies it. When nothing is in
-flight, the clock jumps to the next timer.
+transition's dispatches into commands with the shell's builder (`messaging.outgoing`), and
+keeps its timers; the worker side decodes a command, runs the handler as `workers.runtime` does
+and builds the reply with the runtime's builder; the orchestrator decodes the reply and applies
+it. When nothing is in flight, the clock jumps to the next timer.
 """
 
 from __future__ import annotations
@@ -31,19 +31,11 @@ from orchestrator.engine import (
     decide,
     new_instance,
 )
-from orchestrator.messaging.envelope import (
-    Command,
-    Reply,
-    ReplyPayload,
-    decode,
-    encode,
-    new_message_id,
-    reply_to,
-)
+from orchestrator.messaging.envelope import Command, Reply, ReplyPayload, decode, new_message_id
 from orchestrator.messaging.failure import Failure
-from orchestrator.messaging.topology import REPLY_ROUTING_KEY, Topology
-from orchestrator.persistence.instances import _command_message
-from orchestrator.service.orchestrator import _as_event
+from orchestrator.messaging.outgoing import command_for, reply_to
+from orchestrator.messaging.topology import Topology
+from orchestrator.service.transitions import reply_event
 from orchestrator.storage.database import create_engine
 from workers.app import Handler, HandlerSpec, NoSession
 from workers.runtime import run_handler, step_context
@@ -149,7 +141,7 @@ class Run:
             else:
                 reply = decode(delivery.body)
                 assert isinstance(reply, Reply)
-                await self.apply(_as_event(reply), causation_id=reply.id)
+                await self.apply(reply_event(reply), causation_id=reply.id)
             return True
         if self.state.status.terminal or not self.timers:
             return False  # a finished saga's timers would change nothing
@@ -182,7 +174,9 @@ class Run:
         for timer in transition.timers:
             heapq.heappush(self.timers, (timer.due_at, next(self.order), timer))
         for dispatch in transition.dispatches:
-            message = _command_message(self.state, dispatch, self.wire.topology, causation_id, None)
+            message = command_for(
+                self.state, dispatch, self.wire.topology, causation_id=causation_id
+            )
             await self.wire.publish(
                 message.exchange,
                 message.routing_key,
@@ -215,12 +209,13 @@ class Run:
                 return  # lost: the attempt's timeout will fire
         else:
             payload = await self.handle(command, delivery.routing_key)
-        reply = reply_to(command, payload)
+        reply = reply_to(command, payload, self.wire.topology)
         await self.wire.publish(
-            self.wire.topology.replies_exchange,
-            REPLY_ROUTING_KEY,
-            encode(reply),
-            message_id=reply.id,
+            reply.exchange,
+            reply.routing_key,
+            reply.body,
+            message_id=reply.message_id,
+            headers=reply.headers,
         )
 
     async def handle(self, command: Command, pool: str) -> ReplyPayload:

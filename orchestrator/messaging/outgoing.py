@@ -1,0 +1,138 @@
+"""Outgoing messages: what the engine decided (and what a handler answered), as envelopes
+addressed for the broker.
+
+The one place that copies envelope fields (ids, causation and correlation, traceparent, saga,
+version, instance, step, phase, attempt, sequence): the orchestrator's shell and the test
+harness build commands here, the worker runtime and the harness build replies here. Workers
+import it, so it speaks only the engine's vocabulary: what it needs of an instance and of a
+dispatch is said by the protocols below, which the engine's `InstanceState` and `Dispatch`
+satisfy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from orchestrator.messaging.envelope import (
+    Command,
+    CommandPayload,
+    Reply,
+    encode,
+    new_message_id,
+    utcnow,
+)
+from orchestrator.messaging.topology import REPLY_ROUTING_KEY
+from orchestrator.storage.outbox import OutboxMessage
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from orchestrator.engine.vocabulary import Phase
+    from orchestrator.messaging.envelope import Envelope, ReplyPayload
+    from orchestrator.messaging.topology import Topology
+
+
+class Instance(Protocol):
+    """What a command carries of its instance (the engine's `InstanceState`)."""
+
+    @property
+    def id(self) -> UUID: ...
+    @property
+    def saga(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def input(self) -> Any: ...
+    def results(self) -> dict[str, Any]: ...
+
+
+class Dispatched(Protocol):
+    """One attempt the engine sends out (the engine's `Dispatch`)."""
+
+    @property
+    def step(self) -> str: ...
+    @property
+    def phase(self) -> Phase: ...
+    @property
+    def command(self) -> str: ...
+    @property
+    def pool(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+
+
+def command_for(
+    instance: Instance,
+    dispatch: Dispatched,
+    topology: Topology,
+    *,
+    causation_id: UUID | None = None,
+    traceparent: str | None = None,
+) -> OutboxMessage:
+    """The command of one attempt, routed to the dispatch's pool. Every command of an instance
+    is correlated by the instance id; `causation_id` is the message that caused it (none for a
+    start, a timer or an operator)."""
+    command = Command(
+        id=new_message_id(),
+        saga=instance.saga,
+        saga_version=instance.version,
+        instance_id=instance.id,
+        step=dispatch.step,
+        phase=dispatch.phase,
+        command=dispatch.command,
+        attempt=dispatch.attempt,
+        seq=dispatch.seq,
+        causation_id=causation_id,
+        correlation_id=instance.id,
+        traceparent=traceparent,
+        timestamp=utcnow(),
+        payload=CommandPayload(
+            input=instance.input,
+            results=instance.results(),
+            # Stable across attempts and redeliveries: the worker applies a phase's effect once.
+            idempotency_key=f"{instance.id}:{dispatch.step}:{dispatch.phase.value}",
+        ),
+    )
+    return _addressed(command, topology.commands_exchange, dispatch.pool)
+
+
+def reply_to(
+    command: Command,
+    payload: ReplyPayload,
+    topology: Topology,
+    *,
+    traceparent: str | None = None,
+) -> OutboxMessage:
+    """The reply to `command`: caused by it, carrying its identity back to the orchestrators.
+    `traceparent` is where the reply continues the trace (the command's when not given)."""
+    reply = Reply(
+        id=new_message_id(),
+        saga=command.saga,
+        saga_version=command.saga_version,
+        instance_id=command.instance_id,
+        step=command.step,
+        phase=command.phase,
+        command=command.command,
+        attempt=command.attempt,
+        seq=command.seq,
+        causation_id=command.id,
+        correlation_id=command.correlation_id,
+        traceparent=traceparent or command.traceparent,
+        timestamp=utcnow(),
+        payload=payload,
+    )
+    return _addressed(reply, topology.replies_exchange, REPLY_ROUTING_KEY)
+
+
+def _addressed(message: Envelope, exchange: str, routing_key: str) -> OutboxMessage:
+    """Ready to publish (or to write to the outbox). The trace context goes in the headers
+    too: the relay's publish span continues the trace from there, even from a sweeper."""
+    return OutboxMessage(
+        message_id=message.id,
+        exchange=exchange,
+        routing_key=routing_key,
+        body=encode(message),
+        headers={"traceparent": message.traceparent} if message.traceparent else {},
+    )

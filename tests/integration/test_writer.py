@@ -1,0 +1,73 @@
+"""One writer for every change to an instance (persistence.instances.save_many): a start is
+its first transition (inserted), any later one is an update of the snapshot it was decided
+from, and a transition decided from a snapshot that moved on is refused, writing nothing."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from examples.orders.saga import order_saga
+from orchestrator.engine import Cancel, Phase, StepReply, decide
+from orchestrator.errors import Conflict
+from orchestrator.messaging.envelope import new_message_id, utcnow
+from orchestrator.messaging.topology import Topology
+from orchestrator.persistence import instances
+from orchestrator.persistence.definitions import DefinitionCache
+from orchestrator.service import transitions
+from orchestrator.storage.database import transaction
+from tests.support.probes import Probe
+
+pytestmark = pytest.mark.integration
+
+TOPOLOGY = Topology(namespace="writer")
+INPUT = {"order_id": "W-1", "amount": 5}
+
+
+async def test_a_start_is_the_first_transition_and_a_taken_id_writes_nothing(
+    engine: AsyncEngine, probe: Probe
+) -> None:
+    instance_id = new_message_id()
+    async with transaction(engine) as conn:
+        transition, pending = await transitions.start(
+            conn, TOPOLOGY, order_saga, instance_id, INPUT, instances.NewInstance()
+        )
+    assert [m.message.routing_key for m in pending] == [transition.dispatches[0].pool]
+    assert [h["type"] for h in await probe.history(instance_id)] == [
+        "saga_started",
+        "step_dispatched",
+    ]
+
+    with pytest.raises(instances.AlreadyStarted):
+        async with transaction(engine) as conn:
+            await transitions.start(
+                conn, TOPOLOGY, order_saga, instance_id, INPUT, instances.NewInstance()
+            )
+
+    assert await probe.count("warren.history") == 2
+    assert await probe.count("warren.outbox") == 1
+
+
+async def test_a_transition_decided_from_a_stale_snapshot_is_refused(
+    engine: AsyncEngine, probe: Probe
+) -> None:
+    instance_id = new_message_id()
+    async with transaction(engine) as conn:
+        start, _ = await transitions.start(
+            conn, TOPOLOGY, order_saga, instance_id, INPUT, instances.NewInstance()
+        )
+    first = start.dispatches[0]
+    succeeded = StepReply(step=first.step, phase=Phase.FORWARD, attempt=1, ok=True)
+    async with transaction(engine) as conn:
+        await transitions.apply_event(conn, DefinitionCache(), TOPOLOGY, instance_id, succeeded)
+    history = await probe.count("warren.history")
+
+    # Decided from the start's snapshot, which a reply has since moved on from.
+    stale = decide(order_saga, start.instance, Cancel(), utcnow())
+    with pytest.raises(Conflict) as refused:
+        async with transaction(engine) as conn:
+            await instances.save_many(conn, [instances.Written(stale)], TOPOLOGY)
+
+    assert refused.value.retryable
+    assert await probe.count("warren.history") == history
+    assert await probe.status(instance_id) == "running"
