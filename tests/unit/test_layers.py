@@ -1,4 +1,4 @@
-"""The layering DESIGN.md asks for, checked on the real import graph."""
+"""The layering docs/architecture.md describes, checked on the real import graph."""
 
 from __future__ import annotations
 
@@ -201,3 +201,10 @@ def test_the_api_reaches_tables_and_the_broker_only_through_their_layers() -> No
         )
         == []
     )
+
+
+def test_loading_the_configuration_loads_no_messaging() -> None:
+    loaded = _modules_loaded_by("import orchestrator.config")
+
+    assert "orchestrator.config" in loaded
+    assert sorted(m for m in loaded if _under(m, "orchestrator.messaging", "aio_pika")) == []
