@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from orchestrator.errors import WarrenError
-from orchestrator.messaging.topology import Topology
+
+if TYPE_CHECKING:
+    from orchestrator.messaging.topology import Topology
 
 # Field names whose values the logs never show (WARREN_LOG_REDACT replaces the list).
 DEFAULT_REDACT = ("password", "secret", "token", "api_key", "authorization", "card_number", "cvv")
@@ -77,6 +80,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def topology(self) -> Topology:
+        """The exchanges and queues these settings name. The messaging layer builds it, imported
+        on use: reading the configuration (the client, the CLI) loads no messaging."""
+        from orchestrator.messaging.topology import Topology
+
         return Topology(namespace=self.namespace, delivery_limit=self.delivery_limit)
 
     @property

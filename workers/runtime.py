@@ -1,6 +1,6 @@
 """The worker process: consume a pool's commands, run handlers, reply exactly once.
 
-One transaction per command (DESIGN.md, the core rule):
+One transaction per command (docs/architecture.md, "One transaction per message"):
 
     BEGIN
       inbox   ← command id            (a redelivered copy stops here: ack, no effect)
@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,15 +39,11 @@ from orchestrator.messaging.envelope import Command, ReplyPayload
 from orchestrator.messaging.failure import Failure, FailureType
 from orchestrator.messaging.faults import crash_point
 from orchestrator.messaging.outgoing import reply_to
+from orchestrator.messaging.relay import Relay
 from orchestrator.observability import logs, metrics, tracing
-from orchestrator.storage import inbox
-from orchestrator.storage.database import (
-    create_engine,
-    driver,
-    transaction_span,
-    translate_errors,
-)
-from orchestrator.storage.outbox import OutboxMessage, Relay, enqueue
+from orchestrator.persistence import inbox, step_results
+from orchestrator.persistence.outbox import OutboxMessage, enqueue
+from orchestrator.storage.database import create_engine, transaction_span, translate_errors
 from workers.app import StepContext, StepFailed
 from workers.check import check, log_report, registered_sagas
 
@@ -55,7 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from aio_pika.abc import AbstractIncomingMessage
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from orchestrator.config import Settings
     from orchestrator.messaging.envelope import Envelope
@@ -305,7 +301,7 @@ async def _apply_effect(
     savepoint = await session.begin_nested()
     # Ask the session again: that emits the SAVEPOINT before the claim is written.
     conn = await session.connection()
-    stored = await _claim_effect(conn, consumer, key)
+    stored = await step_results.claim(conn, consumer, key)
     if stored is not None:
         await savepoint.commit()
         return ReplyPayload(ok=True, result=stored.result)
@@ -314,35 +310,9 @@ async def _apply_effect(
         await savepoint.rollback()
         return payload
     await session.flush()
-    await (await driver(conn)).execute(
-        _RECORD_RESULT, consumer, key, msgspec.json.encode(payload.result).decode()
-    )
+    await step_results.record(conn, consumer, key, payload.result)
     await savepoint.commit()
     return payload
-
-
-class _StoredResult(msgspec.Struct, frozen=True):
-    result: Any
-
-
-# On every command's path: sent on the driver connection (orchestrator.storage.database.driver).
-_CLAIM_EFFECT = """
-INSERT INTO warren.step_results (consumer, idempotency_key) VALUES ($1, $2)
-ON CONFLICT DO NOTHING RETURNING idempotency_key"""
-_STORED_RESULT = """
-SELECT result::text FROM warren.step_results WHERE consumer = $1 AND idempotency_key = $2"""
-_RECORD_RESULT = """
-UPDATE warren.step_results SET result = $3::jsonb WHERE consumer = $1 AND idempotency_key = $2"""
-
-
-async def _claim_effect(conn: AsyncConnection, consumer: str, key: str) -> _StoredResult | None:
-    """Claim the right to apply this step phase's effect; None when claimed, else the stored
-    result of the attempt that already applied it. A concurrent attempt waits on the key."""
-    raw = await driver(conn)
-    if await raw.fetchval(_CLAIM_EFFECT, consumer, key) is not None:
-        return None
-    stored = await raw.fetchval(_STORED_RESULT, consumer, key)
-    return _StoredResult(msgspec.json.decode(stored) if stored is not None else None)
 
 
 def step_context(message: Command, session: AsyncSession | None) -> StepContext:

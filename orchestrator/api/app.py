@@ -15,13 +15,12 @@ from orchestrator.api.problems import exception_handlers
 from orchestrator.api.routes import route_handlers
 from orchestrator.config import Settings
 from orchestrator.messaging.broker import Broker
+from orchestrator.messaging.relay import BreakerBoard, Relay
 from orchestrator.observability import tracing
 from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service.operations import Operations
 from orchestrator.service.starter import SagaStarter
-from orchestrator.storage.breakers import BreakerBoard
 from orchestrator.storage.database import create_engine
-from orchestrator.storage.outbox import Relay
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

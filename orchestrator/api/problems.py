@@ -32,7 +32,7 @@ from orchestrator.errors import (
     WarrenError,
 )
 from orchestrator.persistence.dead_letters import DeadLetterNotFound
-from orchestrator.persistence.queries import CursorInvalid
+from orchestrator.persistence.instances import CursorInvalid
 
 if TYPE_CHECKING:
     from litestar import Request

@@ -13,7 +13,6 @@ from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
-from sqlalchemy import text
 
 from orchestrator.api.openapi import OptionalBody
 from orchestrator.api.problems import error_responses
@@ -41,11 +40,10 @@ from orchestrator.definitions import Saga
 from orchestrator.definitions.model import MAX_INT4, NAME
 from orchestrator.engine import InstanceState, SagaStatus
 from orchestrator.errors import InstanceNotFound, SagaNotFound, WarrenError
-from orchestrator.persistence import dead_letters, instances, queries
+from orchestrator.persistence import dead_letters, instances, pool_breakers
 from orchestrator.persistence import definitions as stored_definitions
-from orchestrator.persistence import pools as pool_rows
 from orchestrator.service.starter import StartRequest
-from orchestrator.storage.database import transaction
+from orchestrator.storage.database import ping, transaction
 
 if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
@@ -97,7 +95,7 @@ def _instants(**values: str | None) -> dict[str, datetime | None]:
             except ValueError:
                 bad.append({"message": "not an RFC 3339 date-time", "key": key, "source": "query"})
                 continue
-            if not queries.representable(moment):
+            if not instances.representable(moment):
                 message = "the UTC instant must fall within years 1 to 9999"
                 bad.append({"message": message, "key": key, "source": "query"})
         parsed[key] = moment
@@ -199,14 +197,14 @@ class InstanceController(Controller):
             updated_after=updated_after,
             updated_before=updated_before,
         )
-        where = queries.InstanceFilter(
+        where = instances.InstanceFilter(
             saga=saga,
             status=status.value if status else None,
             correlation_key=correlation_key,
             **times,
         )
         async with transaction(state.engine) as conn:
-            items, next_cursor = await queries.list_instances(
+            items, next_cursor = await instances.list_instances(
                 conn, where, limit=limit, cursor=cursor
             )
         return InstanceList(items=items, next_cursor=next_cursor)
@@ -242,9 +240,9 @@ class InstanceController(Controller):
         """The append-only history: sequence, type, step, phase, attempt, pool, time, payload."""
         key = _uuid(instance_id)
         async with transaction(state.engine) as conn:
-            if not await queries.instance_exists(conn, key):
+            if not await instances.instance_exists(conn, key):
                 raise InstanceNotFound(f"no saga instance {key}")
-            items = await queries.instance_history(conn, key, after_seq=after_seq, limit=limit)
+            items = await instances.instance_history(conn, key, after_seq=after_seq, limit=limit)
         next_after = items[-1].seq if len(items) == limit else None
         return HistoryPage(items=items, next_after_seq=next_after)
 
@@ -292,7 +290,7 @@ class DefinitionController(Controller):
     @get("/", summary="List saga definitions", responses=error_responses(UNAVAILABLE))
     async def list(self, state: State) -> DefinitionList:
         async with transaction(state.engine) as conn:
-            return DefinitionList(items=await queries.list_definitions(conn))
+            return DefinitionList(items=await stored_definitions.list_definitions(conn))
 
     @get(
         "/{name:str}",
@@ -302,7 +300,7 @@ class DefinitionController(Controller):
     async def versions(self, name: FromPath[str], state: State) -> DefinitionVersions:
         """All versions with their steps, pools, compensations and input schema."""
         async with transaction(state.engine) as conn:
-            found = await queries.definition_versions(conn, _saga_name(name))
+            found = await stored_definitions.definition_versions(conn, _saga_name(name))
         if not found:
             raise SagaNotFound(f"no saga {name!r} is registered")
         return DefinitionVersions(name=name, versions=found)
@@ -342,11 +340,11 @@ async def pools(state: State) -> PoolList:
     and commands dispatched / attempts failed in the last five minutes."""
     cache: stored_definitions.DefinitionCache = state.definitions
     async with transaction(state.engine) as conn:
-        keys = await pool_rows.definition_keys(conn)
+        keys = await stored_definitions.keys(conn)
         sagas = {(n, v): await cache.get(conn, n, v) for n, v in keys}
-        activity = await queries.pool_activity(conn, window_seconds=POOL_WINDOW_SECONDS)
-        breakers = await pool_rows.breakers(conn)
-        flying = await queries.steps_in_flight(conn)
+        activity = await instances.pool_activity(conn, window_seconds=POOL_WINDOW_SECONDS)
+        breakers = await pool_breakers.rows(conn)
+        flying = await instances.steps_in_flight(conn)
     names = set(activity) | set(breakers)
     for saga in sagas.values():
         names |= saga.pools
@@ -361,7 +359,7 @@ async def pools(state: State) -> PoolList:
     items = []
     for name in sorted(names):
         ready, consumers = await state.broker.queue_counts(state.settings.topology.pool_queue(name))
-        act = activity.get(name, queries.PoolActivity(dispatched=0, failed=0))
+        act = activity.get(name, instances.PoolActivity(dispatched=0, failed=0))
         items.append(
             PoolView(
                 name=name,
@@ -378,7 +376,7 @@ async def pools(state: State) -> PoolList:
     return PoolList(items=items)
 
 
-def _breaker_view(policy: BreakerPolicy, row: pool_rows.BreakerRow | None) -> BreakerView:
+def _breaker_view(policy: BreakerPolicy, row: pool_breakers.BreakerRow | None) -> BreakerView:
     return BreakerView(
         state=row.state if row is not None else "closed",
         changed_at=row.changed_at if row is not None else None,
@@ -412,8 +410,7 @@ async def ready(state: State) -> Response[Readiness]:
     """200 only when Postgres and RabbitMQ both answer; 503 otherwise."""
     database = broker = "ok"
     try:
-        async with transaction(state.engine) as conn:
-            await conn.execute(text("SELECT 1"))
+        await ping(state.engine)
     except WarrenError as exc:
         database = f"unavailable: {exc}"
     try:

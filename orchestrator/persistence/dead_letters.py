@@ -1,18 +1,20 @@
-"""Recorded dead letters: list, read, replay (through the outbox), delete."""
+"""The dead_letters table: messages parked in the dead-letter queue, recorded (`record`),
+listed, read, replayed (through the outbox) and deleted."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from sqlalchemy import delete, select, update
+import msgspec
+from sqlalchemy import delete, insert, select, update
 
 # The rows are part of the API's schema (the client reads them too); re-exported here.
 from orchestrator.api.schema import DeadLetterDetail as DeadLetterDetail
 from orchestrator.api.schema import DeadLetterRow as DeadLetterRow
 from orchestrator.errors import InvalidState, NotFound
 from orchestrator.messaging.envelope import new_message_id, utcnow
-from orchestrator.storage.outbox import OutboxMessage, PendingRow, enqueue
+from orchestrator.persistence.outbox import OutboxMessage, PendingRow, enqueue
 from orchestrator.storage.tables import dead_letters
 
 if TYPE_CHECKING:
@@ -35,6 +37,25 @@ _SUMMARY = [
     dead_letters.c.received_at,
     dead_letters.c.replayed_at,
 ]
+
+
+class Parked(msgspec.Struct, frozen=True, kw_only=True):
+    """A message as it arrived from the dead-letter queue, with its reason and origin."""
+
+    message_id: str | None
+    kind: str | None
+    """command, reply, or None when it did not decode."""
+    instance_id: UUID | None
+    reason: str
+    origin_exchange: str | None
+    origin_routing_key: str | None
+    origin_queue: str | None
+    body: bytes
+    headers: dict[str, Any]
+
+
+async def record(conn: AsyncConnection, parked: Parked) -> None:
+    await conn.execute(insert(dead_letters).values(**msgspec.structs.asdict(parked)))
 
 
 async def list_dead_letters(

@@ -1,4 +1,5 @@
-"""Stored saga definitions: (name, version) → content, immutable once registered."""
+"""The definitions table: stored saga definitions, (name, version) → content, immutable once
+registered; and the reads of the definitions pages."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ from orchestrator.storage.tables import definitions
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from orchestrator.api.schema import DefinitionSummary, StoredDefinition
+
+# On every start's path: sent on the driver connection (storage.database.driver).
+_LATEST_VERSION = "SELECT max(version) FROM warren.definitions WHERE name = $1"
 
 
 class RegisterOutcome(StrEnum):
@@ -79,7 +85,57 @@ async def load_latest(conn: AsyncConnection) -> list[Saga]:
     return [Saga.from_json(msgspec.json.encode(body)) for body in rows.scalars()]
 
 
-_LATEST_VERSION = "SELECT max(version) FROM warren.definitions WHERE name = $1"
+async def list_definitions(conn: AsyncConnection) -> list[DefinitionSummary]:
+    # The API's row types, imported on use: a worker reads definitions through this module
+    # (its startup check) and loads no API code.
+    from orchestrator.api.schema import DefinitionSummary
+
+    d = definitions.c
+    rows = await conn.execute(
+        select(
+            d.name,
+            func.max(d.version).label("latest"),
+            func.array_agg(d.version).label("versions"),
+            func.max(d.registered_at).label("registered_at"),
+        )
+        .group_by(d.name)
+        .order_by(d.name)
+    )
+    return [
+        DefinitionSummary(
+            name=r.name,
+            latest_version=r.latest,
+            versions=sorted(r.versions),
+            registered_at=r.registered_at,
+        )
+        for r in rows
+    ]
+
+
+async def definition_versions(conn: AsyncConnection, name: str) -> list[StoredDefinition]:
+    from orchestrator.api.schema import StoredDefinition
+
+    d = definitions.c
+    rows = await conn.execute(
+        select(d.version, d.content_hash, d.registered_at, d.body)
+        .where(d.name == name)
+        .order_by(d.version)
+    )
+    return [
+        StoredDefinition(
+            version=r.version,
+            content_hash=r.content_hash,
+            registered_at=r.registered_at,
+            body=r.body,
+        )
+        for r in rows
+    ]
+
+
+async def keys(conn: AsyncConnection) -> list[tuple[str, int]]:
+    """(name, version) of every stored definition."""
+    rows = await conn.execute(select(definitions.c.name, definitions.c.version))
+    return [(r.name, r.version) for r in rows]
 
 
 class DefinitionCache:

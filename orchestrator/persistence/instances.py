@@ -1,4 +1,6 @@
-"""Instances: the snapshot row, the append-only history, timers and outgoing commands.
+"""The instances and history tables: the snapshot row and its append-only event log, written
+in the transaction of the message that changed them, and the read side (lists, pages and the
+pools page, served from indexed columns and snapshots, never by replaying history).
 
 `save_many` is the write half of the core rule, and the only writer of instances: everything
 the transitions produced (a start's included) goes into the caller's transaction, so it commits
@@ -7,42 +9,35 @@ the transitions produced (a start's included) goes into the caller's transaction
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import func, or_, select, text, tuple_
 
-from orchestrator.engine import InstanceState, Phase, Transition
+# The rows are part of the API's schema (the client reads them too); re-exported here.
+from orchestrator.api.schema import HistoryRow as HistoryRow
+from orchestrator.api.schema import InstanceRow as InstanceRow
+from orchestrator.engine import InstanceState, Transition
+from orchestrator.engine.vocabulary import DISPATCH_EVENTS, FAILURE_EVENTS
 from orchestrator.errors import Conflict, InstanceNotFound, WarrenError
 from orchestrator.messaging.outgoing import command_for
+from orchestrator.persistence import timers
+from orchestrator.persistence.outbox import PendingRow, enqueue
+
+# Timeouts are timers; the writer drops them with the rest of what a transition wrote.
+from orchestrator.persistence.timers import cancel_timeouts as cancel_timeouts
 from orchestrator.storage.database import driver
-from orchestrator.storage.outbox import PendingRow, enqueue
-from orchestrator.storage.tables import instances
-from orchestrator.storage.wakeup import TIMERS_CHANNEL, notify
+from orchestrator.storage.tables import history, instances
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from orchestrator.messaging.topology import Topology
-
-
-async def load(conn: AsyncConnection, instance_id: UUID) -> InstanceState:
-    """Read an instance (to lock it and change it: `load_many`)."""
-    state = await conn.scalar(select(instances.c.state).where(instances.c.id == instance_id))
-    if state is None:
-        raise InstanceNotFound(f"no saga instance {instance_id}")
-    return msgspec.convert(state, InstanceState)
-
-
-async def traceparent(conn: AsyncConnection, instance_id: UUID) -> str | None:
-    """The trace context the instance was started in (None when it was not traced)."""
-    value: str | None = await conn.scalar(
-        select(instances.c.traceparent).where(instances.c.id == instance_id)
-    )
-    return value
-
 
 # The statements on every message's path, sent on the driver connection (storage.database.driver):
 # fixed texts, prepared once per connection, one round trip for any number of rows.
@@ -70,21 +65,42 @@ SELECT i, s, t, st, ph, a, p, d::jsonb, r
 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
             $8::text[], $9::timestamptz[]) AS x(i, s, t, st, ph, a, p, d, r)"""
 
-_INSERT_TIMERS = """
-INSERT INTO warren.timers (instance_id, kind, step, phase, attempt, due_at, traceparent)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[],
-                     $6::timestamptz[], $7::text[])"""
+# Not on a message's path: the steps with a command out now, for the pools page.
+_STEPS_IN_FLIGHT = text(
+    "SELECT i.saga_name, i.saga_version, s.key AS step, s.value->>'status' AS status "
+    "FROM warren.instances i, jsonb_each(i.state->'steps') s "
+    "WHERE i.status IN ('running', 'compensating') "
+    "AND s.value->>'status' IN ('running', 'compensating')"
+)
 
-# A timer being fired right now is locked: skip it (see `cancel_timeouts`).
-_CANCEL_TIMEOUTS = """
-DELETE FROM warren.timers WHERE id IN (
-    SELECT t.id FROM warren.timers AS t
-    JOIN unnest($1::uuid[], $2::text[], $3::text[], $4::int[])
-        AS a(instance_id, step, phase, attempt)
-      ON (t.instance_id, t.step, t.phase, t.attempt)
-       = (a.instance_id, a.step, a.phase, a.attempt)
-    WHERE t.kind = 'timeout'
-    FOR UPDATE OF t SKIP LOCKED)"""
+
+async def load(conn: AsyncConnection, instance_id: UUID) -> InstanceState:
+    """Read an instance (to lock it and change it: `load_many`)."""
+    state = await conn.scalar(select(instances.c.state).where(instances.c.id == instance_id))
+    if state is None:
+        raise InstanceNotFound(f"no saga instance {instance_id}")
+    return msgspec.convert(state, InstanceState)
+
+
+async def traceparent(conn: AsyncConnection, instance_id: UUID) -> str | None:
+    """The trace context the instance was started in (None when it was not traced)."""
+    value: str | None = await conn.scalar(
+        select(instances.c.traceparent).where(instances.c.id == instance_id)
+    )
+    return value
+
+
+async def pinned(conn: AsyncConnection, instance_id: UUID) -> tuple[str, int] | None:
+    """The saga name and version an instance is pinned to; None when there is no such instance."""
+    row = (
+        await conn.execute(
+            select(instances.c.saga_name, instances.c.saga_version).where(
+                instances.c.id == instance_id
+            )
+        )
+    ).first()
+    return None if row is None else (row.saga_name, row.saga_version)
+
 
 _json = msgspec.json.Encoder()
 _state = msgspec.json.Decoder(InstanceState)
@@ -209,8 +225,7 @@ async def append_many(
     ]
     if not events:
         return []
-    raw = await driver(conn)
-    await raw.execute(
+    await (await driver(conn)).execute(
         _INSERT_HISTORY,
         [instance_id for instance_id, _ in events],
         [e.seq for _, e in events],
@@ -222,23 +237,14 @@ async def append_many(
         [_json.encode(e.data).decode() for _, e in events],
         [e.at for _, e in events],
     )
-    due = [
-        (item.transition.instance.id, item.traceparent, timer)
-        for item in written
-        for timer in item.transition.timers
-    ]
-    if due:
-        await notify(conn, TIMERS_CHANNEL)  # wake an orchestrator when this commits
-        await raw.execute(
-            _INSERT_TIMERS,
-            [instance_id for instance_id, _, _ in due],
-            [t.kind.value for _, _, t in due],
-            [t.step for _, _, t in due],
-            [t.phase.value for _, _, t in due],
-            [t.attempt for _, _, t in due],
-            [t.due_at for _, _, t in due],
-            [traceparent for _, traceparent, _ in due],
-        )
+    await timers.insert_many(
+        conn,
+        [
+            (item.transition.instance.id, item.traceparent, timer)
+            for item in written
+            for timer in item.transition.timers
+        ],
+    )
     commands = [
         command_for(
             item.transition.instance,
@@ -253,18 +259,169 @@ async def append_many(
     return await enqueue(conn, commands)
 
 
-async def cancel_timeouts(
-    conn: AsyncConnection, attempts: list[tuple[UUID, str, Phase, int]]
-) -> None:
-    """Drop the timeouts of attempts that replied, in one statement. A timer being fired right
-    now is locked: skip it (no lock-order inversion with the firing transaction); it will find
-    the attempt over."""
-    if not attempts:
-        return
-    await (await driver(conn)).execute(
-        _CANCEL_TIMEOUTS,
-        [instance_id for instance_id, _, _, _ in attempts],
-        [step for _, step, _, _ in attempts],
-        [phase.value for _, _, phase, _ in attempts],
-        [attempt for _, _, _, attempt in attempts],
+# ---- the read side -------------------------------------------------------------------------
+
+
+class CursorInvalid(WarrenError):
+    """A pagination cursor that this server did not hand out."""
+
+
+class InstanceFilter(msgspec.Struct, frozen=True, kw_only=True):
+    saga: str | None = None
+    status: str | None = None
+    correlation_key: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+
+
+class _Cursor(msgspec.Struct, array_like=True, frozen=True):
+    created_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    id: UUID
+
+
+def representable(moment: datetime) -> bool:
+    """Whether a time can be sent to Postgres: its UTC instant must fall within years 1 to 9999
+    (Python's range, narrower than timestamptz's), e.g. not 0001-01-01T00:00:00+14:00."""
+    try:
+        moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def encode_cursor(row: InstanceRow) -> str:
+    raw = msgspec.json.encode(_Cursor(row.created_at, row.id))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> _Cursor:
+    invalid = f"cursor {cursor[:40]!r} is not one this API handed out"
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        decoded = msgspec.json.decode(raw, type=_Cursor)
+    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+        raise CursorInvalid(invalid) from exc
+    if not representable(decoded.created_at):
+        raise CursorInvalid(invalid)
+    return decoded
+
+
+async def list_instances(
+    conn: AsyncConnection, where: InstanceFilter, *, limit: int, cursor: str | None
+) -> tuple[list[InstanceRow], str | None]:
+    """Newest first, keyset-paginated on (created_at, id): rows written while a client pages
+    never shift the pages after its cursor, so nothing is skipped or shown twice."""
+    c = instances.c
+    conditions: list[Any] = []
+    if where.saga is not None:
+        conditions.append(c.saga_name == where.saga)
+    if where.status is not None:
+        conditions.append(c.status == where.status)
+    if where.correlation_key is not None:
+        conditions.append(c.correlation_key == where.correlation_key)
+    if where.created_after is not None:
+        conditions.append(c.created_at >= where.created_after)
+    if where.created_before is not None:
+        conditions.append(c.created_at < where.created_before)
+    if where.updated_after is not None:
+        conditions.append(c.updated_at >= where.updated_after)
+    if where.updated_before is not None:
+        conditions.append(c.updated_at < where.updated_before)
+    if cursor is not None:
+        after = decode_cursor(cursor)
+        conditions.append(tuple_(c.created_at, c.id) < tuple_(after.created_at, after.id))
+    query = (
+        select(
+            c.id,
+            c.saga_name,
+            c.saga_version,
+            c.status,
+            c.correlation_key,
+            c.created_at,
+            c.updated_at,
+        )
+        .where(*conditions)
+        .order_by(c.created_at.desc(), c.id.desc())
+        .limit(limit + 1)
     )
+    rows = [
+        InstanceRow(
+            id=r.id,
+            saga=r.saga_name,
+            version=r.saga_version,
+            status=r.status,
+            correlation_key=r.correlation_key,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+        )
+        for r in await conn.execute(query)
+    ]
+    page = rows[:limit]
+    next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
+    return page, next_cursor
+
+
+async def instance_history(
+    conn: AsyncConnection, instance_id: UUID, *, after_seq: int, limit: int
+) -> list[HistoryRow]:
+    h = history.c
+    rows = await conn.execute(
+        select(h.seq, h.type, h.step, h.phase, h.attempt, h.pool, h.recorded_at, h.data)
+        .where(h.instance_id == instance_id, h.seq > after_seq)
+        .order_by(h.seq)
+        .limit(limit)
+    )
+    return [
+        HistoryRow(
+            seq=r.seq,
+            type=r.type,
+            step=r.step,
+            phase=r.phase,
+            attempt=r.attempt,
+            pool=r.pool,
+            recorded_at=r.recorded_at,
+            data=r.data,
+        )
+        for r in rows
+    ]
+
+
+async def instance_exists(conn: AsyncConnection, instance_id: UUID) -> bool:
+    return (
+        await conn.scalar(select(instances.c.id).where(instances.c.id == instance_id)) is not None
+    )
+
+
+class PoolActivity(msgspec.Struct, frozen=True, kw_only=True):
+    dispatched: int
+    failed: int
+
+
+async def pool_activity(conn: AsyncConnection, *, window_seconds: int) -> dict[str, PoolActivity]:
+    """Commands dispatched and attempts failed per pool in the last `window_seconds`."""
+    h = history.c
+    dispatched = h.type.in_(DISPATCH_EVENTS)
+    failed = h.type.in_(FAILURE_EVENTS)
+    rows = await conn.execute(
+        select(
+            h.pool,
+            func.count().filter(dispatched).label("dispatched"),
+            func.count().filter(failed).label("failed"),
+        )
+        .where(
+            h.pool.is_not(None),
+            h.recorded_at > func.now() - text("make_interval(secs => :window)"),
+            or_(dispatched, failed),
+        )
+        .group_by(h.pool),
+        {"window": window_seconds},
+    )
+    return {r.pool: PoolActivity(dispatched=r.dispatched, failed=r.failed) for r in rows}
+
+
+async def steps_in_flight(conn: AsyncConnection) -> list[tuple[str, int, str, str]]:
+    """(saga, version, step, step status) of every step with a command out right now."""
+    rows = await conn.execute(_STEPS_IN_FLIGHT)
+    return [(r.saga_name, r.saga_version, r.step, r.status) for r in rows]

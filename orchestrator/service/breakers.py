@@ -17,12 +17,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert
-
 from orchestrator.engine.vocabulary import FAILURE_EVENTS, SUCCESS_EVENTS
-from orchestrator.storage.breakers import BreakerState
-from orchestrator.storage.tables import pool_breakers
+from orchestrator.persistence import pool_breakers
+from orchestrator.persistence.pool_breakers import BreakerState, Outcomes
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -33,49 +30,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FAILED = list(FAILURE_EVENTS)
-SUCCEEDED = list(SUCCESS_EVENTS)
-
-_OUTCOMES = text(
-    """
-    SELECT h.pool,
-           count(*) AS calls,
-           count(*) FILTER (WHERE h.type = ANY(:failed)) AS failures,
-           count(*) FILTER (WHERE h.type = ANY(:succeeded)) AS successes,
-           (array_agg(h.type ORDER BY h.recorded_at DESC))[1] = ANY(:succeeded) AS last_ok
-    FROM warren.history h
-    LEFT JOIN warren.pool_breakers b ON b.pool = h.pool
-    WHERE h.pool IS NOT NULL
-      AND h.recorded_at > now() - make_interval(secs => :window)
-      AND h.recorded_at > coalesce(b.changed_at, '-infinity')
-      AND h.type = ANY(:counted)
-    GROUP BY h.pool
-    """
-)
+NOTHING_ENDED = Outcomes(calls=0, failures=0, successes=0, last_ok=False)
 
 
 async def evaluate(conn: AsyncConnection, settings: Settings, now: datetime) -> None:
     """One round; skipped when another orchestrator holds the evaluation lock."""
-    if not await conn.scalar(text("SELECT pg_try_advisory_xact_lock(hashtext('warren.breakers'))")):
+    if not await pool_breakers.lock_evaluation(conn):
         return
-    rows = await conn.execute(
-        _OUTCOMES,
-        {
-            "failed": FAILED,
-            "succeeded": SUCCEEDED,
-            "counted": FAILED + SUCCEEDED,
-            "window": settings.breaker_window_seconds,
-        },
+    outcomes = await pool_breakers.outcomes(
+        conn,
+        failed=FAILURE_EVENTS,
+        succeeded=SUCCESS_EVENTS,
+        window_seconds=settings.breaker_window_seconds,
     )
-    outcomes = {r.pool: (r.calls, r.failures, r.successes, r.last_ok) for r in rows}
-    current = {
-        r.pool: (BreakerState(r.state), r.changed_at)
-        for r in await conn.execute(
-            text("SELECT pool, state, changed_at FROM warren.pool_breakers")
-        )
-    }
+    current = await pool_breakers.states(conn)
     for pool in set(outcomes) | set(current):
-        calls, failures, successes, last_ok = outcomes.get(pool, (0, 0, 0, False))
+        ended = outcomes.get(pool, NOTHING_ENDED)
+        calls, failures, successes = ended.calls, ended.failures, ended.successes
         state, changed_at = current.get(pool, (BreakerState.CLOSED, now))
         policy = settings.breaker_for(pool)
         new = state
@@ -86,7 +57,7 @@ async def evaluate(conn: AsyncConnection, settings: Settings, now: datetime) -> 
             if (now - changed_at).total_seconds() >= policy.open_seconds:
                 # Commands already out when it opened may have answered since: if the latest
                 # of them succeeded, that was the probe.
-                new = BreakerState.CLOSED if last_ok else BreakerState.HALF_OPEN
+                new = BreakerState.CLOSED if ended.last_ok else BreakerState.HALF_OPEN
         elif successes:
             new = BreakerState.CLOSED
         elif failures:
@@ -100,21 +71,12 @@ async def evaluate(conn: AsyncConnection, settings: Settings, now: datetime) -> 
                 failures,
                 calls,
             )
-        statement = insert(pool_breakers).values(
-            pool=pool,
-            state=new.value,
-            changed_at=now if new is not state else changed_at,
-            calls=0 if new is not state else calls,
-            failures=0 if new is not state else failures,
-        )
-        await conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=[pool_breakers.c.pool],
-                set_={
-                    "state": statement.excluded.state,
-                    "changed_at": statement.excluded.changed_at,
-                    "calls": statement.excluded.calls,
-                    "failures": statement.excluded.failures,
-                },
-            )
+        changed = new is not state
+        await pool_breakers.save(
+            conn,
+            pool,
+            new,
+            changed_at=now if changed else changed_at,
+            calls=0 if changed else calls,
+            failures=0 if changed else failures,
         )

@@ -13,16 +13,14 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert
-
 from orchestrator.engine import StepReply
 from orchestrator.errors import InstanceNotFound, MessageError
 from orchestrator.messaging.envelope import Command, Reply, decode
 from orchestrator.messaging.failure import Failure, FailureType
 from orchestrator.observability import metrics
+from orchestrator.persistence import dead_letters
 from orchestrator.service.transitions import apply_event
 from orchestrator.storage.database import transaction
-from orchestrator.storage.tables import dead_letters
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
@@ -30,9 +28,10 @@ if TYPE_CHECKING:
 
     from orchestrator.engine import Transition
     from orchestrator.messaging.envelope import Envelope
+    from orchestrator.messaging.relay import Relay
     from orchestrator.messaging.topology import Topology
     from orchestrator.persistence.definitions import DefinitionCache
-    from orchestrator.storage.outbox import PendingRow, Relay
+    from orchestrator.persistence.outbox import PendingRow
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +55,9 @@ class DeadLetterRecorder:
         pending: list[PendingRow] = []
         transition: Transition | None = None
         async with transaction(self.engine) as conn:
-            await conn.execute(
-                insert(dead_letters).values(
+            await dead_letters.record(
+                conn,
+                dead_letters.Parked(
                     message_id=message.message_id,
                     kind=_kind(envelope),
                     instance_id=envelope.instance_id if envelope else None,
@@ -67,7 +67,7 @@ class DeadLetterRecorder:
                     origin_queue=queue,
                     body=message.body,
                     headers=headers,
-                )
+                ),
             )
             if isinstance(envelope, Command):
                 transition, pending = await self._fail_attempt(conn, envelope, reason)

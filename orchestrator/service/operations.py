@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from orchestrator.messaging.relay import Relay
     from orchestrator.messaging.topology import Topology
     from orchestrator.persistence.definitions import DefinitionCache
-    from orchestrator.storage.outbox import Relay
 
 
 class Operations:

@@ -14,9 +14,7 @@ import contextlib
 import logging
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import delete, func, select, update
+from typing import TYPE_CHECKING
 
 from orchestrator.engine import Phase, TimerFired, TimerKind
 from orchestrator.errors import MessageError, WarrenError
@@ -30,16 +28,14 @@ from orchestrator.messaging.consumer import (
 )
 from orchestrator.messaging.envelope import Reply, utcnow
 from orchestrator.messaging.faults import crash_point
+from orchestrator.messaging.relay import BreakerBoard, Relay
 from orchestrator.observability import logs, metrics, tracing
+from orchestrator.persistence import inbox, instances, timers
 from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service.breakers import evaluate as evaluate_breakers
 from orchestrator.service.dead_letters import DeadLetterRecorder
 from orchestrator.service.transitions import Incoming, apply_event, apply_events, reply_event
-from orchestrator.storage import inbox
-from orchestrator.storage.breakers import BreakerBoard
 from orchestrator.storage.database import create_engine, transaction
-from orchestrator.storage.outbox import Relay
-from orchestrator.storage.tables import instances, timers
 from orchestrator.storage.wakeup import TIMERS_CHANNEL, Listener
 
 if TYPE_CHECKING:
@@ -50,6 +46,7 @@ if TYPE_CHECKING:
 
     from orchestrator.config import Settings
     from orchestrator.messaging.envelope import Envelope
+    from orchestrator.persistence.timers import DueTimer
 
 log = logging.getLogger(__name__)
 
@@ -205,26 +202,20 @@ class Orchestrator:
         finally:
             await listener.stop()
 
-    async def _held_pool(self, conn: AsyncConnection, timer: Any) -> str | None:
+    async def _held_pool(self, conn: AsyncConnection, timer: DueTimer) -> str | None:
         """The pool of this timer's step phase, if its breaker holds its commands now."""
         await self.breakers.refresh(conn)
         held = self.breakers.held()
         if not held:
             return None
-        saga = (
-            await conn.execute(
-                select(instances.c.saga_name, instances.c.saga_version).where(
-                    instances.c.id == timer.instance_id
-                )
-            )
-        ).first()
+        saga = await instances.pinned(conn, timer.instance_id)
         if saga is None:
             return None
-        definition = await self.definitions.get(conn, saga.saga_name, saga.saga_version)
+        definition = await self.definitions.get(conn, *saga)
         step = next((s for s in definition.steps if s.name == timer.step), None)
         if step is None:
             return None
-        forward = timer.phase == Phase.FORWARD.value
+        forward = timer.phase is Phase.FORWARD
         pool = step.pool if forward or step.compensation is None else step.compensation_pool
         return pool if pool in held else None
 
@@ -242,7 +233,7 @@ class Orchestrator:
 
     async def _seconds_to_next_timer(self) -> float:
         async with transaction(self.engine) as conn:
-            due = await conn.scalar(select(func.min(timers.c.due_at)))
+            due = await timers.next_due_at(conn)
         if due is None:
             return float("inf")
         seconds: float = (due - utcnow()).total_seconds()
@@ -251,31 +242,19 @@ class Orchestrator:
     async def fire_due_timer(self) -> bool:
         """Fire one due timer, if any; True when one was fired."""
         async with transaction(self.engine) as conn:
-            row = (
-                await conn.execute(
-                    select(timers)
-                    .where(timers.c.due_at <= utcnow())
-                    .order_by(timers.c.due_at)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                )
-            ).first()
+            row = await timers.claim_due(conn, utcnow())
             if row is None:
                 return False
             crash_point("orchestrator.timer_claimed")
-            held = await self._held_pool(conn, row) if row.kind == TimerKind.TIMEOUT else None
+            held = await self._held_pool(conn, row) if row.kind is TimerKind.TIMEOUT else None
             if held is not None:
                 # Its command waits in the outbox behind an open breaker: the clock waits too.
                 policy = self.settings.breaker_for(held)
-                await conn.execute(
-                    update(timers)
-                    .where(timers.c.id == row.id)
-                    .values(due_at=utcnow() + timedelta(seconds=policy.open_seconds))
+                await timers.postpone(
+                    conn, row.id, utcnow() + timedelta(seconds=policy.open_seconds)
                 )
                 return True
-            event = TimerFired(
-                kind=TimerKind(row.kind), step=row.step, phase=Phase(row.phase), attempt=row.attempt
-            )
+            event = TimerFired(kind=row.kind, step=row.step, phase=row.phase, attempt=row.attempt)
             transition, pending = await apply_event(
                 conn,
                 self.definitions,
@@ -285,7 +264,7 @@ class Orchestrator:
                 traceparent=row.traceparent,
                 trace_parent=tracing.from_traceparent(row.traceparent),
             )
-            await conn.execute(delete(timers).where(timers.c.id == row.id))
+            await timers.delete(conn, row.id)
         metrics.observe_transition(transition)
         await self.relay.publish_committed(pending)
         return True

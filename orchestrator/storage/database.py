@@ -59,6 +59,12 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
             yield conn
 
 
+async def ping(engine: AsyncEngine) -> None:
+    """Whether the database answers (readiness): `StorageError` when it does not."""
+    async with transaction(engine) as conn:
+        await conn.exec_driver_sql("SELECT 1")
+
+
 @contextmanager
 def transaction_span(engine: AsyncEngine) -> Iterator[None]:
     """A span for one transaction (database semantic conventions), inside a traced operation

@@ -18,7 +18,7 @@ from orchestrator.api.app import create_app
 from orchestrator.config import Settings
 from orchestrator.definitions import RetryPolicy, Saga, Step
 from orchestrator.errors import DefinitionError
-from orchestrator.persistence.queries import encode_cursor
+from orchestrator.persistence.instances import encode_cursor
 from tests.support.probes import Probe
 
 pytestmark = pytest.mark.integration
@@ -191,7 +191,7 @@ async def test_a_hand_made_cursor_holding_an_unstorable_date_is_cursor_invalid(
     from datetime import datetime, timedelta, timezone
     from uuid import uuid4
 
-    from orchestrator.persistence.queries import InstanceRow
+    from orchestrator.persistence.instances import InstanceRow
 
     east = timezone(timedelta(hours=14))
     forged = InstanceRow(

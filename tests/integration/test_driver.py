@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.config import Settings
 from orchestrator.errors import StorageError
-from orchestrator.storage import inbox
+from orchestrator.persistence import inbox
 from orchestrator.storage.database import async_url, create_engine, driver, transaction
 
 pytestmark = pytest.mark.integration

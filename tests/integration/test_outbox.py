@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from orchestrator.config import Settings
 from orchestrator.messaging.broker import Broker
 from orchestrator.messaging.envelope import new_message_id
+from orchestrator.messaging.relay import Relay
+from orchestrator.persistence.outbox import OutboxMessage, enqueue
 from orchestrator.storage.database import transaction
-from orchestrator.storage.outbox import OutboxMessage, Relay, enqueue
 from tests.support.probes import Probe
 from tests.support.waiting import wait_for
 

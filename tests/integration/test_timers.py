@@ -13,10 +13,10 @@ from examples.orders.workers import worker as example_worker
 from orchestrator.config import Settings
 from orchestrator.definitions import Saga
 from orchestrator.messaging.broker import Broker
+from orchestrator.messaging.relay import Relay
 from orchestrator.service.orchestrator import Orchestrator
 from orchestrator.service.registry import register_saga
 from orchestrator.service.starter import SagaStarter, StartRequest
-from orchestrator.storage.outbox import Relay
 from tests.apps.sagas import deadlined, delayed
 from tests.support.probes import Probe
 from tests.support.waiting import tasks_alive
