@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from bench.runner import SERVERS
-from orchestrator.persistence.queries import InstanceFilter, list_instances
+from orchestrator.persistence.instances import InstanceFilter, list_instances
 from orchestrator.storage.database import create_engine
 from orchestrator.storage.migrate import upgrade
 

@@ -22,7 +22,7 @@ from orchestrator.messaging.envelope import (
     utcnow,
 )
 from orchestrator.messaging.topology import REPLY_ROUTING_KEY
-from orchestrator.storage.outbox import OutboxMessage
+from orchestrator.persistence.outbox import OutboxMessage
 
 if TYPE_CHECKING:
     from uuid import UUID

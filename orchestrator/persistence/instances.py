@@ -35,6 +35,7 @@ from orchestrator.storage.database import driver
 from orchestrator.storage.tables import history, instances
 
 if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from orchestrator.messaging.topology import Topology
@@ -88,6 +89,34 @@ async def traceparent(conn: AsyncConnection, instance_id: UUID) -> str | None:
         select(instances.c.traceparent).where(instances.c.id == instance_id)
     )
     return value
+
+
+class EarlierStart(msgspec.Struct, frozen=True, kw_only=True):
+    """An instance a start's key or id already names, and the fingerprint of its request."""
+
+    id: UUID
+    request_hash: str | None
+
+
+async def started_with_key(
+    conn: AsyncConnection, saga: str, idempotency_key: str
+) -> EarlierStart | None:
+    """The instance of `saga` started under `idempotency_key`, if any."""
+    return await _earlier_start(
+        conn, (instances.c.saga_name == saga) & (instances.c.idempotency_key == idempotency_key)
+    )
+
+
+async def started_with_id(conn: AsyncConnection, instance_id: UUID) -> EarlierStart | None:
+    """The instance with this id (chosen by the caller of a start), if any."""
+    return await _earlier_start(conn, instances.c.id == instance_id)
+
+
+async def _earlier_start(conn: AsyncConnection, where: ColumnElement[bool]) -> EarlierStart | None:
+    row = (
+        await conn.execute(select(instances.c.id, instances.c.request_hash).where(where))
+    ).first()
+    return None if row is None else EarlierStart(id=row.id, request_hash=row.request_hash)
 
 
 async def pinned(conn: AsyncConnection, instance_id: UUID) -> tuple[str, int] | None:

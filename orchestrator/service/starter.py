@@ -17,7 +17,6 @@ import jsonschema
 import msgspec
 import referencing
 import referencing.exceptions
-from sqlalchemy import select
 
 from orchestrator.definitions.model import unstorable
 from orchestrator.errors import IdempotencyConflict, InputInvalid
@@ -27,7 +26,6 @@ from orchestrator.persistence import instances
 from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service import transitions
 from orchestrator.storage.database import transaction
-from orchestrator.storage.tables import instances as instances_table
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -36,8 +34,8 @@ if TYPE_CHECKING:
 
     from orchestrator.definitions import Saga
     from orchestrator.engine import InstanceState
+    from orchestrator.messaging.relay import Relay
     from orchestrator.messaging.topology import Topology
-    from orchestrator.storage.outbox import Relay
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -122,25 +120,19 @@ class SagaStarter:
 
     async def _earlier(self, conn: AsyncConnection, request: StartRequest) -> InstanceState:
         """The instance an earlier request made under the same key or id, if it is the same."""
-        query = select(
-            instances_table.c.id, instances_table.c.saga_name, instances_table.c.request_hash
-        )
         if request.idempotency_key is not None:
-            query = query.where(
-                instances_table.c.saga_name == request.saga,
-                instances_table.c.idempotency_key == request.idempotency_key,
-            )
+            found = await instances.started_with_key(conn, request.saga, request.idempotency_key)
             what = f"idempotency key {request.idempotency_key!r}"
         else:
-            query = query.where(instances_table.c.id == request.instance_id)
+            chosen = request.instance_id  # a start without a key collides only by a chosen id
+            found = None if chosen is None else await instances.started_with_id(conn, chosen)
             what = f"instance id {request.instance_id}"
-        row = (await conn.execute(query)).first()
-        if row is None or row.request_hash != request.fingerprint:
+        if found is None or found.request_hash != request.fingerprint:
             raise IdempotencyConflict(
                 f"{what} was already used to start a different request; use a new key "
                 "(or send exactly the same request to get the same instance)"
             )
-        return await instances.load(conn, row.id)
+        return await instances.load(conn, found.id)
 
     def validate_input(self, definition: Saga, input: Any) -> None:
         problem = unstorable(input)

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from orchestrator.messaging.envelope import Reply
     from orchestrator.messaging.topology import Topology
     from orchestrator.persistence.definitions import DefinitionCache
-    from orchestrator.storage.outbox import PendingRow
+    from orchestrator.persistence.outbox import PendingRow
 
 
 async def start(
