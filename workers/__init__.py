@@ -15,6 +15,7 @@ the engine, and it imports it when a test runs a saga.
 
 from orchestrator.messaging.envelope import Phase
 from workers.app import Handler, HandlerError, NoSession, StepContext, StepFailed, Worker
+from workers.middleware import HandlerCall, HandlerOutcome, Middleware, NextHandler
 from workers.testing import SagaHarness
 
 # Grouped by what a user does with the names, so not alphabetical as a whole.
@@ -24,6 +25,11 @@ __all__ = [  # noqa: RUF022
     "Phase",
     "StepContext",
     "Worker",
+    # middleware
+    "HandlerCall",
+    "HandlerOutcome",
+    "Middleware",
+    "NextHandler",
     # testing them
     "SagaHarness",
     # errors

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from orchestrator.errors import WarrenError
 from orchestrator.messaging.failure import FailureType
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
     from orchestrator.messaging.envelope import Phase
+    from workers.middleware import Middleware
 
 
 class StepFailed(WarrenError):
@@ -75,6 +76,7 @@ class StepContext:
 
 Handler: TypeAlias = Callable[[StepContext], Awaitable[Any]]
 StartupHook: TypeAlias = Callable[["AsyncEngine"], Awaitable[None]]
+M = TypeVar("M", bound="Middleware")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -89,13 +91,17 @@ class Worker:
     """A set of step handlers, grouped by the pool whose queue they serve.
 
     ``warren worker --app module:worker --pool payments`` runs the handlers of one pool;
-    without ``--pool`` it serves every pool it has handlers for.
+    without ``--pool`` it serves every pool it has handlers for. `middleware` runs around
+    every handler call, the first one outermost (see `workers.middleware`).
     """
 
-    def __init__(self, name: str = "worker") -> None:
+    def __init__(self, name: str = "worker", *, middleware: Iterable[Middleware] = ()) -> None:
         self.name = name
         self._handlers: dict[str, dict[str, HandlerSpec]] = {}
         self._startup: list[StartupHook] = []
+        self._middleware: list[Middleware] = []
+        for each in middleware:
+            self.middleware(each)
 
     def handler(
         self, command: str, *, pool: str, transactional: bool = True
@@ -131,6 +137,22 @@ class Worker:
         """Run `hook(engine)` once when a worker process starts (e.g. to create tables)."""
         self._startup.append(hook)
         return hook
+
+    def middleware(self, middleware: M) -> M:
+        """Add `middleware` inside those added before it, around every handler call (usable
+        as a decorator). Add them before the worker starts."""
+        if not _is_async(middleware):
+            raise HandlerError(
+                f"middleware {_describe(middleware)} is not async: define it with `async def` "
+                "(a function `(call, next)`, or a class whose `__call__` is one)"
+            )
+        self._middleware.append(middleware)
+        return middleware
+
+    @property
+    def middlewares(self) -> list[Middleware]:
+        """The app's middlewares, outermost first."""
+        return list(self._middleware)
 
     @property
     def pools(self) -> list[str]:

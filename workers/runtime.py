@@ -18,38 +18,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.errors import MessageError, WarrenError
 from orchestrator.messaging.broker import Broker
-from orchestrator.messaging.consumer import (
-    Consumer,
-    Delivery,
-    envelope_batches,
-    envelopes,
-    message_span,
-)
+from orchestrator.messaging.consumer import Consumer, Delivery, envelope_batches, envelopes
 from orchestrator.messaging.envelope import Command, ReplyPayload
 from orchestrator.messaging.failure import Failure, FailureType
 from orchestrator.messaging.faults import crash_point
 from orchestrator.messaging.outgoing import reply_to
 from orchestrator.messaging.relay import Relay
 from orchestrator.observability import logs, metrics, tracing
+from orchestrator.observability.middleware import Middleware, compose
 from orchestrator.persistence import inbox, step_results
 from orchestrator.persistence.outbox import OutboxMessage, enqueue
 from orchestrator.storage.database import create_engine, transaction_span, translate_errors
-from workers.app import StepContext, StepFailed
+from workers.app import StepContext
 from workers.check import check, log_report, registered_sagas
+from workers.middleware import HandlerCall, NextHandler, call_handler
+from workers.observability import CommandCall, Logs, MessageSpans, Metrics, Tracing
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from aio_pika.abc import AbstractIncomingMessage
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -83,6 +75,15 @@ class WorkerRunner:
         self.concurrency = concurrency
         self.check_definitions = check_definitions
         self.payloads = logs.PayloadLog(enabled=settings.log_payloads, redact=settings.log_redact)
+        # Composed once: a command goes through the built-ins, its handler call through the
+        # built-in span and the app's own middlewares (workers.middleware).
+        observe: list[Middleware[CommandCall, str]] = [Logs(self.payloads), Metrics()]
+        self.handle_command = compose(observe, self._handle_command)
+        # In a batch, each command gets the consumer span that, alone, the consumer opens.
+        self.handle_batched = compose(
+            [MessageSpans(self.topology.pool_queue), *observe], self._handle_command
+        )
+        self.call_handler = handler_chain(app)
         self.broker = Broker(settings.amqp_url, self.topology)
         self.engine: AsyncEngine | None = None
         if app.needs_database(self.pools):
@@ -165,8 +166,7 @@ class WorkerRunner:
         if spec is not None and spec.transactional and self.engine is not None:
             await self._run_transactional(pool, [(message, spec, None)], self.engine)
             return
-        with self._handling(pool, message) as step:
-            step.outcome = await self._run_directly(pool, spec, message)
+        await self.handle_command(CommandCall(command=message, pool=pool, spec=spec))
 
     async def handle_batch(self, pool: str, deliveries: list[Delivery]) -> None:
         """Commands that arrived together, all for transactional handlers: one transaction
@@ -183,26 +183,18 @@ class WorkerRunner:
         assert self.engine is not None
         await self._run_transactional(pool, batch, self.engine)
 
-    @contextlib.contextmanager
-    def _handling(self, pool: str, command: Command) -> Iterator[_Step]:
-        """Around one command: its log fields and payload line, its duration and outcome in
-        the metrics ("error" unless the block sets another)."""
-        step = _Step()
-        with logs.bind(
-            saga=command.saga,
-            instance_id=command.instance_id,
-            step=command.step,
-            phase=command.phase.value,
-            attempt=command.attempt,
-        ):
-            self.payloads.log(log, "command received", command.payload)
-            started = time.perf_counter()
-            try:
-                yield step
-            finally:
-                metrics.step_duration.labels(
-                    command.saga, command.step, pool, command.phase.value, step.outcome
-                ).observe(time.perf_counter() - started)
+    async def _handle_command(self, call: CommandCall) -> str:
+        """The end of the command chain: its effect and its reply; returns the outcome."""
+        if call.session is None:
+            return await self._run_directly(call.pool, call.spec, call.command)
+        assert call.spec is not None
+        assert call.replies is not None
+        payload = await _apply_effect(
+            call.session, call.pool, call.spec, call.command, self.call_handler
+        )
+        # Inside the command's span: the reply continues its trace.
+        call.replies.append(self._reply_message(call.command, payload))
+        return _outcome(payload)
 
     async def _run_directly(self, pool: str, spec: HandlerSpec | None, message: Command) -> str:
         """The at-least-once path: no handler here, or one that is not transactional."""
@@ -234,7 +226,7 @@ class WorkerRunner:
             )
             await self._reply_directly(message, ReplyPayload(ok=False, failure=failure))
             return "unknown_command"
-        payload = await run_handler(spec, step_context(message, None), pool)
+        payload = await run_handler(spec, step_context(message, None), pool, self.call_handler)
         await self._reply_directly(message, payload)
         return _outcome(payload)
 
@@ -247,7 +239,6 @@ class WorkerRunner:
         """BEGIN, claim every command in the inbox, apply each one's effect, write the
         replies, COMMIT; then publish the replies."""
         consumer = f"pool:{pool}"
-        queue = self.topology.pool_queue(pool)
         replies: list[OutboxMessage] = []
         with transaction_span(engine):
             async with translate_errors(), AsyncSession(engine) as session, session.begin():
@@ -259,12 +250,16 @@ class WorkerRunner:
                         log.info("duplicate command %s dropped", command.id)
                         continue
                     fresh.discard(command.id)  # a second copy in the batch is a duplicate too
-                    span = message_span(message, queue) if message else contextlib.nullcontext()
-                    with span, self._handling(pool, command) as step:
-                        payload = await _apply_effect(session, pool, spec, command)
-                        step.outcome = _outcome(payload)
-                        # Inside the span: the reply continues this command's trace.
-                        replies.append(self._reply_message(command, payload))
+                    await (self.handle_command if message is None else self.handle_batched)(
+                        CommandCall(
+                            command=command,
+                            pool=pool,
+                            spec=spec,
+                            session=session,
+                            replies=replies,
+                            delivery=message,
+                        )
+                    )
                 pending = await enqueue(conn, replies)
         crash_point("worker.after_commit")
         assert self.relay is not None
@@ -292,7 +287,7 @@ class WorkerRunner:
 
 
 async def _apply_effect(
-    session: AsyncSession, pool: str, spec: HandlerSpec, command: Command
+    session: AsyncSession, pool: str, spec: HandlerSpec, command: Command, chain: NextHandler
 ) -> ReplyPayload:
     """In a savepoint: claim the step phase's effect, run the handler (its writes go with
     the claim), or replay the result an earlier attempt stored."""
@@ -305,7 +300,7 @@ async def _apply_effect(
     if stored is not None:
         await savepoint.commit()
         return ReplyPayload(ok=True, result=stored.result)
-    payload = await run_handler(spec, step_context(command, session), pool)
+    payload = await run_handler(spec, step_context(command, session), pool, chain)
     if not payload.ok:
         await savepoint.rollback()
         return payload
@@ -340,43 +335,24 @@ def _outcome(payload: ReplyPayload) -> str:
     return "failed" if payload.failure is None or payload.failure.retryable else "failed_for_good"
 
 
-async def run_handler(spec: HandlerSpec, ctx: StepContext, pool: str) -> ReplyPayload:
-    """Run the user's handler in a span of its own (theirs nest inside) and turn its outcome
-    into a reply: failures travel as data. The test harness runs handlers through it too."""
-    kind = "step" if ctx.phase == "forward" else "compensation"
-    with tracing.span(
-        f"{kind} {ctx.command}",
-        attributes=tracing.saga_attributes(
-            saga=ctx.saga,
-            version=ctx.saga_version,
-            instance_id=ctx.instance_id,
-            step=ctx.step,
-            phase=ctx.phase.value,
-            attempt=ctx.attempt,
-            pool=pool,
-        ),
-    ) as span:
-        try:
-            result = await spec.fn(ctx)
-            msgspec.json.encode(result)  # the result must travel as JSON
-        except StepFailed as exc:
-            span.record_exception(exc)
-            tracing.mark_error(span, f"{exc.type}: {exc.message}")
-            return ReplyPayload(
-                ok=False, failure=Failure(type=exc.type, message=exc.message, retryable=False)
-            )
-        except Exception as exc:
-            span.record_exception(exc)
-            tracing.mark_error(span, f"{type(exc).__name__}: {exc}")
-            log.exception("handler for %s failed (attempt %d)", spec.command, ctx.attempt)
-            return ReplyPayload(ok=False, failure=Failure.from_exception(exc, retryable=True))
-        return ReplyPayload(ok=True, result=result)
+def handler_chain(app: Worker) -> NextHandler:
+    """The chain every handler call of `app` goes through: the built-in span, then the app's
+    middlewares in the order they were registered, then the handler."""
+    return compose([Tracing(), *app.middlewares], call_handler)
+
+
+_BARE = compose([Tracing()], call_handler)
+
+
+async def run_handler(
+    spec: HandlerSpec, ctx: StepContext, pool: str, chain: NextHandler = _BARE
+) -> ReplyPayload:
+    """Run the user's handler through `chain` (its span, the app's middlewares) and turn its
+    outcome into a reply: failures travel as data. The test harness runs handlers through it
+    too."""
+    outcome = await chain(HandlerCall(ctx=ctx, pool=pool, handler=spec.fn))
+    return outcome.reply()
 
 
 class _OneByOne(WarrenError):
     """This batch cannot go in one transaction: the consumer handles its commands singly."""
-
-
-@dataclass
-class _Step:
-    outcome: str = "error"

@@ -19,28 +19,22 @@ from typing import TYPE_CHECKING
 from orchestrator.engine import Phase, TimerFired, TimerKind
 from orchestrator.errors import MessageError, WarrenError
 from orchestrator.messaging.broker import Broker
-from orchestrator.messaging.consumer import (
-    Consumer,
-    Delivery,
-    envelope_batches,
-    envelopes,
-    message_span,
-)
+from orchestrator.messaging.consumer import Consumer, Delivery, envelope_batches, envelopes
 from orchestrator.messaging.envelope import Reply, utcnow
 from orchestrator.messaging.faults import crash_point
 from orchestrator.messaging.relay import BreakerBoard, Relay
 from orchestrator.observability import logs, metrics, tracing
+from orchestrator.observability.middleware import compose
 from orchestrator.persistence import inbox, instances, timers
 from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service.breakers import evaluate as evaluate_breakers
 from orchestrator.service.dead_letters import DeadLetterRecorder
+from orchestrator.service.middleware import Batch, Handled, Metrics, observe_reply
 from orchestrator.service.transitions import Incoming, apply_event, apply_events, reply_event
 from orchestrator.storage.database import create_engine, transaction
 from orchestrator.storage.wakeup import TIMERS_CHANNEL, Listener
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from aio_pika.abc import AbstractIncomingMessage
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -71,6 +65,10 @@ class Orchestrator:
         )
         self.definitions = DefinitionCache()
         self.payloads = logs.PayloadLog(enabled=settings.log_payloads, redact=settings.log_redact)
+        # Composed once (orchestrator.service.middleware); each reply of a batch also gets
+        # `observe_reply` around its transition.
+        self.handle_replies = compose([Metrics()], self._apply_replies)
+        self.fire_timer = compose([Metrics()], self._fire_due_timer)
         self.consumer = Consumer(
             self.broker,
             self.topology.declare_orchestrator,
@@ -119,7 +117,7 @@ class Orchestrator:
         """One reply (the consumer made its span)."""
         if not isinstance(message, Reply):
             raise MessageError(f"orchestrators take replies, not {type(message).__name__.lower()}s")
-        await self._apply_replies([(message, None)])
+        await self.handle_replies(Batch(replies=[(message, None)]))
 
     async def handle_batch(self, deliveries: list[Delivery]) -> None:
         """Replies that arrived together: one transaction, one round of confirms."""
@@ -128,14 +126,12 @@ class Orchestrator:
             if not isinstance(delivery.envelope, Reply):
                 raise MessageError("orchestrators take replies only")
             replies.append((delivery.envelope, delivery.message))
-        await self._apply_replies(replies)
+        await self.handle_replies(Batch(replies=replies))
 
-    async def _apply_replies(
-        self, replies: list[tuple[Reply, AbstractIncomingMessage | None]]
-    ) -> None:
+    async def _apply_replies(self, batch: Batch) -> Handled:
         """Claim the replies in the inbox, apply each to its instance (in instance order, so
         that concurrent batches lock rows in the same order), commit, publish what they sent."""
-        queue = self.topology.orchestrator_queue
+        queue, replies = self.topology.orchestrator_queue, batch.replies
         async with transaction(self.engine) as conn:
             fresh = await inbox.claim_many(conn, INBOX_CONSUMER, [r.id for r, _ in replies])
             incoming: list[Incoming] = []
@@ -151,34 +147,15 @@ class Orchestrator:
                         reply_event(reply),
                         causation_id=reply.id,
                         traceparent=reply.traceparent,
-                        around=partial(self._around, reply, message, queue),
+                        around=partial(observe_reply, self.payloads, reply, message, queue),
                     )
                 )
             transitions, pending = await apply_events(
                 conn, self.definitions, self.topology, incoming
             )
-        for transition in transitions:
-            metrics.observe_transition(transition)
         crash_point("orchestrator.after_commit")
         await self.relay.publish_committed(pending)
-
-    @contextlib.contextmanager
-    def _around(
-        self, reply: Reply, message: AbstractIncomingMessage | None, queue: str
-    ) -> Iterator[None]:
-        """A reply's own span (in a batch; alone, the consumer made it) and log fields."""
-        with (
-            message_span(message, queue) if message else contextlib.nullcontext(),
-            logs.bind(
-                saga=reply.saga,
-                instance_id=reply.instance_id,
-                step=reply.step,
-                phase=reply.phase.value,
-                attempt=reply.attempt,
-            ),
-        ):
-            self.payloads.log(log, "reply received", reply.payload)
-            yield
+        return Handled(transitions=transitions, pending=pending)
 
     # ---- timers -------------------------------------------------------------------------------
 
@@ -241,10 +218,13 @@ class Orchestrator:
 
     async def fire_due_timer(self) -> bool:
         """Fire one due timer, if any; True when one was fired."""
+        return (await self.fire_timer(Batch())).found
+
+    async def _fire_due_timer(self, _: Batch) -> Handled:
         async with transaction(self.engine) as conn:
             row = await timers.claim_due(conn, utcnow())
             if row is None:
-                return False
+                return Handled(found=False)
             crash_point("orchestrator.timer_claimed")
             held = await self._held_pool(conn, row) if row.kind is TimerKind.TIMEOUT else None
             if held is not None:
@@ -253,7 +233,7 @@ class Orchestrator:
                 await timers.postpone(
                     conn, row.id, utcnow() + timedelta(seconds=policy.open_seconds)
                 )
-                return True
+                return Handled()
             event = TimerFired(kind=row.kind, step=row.step, phase=row.phase, attempt=row.attempt)
             transition, pending = await apply_event(
                 conn,
@@ -265,6 +245,5 @@ class Orchestrator:
                 trace_parent=tracing.from_traceparent(row.traceparent),
             )
             await timers.delete(conn, row.id)
-        metrics.observe_transition(transition)
         await self.relay.publish_committed(pending)
-        return True
+        return Handled(transitions=[transition], pending=pending)

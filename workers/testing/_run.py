@@ -38,7 +38,7 @@ from orchestrator.messaging.topology import Topology
 from orchestrator.service.transitions import reply_event
 from orchestrator.storage.database import create_engine
 from workers.app import Handler, HandlerSpec, NoSession
-from workers.runtime import run_handler, step_context
+from workers.runtime import handler_chain, run_handler, step_context
 from workers.testing import (
     Cancel,
     Fail,
@@ -115,6 +115,8 @@ class Run:
         self.history: list[HistoryEvent] = []
         self.state: InstanceState
         self.outcomes, self.cancels = _compile(definition, script)
+        # The app's middlewares run around its handlers here as in a worker.
+        self.chain = handler_chain(worker) if worker is not None else None
 
     async def to_the_end(self, input: Any, instance_id: UUID | None) -> SagaResult:
         self.state = new_instance(self.definition, instance_id or new_message_id(), input, self.now)
@@ -221,18 +223,20 @@ class Run:
     async def handle(self, command: Command, pool: str) -> ReplyPayload:
         """Run the handler as the worker runtime does; no worker: an empty success."""
         spec = self.worker.lookup(pool, command.command) if self.worker is not None else None
-        if spec is None:  # only without a worker: the harness checked the app's handlers
+        if spec is None or self.chain is None:  # no worker: the harness checked the handlers
             return ReplyPayload(ok=True, result={})
         missing: list[NoSession] = []
         guarded = replace(spec, fn=_noting_missing_session(spec, missing))
         if not spec.transactional or self.database_url is None:
-            payload = await run_handler(guarded, step_context(command, None), pool)
+            payload = await run_handler(guarded, step_context(command, None), pool, self.chain)
         else:
             if self.database is None:
                 self.database = create_engine(self.database_url, pool_size=1)
             async with AsyncSession(self.database) as session:
                 # One transaction per handler call: its writes commit with its success.
-                payload = await run_handler(guarded, step_context(command, session), pool)
+                payload = await run_handler(
+                    guarded, step_context(command, session), pool, self.chain
+                )
                 if payload.ok:
                     await session.commit()
                 else:
