@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 # The rows are part of the API's schema (the client reads them too); re-exported here.
 from orchestrator.api.schema import DeadLetterDetail as DeadLetterDetail
@@ -52,10 +53,23 @@ class Parked(msgspec.Struct, frozen=True, kw_only=True):
     origin_queue: str | None
     body: bytes
     headers: dict[str, Any]
+    replay_of: int | None = None
+    """The dead letter this message is a replay of (its `x-warren-replay-of` header)."""
 
 
-async def record(conn: AsyncConnection, parked: Parked) -> None:
-    await conn.execute(insert(dead_letters).values(**msgspec.structs.asdict(parked)))
+async def record(conn: AsyncConnection, parked: Parked) -> bool:
+    """Record a parked message; False when a copy of it is recorded already (the same message
+    id, replaying the same dead letter): copies on the wire are one dead letter."""
+    inserted = await conn.execute(
+        pg_insert(dead_letters)
+        .values(**msgspec.structs.asdict(parked))
+        .on_conflict_do_nothing(
+            index_elements=[dead_letters.c.message_id, dead_letters.c.replay_of],
+            index_where=dead_letters.c.message_id.is_not(None),
+        )
+        .returning(dead_letters.c.id)
+    )
+    return inserted.first() is not None
 
 
 async def list_dead_letters(
@@ -118,7 +132,7 @@ async def replay(conn: AsyncConnection, letter_id: int) -> list[PendingRow]:
                 body=bytes(row.body),
                 # The trace context it carried: the replay joins the saga's trace.
                 headers={
-                    "x-warren-replay-of": str(letter_id),
+                    REPLAY_OF: str(letter_id),
                     **{k: v for k, v in (row.headers or {}).items() if k in TRACE_HEADERS},
                 },
             )
@@ -131,6 +145,8 @@ async def replay(conn: AsyncConnection, letter_id: int) -> list[PendingRow]:
 
 
 TRACE_HEADERS = ("traceparent", "tracestate")
+REPLAY_OF = "x-warren-replay-of"
+"""The header a replay carries: the id of the dead letter it replays."""
 
 
 async def delete_dead_letter(conn: AsyncConnection, letter_id: int) -> None:

@@ -55,7 +55,7 @@ class DeadLetterRecorder:
         pending: list[PendingRow] = []
         transition: Transition | None = None
         async with transaction(self.engine) as conn:
-            await dead_letters.record(
+            recorded = await dead_letters.record(
                 conn,
                 dead_letters.Parked(
                     message_id=message.message_id,
@@ -67,10 +67,14 @@ class DeadLetterRecorder:
                     origin_queue=queue,
                     body=message.body,
                     headers=headers,
+                    replay_of=_replay_of(headers),
                 ),
             )
-            if isinstance(envelope, Command):
+            if recorded and isinstance(envelope, Command):
                 transition, pending = await self._fail_attempt(conn, envelope, reason)
+        if not recorded:
+            log.info("dead letter %s is recorded already (a copy): acked", message.message_id)
+            return
         log.warning("dead letter recorded: %s (%s)", message.message_id, reason)
         metrics.dead_letters.labels(queue or routing_key or "unknown").inc()
         if transition is not None:
@@ -133,6 +137,12 @@ def _origin(headers: dict[str, Any]) -> tuple[str, str | None, str | None, str |
         )
         return text, _text(death.get("exchange")), _text(keys[0]) if keys else None, queue
     return "dead-lettered (no reason given)", None, None, None
+
+
+def _replay_of(headers: dict[str, Any]) -> int | None:
+    """The dead letter a replayed message replays (see `dead_letters.replay`)."""
+    value = headers.get(dead_letters.REPLAY_OF)
+    return int(value) if isinstance(value, str) and value.isdigit() and len(value) < 19 else None
 
 
 def _text(value: Any) -> str | None:

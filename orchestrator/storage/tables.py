@@ -169,8 +169,24 @@ dead_letters = Table(
     Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("replayed_at", DateTime(timezone=True), nullable=True),
+    Column(
+        "replay_of",
+        BigInteger,
+        nullable=True,
+        comment="the dead letter this message was a replay of; null for its first parking",
+    ),
     Index(
         "ix_dead_letters_instance", "instance_id", postgresql_where=text("instance_id IS NOT NULL")
+    ),
+    # Copies of one message on the wire (the outbox publishes at least once) are one dead
+    # letter; a replay parked again is another.
+    Index(
+        "ux_dead_letters_message",
+        "message_id",
+        "replay_of",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+        postgresql_where=text("message_id IS NOT NULL"),
     ),
     comment="Messages parked in the dead-letter queue, recorded with their reason and origin.",
 )

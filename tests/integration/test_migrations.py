@@ -120,3 +120,35 @@ async def test_dead_letters_from_the_default_exchange_get_their_address_back(
             ]
     finally:
         await engine.dispose()
+
+
+async def test_copies_of_one_dead_letter_recorded_before_0007_become_one(
+    empty_database: str,
+) -> None:
+    """Before 0007 each copy of a message parked was a row; a replay parked again still is."""
+    await asyncio.to_thread(upgrade, empty_database, "0006")
+    engine = create_engine(empty_database, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO warren.dead_letters (message_id, reason, body, headers) VALUES "
+                    "('m-1', 'first', '', '{}'), ('m-1', 'copy', '', '{}'), "
+                    "('m-1', 'replayed', '', :replay), ('m-1', 'replay copy', '', :replay), "
+                    "(NULL, 'no id', '', '{}'), (NULL, 'no id either', '', '{}')"
+                ),
+                {"replay": '{"x-warren-replay-of": "1"}'},
+            )
+        await asyncio.to_thread(upgrade, empty_database)
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT message_id, reason, replay_of FROM warren.dead_letters ORDER BY id")
+            )
+            assert [tuple(row) for row in rows] == [
+                ("m-1", "first", None),
+                ("m-1", "replayed", 1),
+                (None, "no id", None),
+                (None, "no id either", None),
+            ]
+    finally:
+        await engine.dispose()

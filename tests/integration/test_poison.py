@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,12 +43,16 @@ async def orchestrator(settings: Settings, probe: Probe) -> AsyncIterator[Orches
         await task
 
 
-async def _publish_reply_body(settings: Settings, body: bytes) -> None:
+async def _publish_reply_body(
+    settings: Settings, body: bytes, *, message_id: str = "poison-1", copies: int = 1
+) -> None:
     connection = await aio_pika.connect(settings.amqp_url)
     try:
         channel = await connection.channel()
         exchange = await channel.get_exchange(settings.topology.replies_exchange)
-        await exchange.publish(aio_pika.Message(body, message_id="poison-1"), REPLY_ROUTING_KEY)
+        for _ in range(copies):
+            message = aio_pika.Message(body, message_id=message_id)
+            await exchange.publish(message, REPLY_ROUTING_KEY)
     finally:
         await connection.close()
 
@@ -82,6 +87,23 @@ async def test_undecodable_message_is_dead_lettered_with_its_reason(
     assert ready == 0
     dlq_ready, _ = await probe.queue(settings.topology.dead_letter_queue)
     assert dlq_ready == 0  # recorded, then acked
+
+
+@pytest.mark.usefixtures("orchestrator")
+async def test_copies_of_one_message_on_the_wire_are_one_dead_letter(
+    settings: Settings, probe: Probe, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outbox publishes at least once: two copies of one message that are both parked (two
+    copies of a command at the delivery limit, say) are one dead letter, recorded once."""
+    caplog.set_level(logging.INFO, logger="orchestrator.service.dead_letters")
+    await _publish_reply_body(settings, b"not json", message_id="copy-1", copies=2)
+
+    async def second_copy_seen() -> bool:
+        return "recorded already" in caplog.text
+
+    await wait_for(second_copy_seen, timeout=30, what="the second copy at the recorder")
+    letters = await _dead_letters(probe, 1)
+    assert [letter["message_id"] for letter in letters] == ["copy-1"]
 
 
 @pytest.mark.usefixtures("orchestrator")
