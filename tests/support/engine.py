@@ -58,6 +58,15 @@ def timer(kind: TimerKind, step: str, attempt: int, phase: Phase = FORWARD) -> T
     return TimerFired(kind=kind, step=step, phase=phase, attempt=attempt)
 
 
+def scheduled(
+    kind: TimerKind, step: str, attempt: int, after: float, phase: Phase = FORWARD
+) -> ScheduleTimer:
+    """The timer a transition schedules, due `after` seconds past NOW."""
+    return ScheduleTimer(
+        kind=kind, step=step, phase=phase, attempt=attempt, due_at=NOW + timedelta(seconds=after)
+    )
+
+
 def types(transition: Transition) -> list[str]:
     return [h.type for h in transition.history]
 
@@ -152,19 +161,24 @@ def three_steps(**retry: RetryPolicy) -> Saga:
     )
 
 
-def three_steps_in(state: str) -> Run:
-    """A run of three_steps() brought to `state`: completed, compensating (ship failed for
-    good, reserve's compensation in flight) or compensated."""
+def three_steps_in(state: str, *, failing: str = "ship") -> Run:
+    """A run of three_steps() brought to `state`: running (just started), completed,
+    compensating (`failing` failed for good, the newest completed step's compensation in
+    flight) or compensated."""
     run = Run(three_steps())
     run.start()
-    run.send(ok("reserve"))
+    names = [step.name for step in run.definition.steps]
     if state == "completed":
-        run.send(ok("ship"))
-        run.send(ok("bill"))
-    else:
-        run.send(fail("ship", retryable=False))
+        for name in names:
+            run.send(ok(name))
+    elif state != "running":
+        succeeded = names[: names.index(failing)]
+        for name in succeeded:
+            run.send(ok(name))
+        run.send(fail(failing, retryable=False))
         if state == "compensated":
-            run.send(ok("reserve", phase=COMPENSATE))
+            for name in reversed(succeeded):
+                run.send(ok(name, phase=COMPENSATE))
     assert run.status.value == state
     return run
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 
 from orchestrator.definitions import Compensation, RetryPolicy, Saga, Step
 from orchestrator.engine import (
     Failure,
     SagaStatus,
-    ScheduleTimer,
     StepReply,
     StepStatus,
     TimerKind,
@@ -19,12 +16,12 @@ from orchestrator.engine import (
 from tests.support.engine import (
     COMPENSATE,
     FORWARD,
-    NOW,
     ONCE,
     Run,
     compensation_gives_up_saga,
     fail,
     ok,
+    scheduled,
     sent,
     three_steps,
     timer,
@@ -205,15 +202,7 @@ def test_compensation_retry_with_delay_uses_a_timer() -> None:
     run, _ = b_fails_after_a(comp)
     t = run.send(fail("a", phase=COMPENSATE))
     assert t.dispatches == ()
-    assert t.timers == (
-        ScheduleTimer(
-            kind=TimerKind.RETRY,
-            step="a",
-            phase=COMPENSATE,
-            attempt=1,
-            due_at=NOW + timedelta(seconds=7),
-        ),
-    )
+    assert t.timers == (scheduled(TimerKind.RETRY, "a", 1, after=7, phase=COMPENSATE),)
     assert t.history[0].data["retry_in_seconds"] == 7.0
     assert run.step_status("a") is StepStatus.COMPENSATION_RETRY_WAIT
     assert run.send(ok("a", phase=COMPENSATE)).history[0].type == "reply_ignored"  # late duplicate
@@ -232,15 +221,7 @@ def test_compensation_timeout_counts_as_a_failed_attempt() -> None:
         retry=RetryPolicy(max_attempts=2, initial_interval_seconds=0),
     )
     run, t = b_fails_after_a(comp)
-    assert t.timers == (
-        ScheduleTimer(
-            kind=TimerKind.TIMEOUT,
-            step="a",
-            phase=COMPENSATE,
-            attempt=1,
-            due_at=NOW + timedelta(seconds=5),
-        ),
-    )
+    assert t.timers == (scheduled(TimerKind.TIMEOUT, "a", 1, after=5, phase=COMPENSATE),)
     run.advance(5)
     t = run.send(timer(TimerKind.TIMEOUT, "a", 1, COMPENSATE))
     assert types(t) == ["attempt_timed_out", "attempt_failed", "compensation_dispatched"]

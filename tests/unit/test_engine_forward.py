@@ -25,6 +25,7 @@ from tests.support.engine import (
     ok,
     sent,
     three_steps,
+    three_steps_in,
     timer,
     types,
 )
@@ -123,13 +124,7 @@ def test_history_seq_is_contiguous_from_one_across_transitions() -> None:
 
 
 def test_every_dispatch_carries_the_seq_of_its_history_event() -> None:
-    run = Run(three_steps())
-    run.start()
-    run.send(ok("reserve"))
-    run.send(ok("ship"))
-    run.send(fail("bill", retryable=False))
-    run.send(ok("ship", phase=COMPENSATE))
-    run.send(ok("reserve", phase=COMPENSATE))
+    run = three_steps_in("compensated", failing="bill")
     by_seq = {h.seq: h for h in run.history}
     assert len(run.dispatches) == 5
     for dispatch in run.dispatches:

@@ -133,16 +133,5 @@ def test_resume_runs_the_failed_compensation_again_with_a_fresh_budget() -> None
 
 @pytest.mark.parametrize("state", ["running", "compensating", "completed", "compensated"])
 def test_resume_is_a_no_op_unless_failed(state: str) -> None:
-    run = Run(three_steps())
-    run.start()
-    if state != "running":
-        run.send(ok("reserve"))
-    if state == "completed":
-        run.send(ok("ship"))
-        run.send(ok("bill"))
-    elif state in ("compensating", "compensated"):
-        run.send(fail("ship", retryable=False))
-        if state == "compensated":
-            run.send(ok("reserve", phase=COMPENSATE))
-    assert run.status.value == state
+    run = three_steps_in(state)
     assert run.send(Resume()).history == ()

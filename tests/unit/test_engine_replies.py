@@ -117,12 +117,7 @@ def test_a_success_of_an_earlier_attempt_decides_the_step() -> None:
 
 
 def test_replies_after_the_saga_ended_are_ignored() -> None:
-    run = Run(three_steps())
-    run.start()
-    run.send(ok("reserve"))
-    run.send(fail("ship", retryable=False))
-    run.send(ok("reserve", phase=COMPENSATE))
-    assert run.status is SagaStatus.COMPENSATED
+    run = three_steps_in("compensated")
     for late in (ok("reserve", phase=COMPENSATE), fail("ship"), ok("ship"), ok("reserve")):
         t = run.send(late)
         assert types(t) == ["reply_ignored"]
@@ -131,11 +126,7 @@ def test_replies_after_the_saga_ended_are_ignored() -> None:
 
 
 def test_history_events_name_the_pool_of_their_step_phase() -> None:
-    run = Run(three_steps())
-    run.start()
-    run.send(ok("reserve"))
-    run.send(ok("ship"))
-    run.send(fail("bill", retryable=False))
+    run = three_steps_in("compensating", failing="bill")
     run.send(ok("ship", phase=COMPENSATE))
     run.send(ok("ship", phase=COMPENSATE))  # ignored
     pools: dict[tuple[str, str | None, Phase | None], str | None]

@@ -96,6 +96,12 @@ def test_retry_with_delay_schedules_a_timer_that_dispatches_the_next_attempt() -
     assert t.timers == ()
 
 
+def timing_out(name: str, retry: RetryPolicy) -> Step:
+    """A step with a compensation whose attempts time out after 5 s."""
+    compensation = Compensation(command=f"undo_{name}")
+    return Step(name=name, pool="p", retry=retry, timeout_seconds=5, compensation=compensation)
+
+
 def b_timing_out(retry: RetryPolicy) -> Run:
     """a succeeded; b (5 s timeout, `retry`) has run its first attempt out: its timer is due."""
     definition = Saga(
@@ -103,13 +109,7 @@ def b_timing_out(retry: RetryPolicy) -> Run:
         version=1,
         steps=(
             Step(name="a", pool="p", compensation=Compensation(command="undo_a")),
-            Step(
-                name="b",
-                pool="p",
-                retry=retry,
-                timeout_seconds=5,
-                compensation=Compensation(command="undo_b"),
-            ),
+            timing_out("b", retry),
         ),
     )
     run = Run(definition)
@@ -159,13 +159,7 @@ def timing_out_last_step() -> Saga:
         steps=(
             Step(name="a", pool="p", compensation=Compensation(command="undo_a", retry=ONCE)),
             Step(name="b", pool="p", compensation=Compensation(command="undo_b")),
-            Step(
-                name="c",
-                pool="p",
-                retry=ONCE,
-                timeout_seconds=5,
-                compensation=Compensation(command="undo_c"),
-            ),
+            timing_out("c", ONCE),
         ),
     )
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 
 from orchestrator.definitions import RetryPolicy, Step
 from orchestrator.engine import (
     Failure,
     SagaStatus,
-    ScheduleTimer,
     StepStatus,
     TimerFired,
     TimerKind,
@@ -19,12 +16,12 @@ from tests.support.engine import (
     COMPENSATE,
     FORWARD,
     NO_DELAY,
-    NOW,
     ONCE,
     Run,
     fail,
     ok,
     one_step,
+    scheduled,
     sent,
     timer,
     types,
@@ -35,15 +32,7 @@ def test_timeout_of_the_running_attempt_counts_as_a_failed_retryable_attempt() -
     definition = one_step(Step(name="charge", pool="payments", timeout_seconds=30, retry=NO_DELAY))
     run = Run(definition)
     t = run.start()
-    assert t.timers == (
-        ScheduleTimer(
-            kind=TimerKind.TIMEOUT,
-            step="charge",
-            phase=FORWARD,
-            attempt=1,
-            due_at=NOW + timedelta(seconds=30),
-        ),
-    )
+    assert t.timers == (scheduled(TimerKind.TIMEOUT, "charge", 1, after=30),)
     run.advance(30)
     t = run.send(timer(TimerKind.TIMEOUT, "charge", 1))
     assert types(t) == ["attempt_timed_out", "attempt_failed", "step_dispatched"]
@@ -52,15 +41,7 @@ def test_timeout_of_the_running_attempt_counts_as_a_failed_retryable_attempt() -
         type="StepTimeout", message="attempt 1 did not reply in time", retryable=True
     )
     assert sent(t) == [("charge", FORWARD, 2)]
-    assert t.timers == (
-        ScheduleTimer(
-            kind=TimerKind.TIMEOUT,
-            step="charge",
-            phase=FORWARD,
-            attempt=2,
-            due_at=NOW + timedelta(seconds=60),
-        ),
-    )
+    assert t.timers == (scheduled(TimerKind.TIMEOUT, "charge", 2, after=60),)
     late = run.send(ok("charge", 1))  # the timed-out attempt succeeds after all: it counts
     assert types(late) == ["step_succeeded", "saga_completed"]
     assert types(run.send(ok("charge", 2))) == ["reply_ignored"]

@@ -2,45 +2,26 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from orchestrator.definitions import Compensation, RetryPolicy, Saga, Step
-from orchestrator.engine import (
-    Cancel,
-    Failure,
-    InstanceState,
-    Phase,
-    SagaStatus,
-    Start,
-    StepReply,
-    StepStatus,
-    TimerFired,
-    TimerKind,
-    Transition,
-    decide,
-    new_instance,
-)
+from orchestrator.engine import Cancel, SagaStatus, StepStatus, TimerKind
 from orchestrator.errors import DefinitionError
-
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-def start(saga: Saga) -> Transition:
-    state = new_instance(saga, uuid.UUID(int=7), {}, NOW)
-    return decide(saga, state, Start(input={}), NOW)
-
-
-def send(saga: Saga, state: InstanceState, event: object, seconds: float = 0) -> Transition:
-    assert isinstance(event, Start | StepReply | TimerFired | Cancel)
-    return decide(saga, state, event, NOW + timedelta(seconds=seconds))
-
-
-def types(t: Transition) -> list[str]:
-    return [h.type for h in t.history]
-
+from tests.support.engine import (
+    COMPENSATE,
+    FORWARD,
+    INSTANCE_ID,
+    NOW,
+    Run,
+    fail,
+    ok,
+    scheduled,
+    sent,
+    timer,
+    types,
+)
 
 DELAYED = Saga(
     name="delayed",
@@ -53,44 +34,32 @@ DELAYED = Saga(
 
 
 def test_a_delayed_step_waits_for_its_timer() -> None:
-    t = start(DELAYED)
-    t = send(
-        DELAYED, t.instance, StepReply(step="order", phase=Phase.FORWARD, attempt=1, ok=True), 1
-    )
+    run = Run(DELAYED)
+    run.start()
+    run.advance(1)
+    t = run.send(ok("order"))
 
     assert types(t) == ["step_succeeded", "step_scheduled"]
     assert t.dispatches == ()
-    assert t.instance.steps["remind"].status is StepStatus.SCHEDULED
-    [timer] = t.timers
-    assert (timer.kind, timer.step, timer.attempt) == (TimerKind.DELAY, "remind", 1)
-    assert timer.due_at == NOW + timedelta(seconds=3601)
+    assert run.step_status("remind") is StepStatus.SCHEDULED
+    assert t.timers == (scheduled(TimerKind.DELAY, "remind", 1, after=3601),)
 
-    fired = send(
-        DELAYED,
-        t.instance,
-        TimerFired(kind=TimerKind.DELAY, step="remind", phase=Phase.FORWARD, attempt=1),
-    )
-    assert [(d.step, d.attempt) for d in fired.dispatches] == [("remind", 1)]
-    again = send(
-        DELAYED,
-        fired.instance,
-        TimerFired(kind=TimerKind.DELAY, step="remind", phase=Phase.FORWARD, attempt=1),
-    )
+    run.advance(3600)
+    fired = run.send(timer(TimerKind.DELAY, "remind", 1))
+    assert sent(fired) == [("remind", FORWARD, 1)]
+    again = run.send(timer(TimerKind.DELAY, "remind", 1))
     assert again.history == ()  # a timer fires once; a copy changes nothing
 
 
 def test_cancel_while_a_step_waits_for_its_delay_starts_nothing() -> None:
-    t = start(DELAYED)
-    t = send(DELAYED, t.instance, StepReply(step="order", phase=Phase.FORWARD, attempt=1, ok=True))
-    t = send(DELAYED, t.instance, Cancel(reason="changed my mind"))
+    run = Run(DELAYED)
+    run.start()
+    run.send(ok("order"))
+    t = run.send(Cancel(reason="changed my mind"))
 
-    assert t.instance.steps["remind"].status is StepStatus.PENDING
-    assert [(d.step, d.phase) for d in t.dispatches] == [("order", Phase.COMPENSATE)]
-    late = send(
-        DELAYED,
-        t.instance,
-        TimerFired(kind=TimerKind.DELAY, step="remind", phase=Phase.FORWARD, attempt=1),
-    )
+    assert run.step_status("remind") is StepStatus.PENDING
+    assert sent(t) == [("order", COMPENSATE, 1)]
+    late = run.send(timer(TimerKind.DELAY, "remind", 1))
     assert late.dispatches == ()
 
 
@@ -106,39 +75,34 @@ DEADLINED = Saga(
 
 
 def test_the_deadline_compensates_a_saga_still_running() -> None:
-    t = start(DEADLINED)
+    run = Run(DEADLINED)
+    t = run.start()
     assert [(x.kind, x.due_at) for x in t.timers] == [
         (TimerKind.DEADLINE, NOW + timedelta(seconds=60))
     ]
-    t = send(DEADLINED, t.instance, StepReply(step="a", phase=Phase.FORWARD, attempt=1, ok=True))
+    run.send(ok("a"))
+    run.advance(60)
 
-    t = send(
-        DEADLINED,
-        t.instance,
-        TimerFired(kind=TimerKind.DEADLINE, step="", phase=Phase.FORWARD, attempt=0),
-        60,
-    )
+    t = run.send(timer(TimerKind.DEADLINE, "", 0))
 
     assert types(t)[:2] == ["saga_deadline_exceeded", "saga_compensating"]
     assert t.instance.failure is not None
     assert t.instance.failure.type == "DeadlineExceeded"
     # b is in flight: it is waited for; a is undone once b has answered
     assert t.dispatches == ()
-    t = send(DEADLINED, t.instance, StepReply(step="b", phase=Phase.FORWARD, attempt=1, ok=True))
-    assert [(d.step, d.phase) for d in t.dispatches] == [("a", Phase.COMPENSATE)]
+    t = run.send(ok("b"))
+    assert sent(t) == [("a", COMPENSATE, 1)]
 
 
 def test_the_deadline_of_a_finished_saga_does_nothing() -> None:
-    t = start(DEADLINED)
-    t = send(DEADLINED, t.instance, StepReply(step="a", phase=Phase.FORWARD, attempt=1, ok=True))
-    t = send(DEADLINED, t.instance, StepReply(step="b", phase=Phase.FORWARD, attempt=1, ok=True))
-    assert t.instance.status is SagaStatus.COMPLETED
+    run = Run(DEADLINED)
+    run.start()
+    run.send(ok("a"))
+    run.send(ok("b"))
+    assert run.status is SagaStatus.COMPLETED
+    run.advance(60)
 
-    fired = send(
-        DEADLINED,
-        t.instance,
-        TimerFired(kind=TimerKind.DEADLINE, step="", phase=Phase.FORWARD, attempt=0),
-    )
+    fired = run.send(timer(TimerKind.DEADLINE, "", 0))
 
     assert fired.history == ()
 
@@ -166,19 +130,16 @@ def test_jittered_retries_use_the_instance_as_salt() -> None:
             Step(name="a", pool="p", retry=RetryPolicy(initial_interval_seconds=10, jitter=0.5))
         ],
     )
-    t = start(saga)
-    failure = Failure(type="Boom", message="boom", retryable=True)
+    run = Run(saga)
+    run.start()
+    reply = fail("a")
 
-    t = send(
-        saga,
-        t.instance,
-        StepReply(step="a", phase=Phase.FORWARD, attempt=1, ok=False, failure=failure),
-    )
+    t = run.send(reply)
 
-    [timer] = t.timers
-    expected = saga.steps[0].retry.delay_before(2, salt=f"{uuid.UUID(int=7)}:a:forward")
-    assert timer.due_at == NOW + timedelta(seconds=expected)
-    assert t.instance.steps["a"].error == failure  # the last attempt's error is kept while waiting
+    expected = saga.steps[0].retry.delay_before(2, salt=f"{INSTANCE_ID}:a:forward")
+    assert t.timers == (scheduled(TimerKind.RETRY, "a", 1, after=expected),)
+    # the last attempt's error is kept while waiting
+    assert run.instance.steps["a"].error == reply.failure
 
 
 @pytest.mark.parametrize(
@@ -208,35 +169,23 @@ BUDGETED = Saga(
         )
     ],
 )
-BOOM = Failure(type="Boom", message="boom", retryable=True)
 
 
 def test_retries_stop_when_the_next_attempt_would_start_past_the_time_budget() -> None:
-    t = start(BUDGETED)
-    t = send(
-        BUDGETED,
-        t.instance,
-        StepReply(step="a", phase=Phase.FORWARD, attempt=1, ok=False, failure=BOOM),
-        1,
-    )
+    run = Run(BUDGETED)
+    run.start()
+    run.advance(1)
+    t = run.send(fail("a"))
     assert [x.kind for x in t.timers] == [TimerKind.RETRY]  # 1 s + 10 s is within 25 s
-    t = send(
-        BUDGETED,
-        t.instance,
-        TimerFired(kind=TimerKind.RETRY, step="a", phase=Phase.FORWARD, attempt=1),
-        11,
-    )
-    assert [(d.step, d.attempt) for d in t.dispatches] == [("a", 2)]
+    run.advance(10)
+    t = run.send(timer(TimerKind.RETRY, "a", 1))
+    assert sent(t) == [("a", FORWARD, 2)]
 
-    t = send(
-        BUDGETED,
-        t.instance,
-        StepReply(step="a", phase=Phase.FORWARD, attempt=2, ok=False, failure=BOOM),
-        12,
-    )
+    run.advance(1)
+    t = run.send(fail("a", 2))
 
     assert "step_failed" in types(t)  # 12 s + 20 s would pass the 25 s budget
-    assert t.instance.status is SagaStatus.COMPENSATED
+    assert run.status is SagaStatus.COMPENSATED
 
 
 def test_compensations_keep_trying_for_fifteen_minutes_by_default() -> None:
@@ -248,35 +197,21 @@ def test_compensations_keep_trying_for_fifteen_minutes_by_default() -> None:
             Step(name="b", pool="p"),
         ],
     )
-    refused = Failure(type="No", message="no", retryable=False)
-    t = start(saga)
-    t = send(saga, t.instance, StepReply(step="a", phase=Phase.FORWARD, attempt=1, ok=True))
-    t = send(
-        saga,
-        t.instance,
-        StepReply(step="b", phase=Phase.FORWARD, attempt=1, ok=False, failure=refused),
-    )
-    assert [(d.step, d.phase) for d in t.dispatches] == [("a", Phase.COMPENSATE)]
-    state, attempt, now = t.instance, 1, 0.0
+    run = Run(saga)
+    run.start()
+    run.send(ok("a"))
+    t = run.send(fail("b", retryable=False, type="No"))
+    assert sent(t) == [("a", COMPENSATE, 1)]
+    attempt = 1
     while True:
-        t = send(
-            saga,
-            state,
-            StepReply(step="a", phase=Phase.COMPENSATE, attempt=attempt, ok=False, failure=BOOM),
-            now,
-        )
-        state = t.instance
-        if state.status is SagaStatus.FAILED:
+        t = run.send(fail("a", attempt, COMPENSATE))
+        if run.status is SagaStatus.FAILED:
             break
-        [timer] = [x for x in t.timers if x.kind is TimerKind.RETRY]
-        now = (timer.due_at - NOW).total_seconds()
-        t = send(
-            saga,
-            state,
-            TimerFired(kind=TimerKind.RETRY, step="a", phase=Phase.COMPENSATE, attempt=attempt),
-            now,
-        )
-        state, attempt = t.instance, attempt + 1
+        [retry] = [x for x in t.timers if x.kind is TimerKind.RETRY]
+        run.now = retry.due_at
+        run.send(timer(TimerKind.RETRY, "a", attempt, COMPENSATE))
+        attempt += 1
 
+    now = (run.now - NOW).total_seconds()
     assert 870 <= now <= 900  # it gave up when the next try would start past 15 minutes
     assert attempt > 30
