@@ -23,7 +23,18 @@ import httpx
 import msgspec
 
 # The schema alone: the client never loads the server (SQLAlchemy, aio-pika, Litestar…).
-from orchestrator.api import schema
+from orchestrator.api.schema import (
+    DeadLetterDetail,
+    DeadLetterList,
+    DefinitionList,
+    DefinitionVersions,
+    HistoryPage,
+    InstanceList,
+    InstanceView,
+    PoolList,
+    RegisterResponse,
+    StartResponse,
+)
 from orchestrator.errors import WarrenError
 
 if TYPE_CHECKING:
@@ -110,7 +121,7 @@ class WarrenClient:
             body["correlation_key"] = correlation_key
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = await self._request("POST", f"/v1/sagas/{saga}", json=body, headers=headers)
-        started = msgspec.convert(response.json(), schema.StartResponse)
+        started = msgspec.convert(response.json(), StartResponse)
         return StartResult(
             id=started.id,
             saga=started.saga,
@@ -119,16 +130,14 @@ class WarrenClient:
             created=response.status_code == 201,
         )
 
-    async def get(self, instance_id: UUID | str) -> schema.InstanceView:
-        return await self._get(f"/v1/instances/{instance_id}", schema.InstanceView)
+    async def get(self, instance_id: UUID | str) -> InstanceView:
+        return await self._get(f"/v1/instances/{instance_id}", InstanceView)
 
     async def history(
         self, instance_id: UUID | str, *, after_seq: int = 0, limit: int = 500
-    ) -> schema.HistoryPage:
+    ) -> HistoryPage:
         params = {"after_seq": after_seq, "limit": limit}
-        return await self._get(
-            f"/v1/instances/{instance_id}/history", schema.HistoryPage, params=params
-        )
+        return await self._get(f"/v1/instances/{instance_id}/history", HistoryPage, params=params)
 
     async def list(
         self,
@@ -138,7 +147,7 @@ class WarrenClient:
         correlation_key: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> schema.InstanceList:
+    ) -> InstanceList:
         params = {
             k: v
             for k, v in {
@@ -150,7 +159,7 @@ class WarrenClient:
             }.items()
             if v is not None
         }
-        return await self._get("/v1/instances", schema.InstanceList, params=params)
+        return await self._get("/v1/instances", InstanceList, params=params)
 
     async def wait(
         self,
@@ -158,12 +167,12 @@ class WarrenClient:
         *,
         timeout: float = 300.0,  # noqa: ASYNC109 - a deadline for the whole poll, documented
         poll_interval: float = 0.25,
-        on_update: Callable[[schema.InstanceView], Awaitable[None] | None] | None = None,
-    ) -> schema.InstanceView:
+        on_update: Callable[[InstanceView], Awaitable[None] | None] | None = None,
+    ) -> InstanceView:
         """Poll until the instance ends (completed, compensated or failed); `on_update` (a
         function or a coroutine function) sees every snapshot that differs from the last one."""
         deadline = time.monotonic() + timeout
-        last: schema.InstanceView | None = None
+        last: InstanceView | None = None
         while True:
             view = await self.get(instance_id)
             if on_update is not None and view != last:
@@ -179,36 +188,34 @@ class WarrenClient:
                 )
             await asyncio.sleep(poll_interval)
 
-    async def cancel(
-        self, instance_id: UUID | str, reason: str | None = None
-    ) -> schema.InstanceView:
+    async def cancel(self, instance_id: UUID | str, reason: str | None = None) -> InstanceView:
         body = {"reason": reason} if reason else None
         response = await self._request("POST", f"/v1/instances/{instance_id}/cancel", json=body)
-        return msgspec.convert(response.json(), schema.InstanceView)
+        return msgspec.convert(response.json(), InstanceView)
 
-    async def retry(self, instance_id: UUID | str) -> schema.InstanceView:
+    async def retry(self, instance_id: UUID | str) -> InstanceView:
         response = await self._request("POST", f"/v1/instances/{instance_id}/retry")
-        return msgspec.convert(response.json(), schema.InstanceView)
+        return msgspec.convert(response.json(), InstanceView)
 
     # ---- definitions and pools ----------------------------------------------------------------
 
-    async def definitions(self) -> schema.DefinitionList:
-        return await self._get("/v1/definitions", schema.DefinitionList)
+    async def definitions(self) -> DefinitionList:
+        return await self._get("/v1/definitions", DefinitionList)
 
-    async def definition(self, name: str) -> schema.DefinitionVersions:
-        return await self._get(f"/v1/definitions/{name}", schema.DefinitionVersions)
+    async def definition(self, name: str) -> DefinitionVersions:
+        return await self._get(f"/v1/definitions/{name}", DefinitionVersions)
 
-    async def register(self, saga: Saga) -> schema.RegisterResponse:
+    async def register(self, saga: Saga) -> RegisterResponse:
         response = await self._request(
             "POST",
             "/v1/definitions",
             content=saga.to_json(),
             headers={"content-type": "application/json"},
         )
-        return msgspec.convert(response.json(), schema.RegisterResponse)
+        return msgspec.convert(response.json(), RegisterResponse)
 
-    async def pools(self) -> schema.PoolList:
-        return await self._get("/v1/pools", schema.PoolList)
+    async def pools(self) -> PoolList:
+        return await self._get("/v1/pools", PoolList)
 
     # ---- dead letters -------------------------------------------------------------------------
 
@@ -219,7 +226,7 @@ class WarrenClient:
         instance_id: UUID | str | None = None,
         before_id: int | None = None,
         limit: int = 50,
-    ) -> schema.DeadLetterList:
+    ) -> DeadLetterList:
         params = {
             k: v
             for k, v in {
@@ -230,14 +237,14 @@ class WarrenClient:
             }.items()
             if v is not None
         }
-        return await self._get("/v1/dead-letters", schema.DeadLetterList, params=params)
+        return await self._get("/v1/dead-letters", DeadLetterList, params=params)
 
-    async def dead_letter(self, letter_id: int) -> schema.DeadLetterDetail:
-        return await self._get(f"/v1/dead-letters/{letter_id}", schema.DeadLetterDetail)
+    async def dead_letter(self, letter_id: int) -> DeadLetterDetail:
+        return await self._get(f"/v1/dead-letters/{letter_id}", DeadLetterDetail)
 
-    async def replay_dead_letter(self, letter_id: int) -> schema.DeadLetterDetail:
+    async def replay_dead_letter(self, letter_id: int) -> DeadLetterDetail:
         response = await self._request("POST", f"/v1/dead-letters/{letter_id}/replay")
-        return msgspec.convert(response.json(), schema.DeadLetterDetail, strict=False)
+        return msgspec.convert(response.json(), DeadLetterDetail, strict=False)
 
     async def delete_dead_letter(self, letter_id: int) -> None:
         await self._request("DELETE", f"/v1/dead-letters/{letter_id}")

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     from orchestrator.definitions import Saga, Step
     from orchestrator.engine import Event, HistoryEvent, InstanceState, ScheduleTimer
+    from orchestrator.persistence.outbox import OutboxMessage
     from workers.app import StepContext, Worker
     from workers.testing import Outcome
 
@@ -79,17 +80,9 @@ class _Wire:
     topology: Topology
     queue: deque[_Delivery] = field(default_factory=deque)
 
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: UUID,
-        headers: dict[str, Any] | None = None,
-    ) -> None:
-        """The `Broker.publish` signature: the harness publishes as the relay does."""
-        self.queue.append(_Delivery(exchange, routing_key, body))
+    def publish(self, message: OutboxMessage) -> None:
+        """What the relay would publish of an outbox message: its address and body."""
+        self.queue.append(_Delivery(message.exchange, message.routing_key, message.body))
 
 
 class Run:
@@ -176,15 +169,8 @@ class Run:
         for timer in transition.timers:
             heapq.heappush(self.timers, (timer.due_at, next(self.order), timer))
         for dispatch in transition.dispatches:
-            message = command_for(
-                self.state, dispatch, self.wire.topology, causation_id=causation_id
-            )
-            await self.wire.publish(
-                message.exchange,
-                message.routing_key,
-                message.body,
-                message_id=message.message_id,
-                headers=message.headers,
+            self.wire.publish(
+                command_for(self.state, dispatch, self.wire.topology, causation_id=causation_id)
             )
         for cancel in self.cancels_due(transition.history):
             await self.apply(CancelEvent(reason=cancel.reason))
@@ -211,14 +197,7 @@ class Run:
                 return  # lost: the attempt's timeout will fire
         else:
             payload = await self.handle(command, delivery.routing_key)
-        reply = reply_to(command, payload, self.wire.topology)
-        await self.wire.publish(
-            reply.exchange,
-            reply.routing_key,
-            reply.body,
-            message_id=reply.message_id,
-            headers=reply.headers,
-        )
+        self.wire.publish(reply_to(command, payload, self.wire.topology))
 
     async def handle(self, command: Command, pool: str) -> ReplyPayload:
         """Run the handler as the worker runtime does; no worker: an empty success."""
