@@ -48,6 +48,13 @@ _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,6})?([Zz]|[+-]
 UNAVAILABLE = 503
 
 
+def _answer(status: int, body: type[Any], description: str) -> dict[int, ResponseSpec]:
+    """The OpenAPI entry of an answer other than the route's usual one (not an error)."""
+    return {
+        status: ResponseSpec(data_container=body, description=description, generate_examples=False)
+    }
+
+
 def _uuid(raw: str) -> UUID:
     try:
         return UUID(raw)
@@ -94,14 +101,12 @@ class SagaController(Controller):
         "/{name:str}",
         status_code=HTTP_201_CREATED,
         summary="Start a saga instance",
-        responses={
-            200: ResponseSpec(
-                data_container=schema.StartResponse,
-                description="An earlier identical request (same key or instance id) started it.",
-                generate_examples=False,
-            ),
-            **error_responses(400, 404, 409, 413, 422, UNAVAILABLE),
-        },
+        responses=_answer(
+            200,
+            schema.StartResponse,
+            "An earlier identical request (same key or instance id) started it.",
+        )
+        | error_responses(400, 404, 409, 413, 422, UNAVAILABLE),
     )
     async def start(
         self,
@@ -295,14 +300,10 @@ class DefinitionController(Controller):
         "/",
         status_code=HTTP_201_CREATED,
         summary="Register a saga definition",
-        responses={
-            200: ResponseSpec(
-                data_container=schema.RegisterResponse,
-                description="The same content is stored already (`unchanged`).",
-                generate_examples=False,
-            ),
-            **error_responses(400, 409, 413, 422, UNAVAILABLE),
-        },
+        responses=_answer(
+            200, schema.RegisterResponse, "The same content is stored already (`unchanged`)."
+        )
+        | error_responses(400, 409, 413, 422, UNAVAILABLE),
     )
     async def register(
         self, data: JSONBody[Saga], state: State
@@ -388,13 +389,9 @@ async def live() -> dict[str, Any]:
     "/health/ready",
     summary="Readiness",
     tags=["health"],
-    responses={
-        503: ResponseSpec(
-            data_container=schema.Readiness,
-            description="Postgres or RabbitMQ does not answer; each says which.",
-            generate_examples=False,
-        )
-    },
+    responses=_answer(
+        503, schema.Readiness, "Postgres or RabbitMQ does not answer; each says which."
+    ),
 )
 async def ready(state: State) -> Response[schema.Readiness]:
     """200 only when Postgres and RabbitMQ both answer; 503 otherwise."""

@@ -51,6 +51,18 @@ def _show(value: T, as_json: bool, as_text: Callable[[T], None]) -> None:
         as_text(value)
 
 
+def _show_page(
+    page: Any, as_json: bool, as_rows: Callable[[Any], None], option: str, next_page: object
+) -> None:
+    """A page of a list, then the `option` that asks for the next one (none after the last)."""
+    if as_json:
+        render.emit_json(page)
+        return
+    as_rows(page.items)
+    if next_page:
+        click.echo(f"\nmore: {option} {next_page}")
+
+
 def _call(api_url: str, action: Callable[[WarrenClient], Awaitable[Any]]) -> Any:
     from orchestrator.cli import _user_errors
     from orchestrator.client import WarrenClient
@@ -215,12 +227,7 @@ def list_instances(
             saga=saga, status=status_, correlation_key=correlation_key, limit=limit, cursor=cursor
         ),
     )
-    if as_json:
-        render.emit_json(page)
-        return
-    render.instances(page.items)
-    if page.next_cursor:
-        click.echo(f"\nmore: --cursor {page.next_cursor}")
+    _show_page(page, as_json, render.instances, "--cursor", page.next_cursor)
 
 
 @click.command()
@@ -286,12 +293,7 @@ def dead_letters_list(
             kind=kind, instance_id=instance_id, before_id=before_id, limit=limit
         ),
     )
-    if as_json:
-        render.emit_json(page)
-        return
-    render.dead_letters(page.items)
-    if page.next_before_id:
-        click.echo(f"\nmore: --before {page.next_before_id}")
+    _show_page(page, as_json, render.dead_letters, "--before", page.next_before_id)
 
 
 @dead_letters.command(name="show")
