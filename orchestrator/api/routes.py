@@ -14,27 +14,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
 
+from orchestrator.api import schema
 from orchestrator.api.openapi import OptionalBody
 from orchestrator.api.problems import error_responses
-from orchestrator.api.schema import (
-    MAX_ID,
-    STORABLE_TEXT,
-    BreakerView,
-    CancelBody,
-    DeadLetterDetail,
-    DeadLetterList,
-    DefinitionList,
-    DefinitionVersions,
-    HistoryPage,
-    InstanceList,
-    InstanceView,
-    PoolList,
-    PoolView,
-    Readiness,
-    RegisterResponse,
-    StartBody,
-    StartResponse,
-)
 from orchestrator.api.views import instance_view
 from orchestrator.definitions import Saga
 from orchestrator.definitions.model import MAX_INT4, NAME
@@ -53,7 +35,7 @@ if TYPE_CHECKING:
 POOL_WINDOW_SECONDS = 300
 
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size, 1 to 500.")]
-LetterId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="Dead letter id.")]
+LetterId = Annotated[int, PathParameter(ge=1, le=schema.MAX_ID, description="Dead letter id.")]
 Instant = Annotated[
     str | None,
     QueryParameter(
@@ -64,6 +46,13 @@ Instant = Annotated[
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,6})?([Zz]|[+-]\d\d:\d\d)")
 # Errors every route that reads the database can answer.
 UNAVAILABLE = 503
+
+
+def _answer(status: int, body: type[Any], description: str) -> dict[int, ResponseSpec]:
+    """The OpenAPI entry of an answer other than the route's usual one (not an error)."""
+    return {
+        status: ResponseSpec(data_container=body, description=description, generate_examples=False)
+    }
 
 
 def _uuid(raw: str) -> UUID:
@@ -112,19 +101,17 @@ class SagaController(Controller):
         "/{name:str}",
         status_code=HTTP_201_CREATED,
         summary="Start a saga instance",
-        responses={
-            200: ResponseSpec(
-                data_container=StartResponse,
-                description="An earlier identical request (same key or instance id) started it.",
-                generate_examples=False,
-            ),
-            **error_responses(400, 404, 409, 413, 422, UNAVAILABLE),
-        },
+        responses=_answer(
+            200,
+            schema.StartResponse,
+            "An earlier identical request (same key or instance id) started it.",
+        )
+        | error_responses(400, 404, 409, 413, 422, UNAVAILABLE),
     )
     async def start(
         self,
         name: FromPath[str],
-        data: JSONBody[StartBody],
+        data: JSONBody[schema.StartBody],
         state: State,
         idempotency_key: Annotated[
             str | None,
@@ -133,11 +120,11 @@ class SagaController(Controller):
                 required=False,
                 min_length=1,
                 max_length=200,
-                pattern=STORABLE_TEXT,
+                pattern=schema.STORABLE_TEXT,
                 description="Same key and same body: the same instance (200). Different body: 409.",
             ),
         ] = None,
-    ) -> Response[StartResponse]:
+    ) -> Response[schema.StartResponse]:
         """Start an instance of the latest (or the given) version of saga `name`: 201.
 
         With an `Idempotency-Key` header (or a caller-chosen `instance_id`), repeating the same
@@ -155,7 +142,7 @@ class SagaController(Controller):
             )
         )
         instance: InstanceState = started.instance
-        body = StartResponse(
+        body = schema.StartResponse(
             id=instance.id,
             saga=instance.saga,
             version=instance.version,
@@ -174,11 +161,12 @@ class InstanceController(Controller):
         self,
         state: State,
         saga: Annotated[
-            str | None, QueryParameter(pattern=STORABLE_TEXT, description="Saga name.")
+            str | None, QueryParameter(pattern=schema.STORABLE_TEXT, description="Saga name.")
         ] = None,
         status: Annotated[SagaStatus | None, QueryParameter(description="Instance status.")] = None,
         correlation_key: Annotated[
-            str | None, QueryParameter(pattern=STORABLE_TEXT, description="Key given at start.")
+            str | None,
+            QueryParameter(pattern=schema.STORABLE_TEXT, description="Key given at start."),
         ] = None,
         created_after: Instant = None,
         created_before: Instant = None,
@@ -188,7 +176,7 @@ class InstanceController(Controller):
         cursor: Annotated[
             str | None, QueryParameter(description="`next_cursor` of the previous page.")
         ] = None,
-    ) -> InstanceList:
+    ) -> schema.InstanceList:
         """Newest first, with cursor pagination that stays correct while instances are written.
         `*_after` is inclusive, `*_before` exclusive."""
         times = _instants(
@@ -207,14 +195,14 @@ class InstanceController(Controller):
             items, next_cursor = await instances.list_instances(
                 conn, where, limit=limit, cursor=cursor
             )
-        return InstanceList(items=items, next_cursor=next_cursor)
+        return schema.InstanceList(items=items, next_cursor=next_cursor)
 
     @get(
         "/{instance_id:str}",
         summary="Read an instance",
         responses=error_responses(400, 404, UNAVAILABLE),
     )
-    async def read(self, instance_id: FromPath[str], state: State) -> InstanceView:
+    async def read(self, instance_id: FromPath[str], state: State) -> schema.InstanceView:
         """Status, each step's state, attempts, results and timestamps. 404 for an unknown id."""
         key = _uuid(instance_id)
         async with transaction(state.engine) as conn:
@@ -236,7 +224,7 @@ class InstanceController(Controller):
             QueryParameter(ge=0, le=MAX_INT4, description="Events after this sequence number."),
         ] = 0,
         limit: Limit = 200,
-    ) -> HistoryPage:
+    ) -> schema.HistoryPage:
         """The append-only history: sequence, type, step, phase, attempt, pool, time, payload."""
         key = _uuid(instance_id)
         async with transaction(state.engine) as conn:
@@ -244,7 +232,7 @@ class InstanceController(Controller):
                 raise InstanceNotFound(f"no saga instance {key}")
             items = await instances.instance_history(conn, key, after_seq=after_seq, limit=limit)
         next_after = items[-1].seq if len(items) == limit else None
-        return HistoryPage(items=items, next_after_seq=next_after)
+        return schema.HistoryPage(items=items, next_after_seq=next_after)
 
     @post(
         "/{instance_id:str}/cancel",
@@ -254,12 +242,15 @@ class InstanceController(Controller):
         operation_class=OptionalBody,
     )
     async def cancel(
-        self, instance_id: FromPath[str], state: State, data: JSONBody[CancelBody | None] = None
-    ) -> InstanceView:
+        self,
+        instance_id: FromPath[str],
+        state: State,
+        data: JSONBody[schema.CancelBody | None] = None,
+    ) -> schema.InstanceView:
         """No new forward steps; what was done is compensated (a step in flight that still
         succeeds is compensated too). The instance ends `compensated`. 409 when it already
         ended; cancelling one that is compensating changes nothing."""
-        reason = data.reason if data is not None else CancelBody().reason
+        reason = data.reason if data is not None else schema.CancelBody().reason
         snapshot = await state.operations.cancel(_uuid(instance_id), reason)
         return await _view(state, snapshot)
 
@@ -269,7 +260,7 @@ class InstanceController(Controller):
         summary="Retry a failed instance",
         responses=error_responses(400, 404, 409, UNAVAILABLE),
     )
-    async def retry(self, instance_id: FromPath[str], state: State) -> InstanceView:
+    async def retry(self, instance_id: FromPath[str], state: State) -> schema.InstanceView:
         """For a `failed` instance (a compensation that ran out of attempts): run that
         compensation again with a fresh retry budget, then the rest in reverse order. 409 for an
         instance in any other status."""
@@ -277,7 +268,7 @@ class InstanceController(Controller):
         return await _view(state, snapshot)
 
 
-async def _view(state: State, snapshot: InstanceState) -> InstanceView:
+async def _view(state: State, snapshot: InstanceState) -> schema.InstanceView:
     async with transaction(state.engine) as conn:
         definition = await state.definitions.get(conn, snapshot.saga, snapshot.version)
     return instance_view(definition, snapshot)
@@ -288,43 +279,41 @@ class DefinitionController(Controller):
     tags = ("definitions",)
 
     @get("/", summary="List saga definitions", responses=error_responses(UNAVAILABLE))
-    async def list(self, state: State) -> DefinitionList:
+    async def list(self, state: State) -> schema.DefinitionList:
         async with transaction(state.engine) as conn:
-            return DefinitionList(items=await stored_definitions.list_definitions(conn))
+            return schema.DefinitionList(items=await stored_definitions.list_definitions(conn))
 
     @get(
         "/{name:str}",
         summary="Every version of one saga",
         responses=error_responses(400, 404, UNAVAILABLE),
     )
-    async def versions(self, name: FromPath[str], state: State) -> DefinitionVersions:
+    async def versions(self, name: FromPath[str], state: State) -> schema.DefinitionVersions:
         """All versions with their steps, pools, compensations and input schema."""
         async with transaction(state.engine) as conn:
             found = await stored_definitions.definition_versions(conn, _saga_name(name))
         if not found:
             raise SagaNotFound(f"no saga {name!r} is registered")
-        return DefinitionVersions(name=name, versions=found)
+        return schema.DefinitionVersions(name=name, versions=found)
 
     @post(
         "/",
         status_code=HTTP_201_CREATED,
         summary="Register a saga definition",
-        responses={
-            200: ResponseSpec(
-                data_container=RegisterResponse,
-                description="The same content is stored already (`unchanged`).",
-                generate_examples=False,
-            ),
-            **error_responses(400, 409, 413, 422, UNAVAILABLE),
-        },
+        responses=_answer(
+            200, schema.RegisterResponse, "The same content is stored already (`unchanged`)."
+        )
+        | error_responses(400, 409, 413, 422, UNAVAILABLE),
     )
-    async def register(self, data: JSONBody[Saga], state: State) -> Response[RegisterResponse]:
+    async def register(
+        self, data: JSONBody[Saga], state: State
+    ) -> Response[schema.RegisterResponse]:
         """Same rules as `warren register`: 201 when stored, 200 when the same content is
         stored already, 409 for different content under an existing version, 422 when the
         definition is not valid."""
         async with transaction(state.engine) as conn:
             outcome = await stored_definitions.register(conn, data)
-        body = RegisterResponse(
+        body = schema.RegisterResponse(
             name=data.name,
             version=data.version,
             content_hash=data.content_hash,
@@ -335,7 +324,7 @@ class DefinitionController(Controller):
 
 
 @get("/v1/pools", summary="Worker pools", tags=["pools"], responses=error_responses(UNAVAILABLE))
-async def pools(state: State) -> PoolList:
+async def pools(state: State) -> schema.PoolList:
     """Each pool named by a registered definition: queue depth, consumers, commands in flight,
     and commands dispatched / attempts failed in the last five minutes."""
     cache: stored_definitions.DefinitionCache = state.definitions
@@ -361,7 +350,7 @@ async def pools(state: State) -> PoolList:
         ready, consumers = await state.broker.queue_counts(state.settings.topology.pool_queue(name))
         act = activity.get(name, instances.PoolActivity(dispatched=0, failed=0))
         items.append(
-            PoolView(
+            schema.PoolView(
                 name=name,
                 queue=state.settings.topology.pool_queue(name),
                 ready=ready,
@@ -373,11 +362,13 @@ async def pools(state: State) -> PoolList:
                 breaker=_breaker_view(state.settings.breaker_for(name), breakers.get(name)),
             )
         )
-    return PoolList(items=items)
+    return schema.PoolList(items=items)
 
 
-def _breaker_view(policy: BreakerPolicy, row: pool_breakers.BreakerRow | None) -> BreakerView:
-    return BreakerView(
+def _breaker_view(
+    policy: BreakerPolicy, row: pool_breakers.BreakerRow | None
+) -> schema.BreakerView:
+    return schema.BreakerView(
         state=row.state if row is not None else "closed",
         changed_at=row.changed_at if row is not None else None,
         calls=row.calls if row is not None else 0,
@@ -398,15 +389,11 @@ async def live() -> dict[str, Any]:
     "/health/ready",
     summary="Readiness",
     tags=["health"],
-    responses={
-        503: ResponseSpec(
-            data_container=Readiness,
-            description="Postgres or RabbitMQ does not answer; each says which.",
-            generate_examples=False,
-        )
-    },
+    responses=_answer(
+        503, schema.Readiness, "Postgres or RabbitMQ does not answer; each says which."
+    ),
 )
-async def ready(state: State) -> Response[Readiness]:
+async def ready(state: State) -> Response[schema.Readiness]:
     """200 only when Postgres and RabbitMQ both answer; 503 otherwise."""
     database = broker = "ok"
     try:
@@ -418,7 +405,7 @@ async def ready(state: State) -> Response[Readiness]:
     except WarrenError as exc:
         broker = f"unavailable: {exc}"
     ok = database == broker == "ok"
-    body = Readiness(status="ok" if ok else "unavailable", database=database, broker=broker)
+    body = schema.Readiness(status="ok" if ok else "unavailable", database=database, broker=broker)
     return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
 
 
@@ -436,10 +423,12 @@ class DeadLetterController(Controller):
         instance_id: Annotated[UUID | None, QueryParameter(description="Instance.")] = None,
         before_id: Annotated[
             int | None,
-            QueryParameter(ge=1, le=MAX_ID, description="`next_before_id` of the previous page."),
+            QueryParameter(
+                ge=1, le=schema.MAX_ID, description="`next_before_id` of the previous page."
+            ),
         ] = None,
         limit: Limit = 50,
-    ) -> DeadLetterList:
+    ) -> schema.DeadLetterList:
         """Messages parked in the dead-letter queue (poison, or over the delivery limit), newest
         first, with their reason and origin."""
         async with transaction(state.engine) as conn:
@@ -447,14 +436,14 @@ class DeadLetterController(Controller):
                 conn, kind=kind, instance_id=instance_id, before_id=before_id, limit=limit
             )
         next_before = items[-1].id if len(items) == limit else None
-        return DeadLetterList(items=items, next_before_id=next_before)
+        return schema.DeadLetterList(items=items, next_before_id=next_before)
 
     @get(
         "/{letter_id:int}",
         summary="Read a dead letter",
         responses=error_responses(400, 404, UNAVAILABLE),
     )
-    async def read(self, letter_id: LetterId, state: State) -> DeadLetterDetail:
+    async def read(self, letter_id: LetterId, state: State) -> schema.DeadLetterDetail:
         """With its body (as text) and headers."""
         async with transaction(state.engine) as conn:
             return await dead_letters.get_dead_letter(conn, letter_id)
@@ -465,7 +454,7 @@ class DeadLetterController(Controller):
         summary="Replay a dead letter",
         responses=error_responses(400, 404, 409, UNAVAILABLE),
     )
-    async def replay(self, letter_id: LetterId, state: State) -> DeadLetterDetail:
+    async def replay(self, letter_id: LetterId, state: State) -> schema.DeadLetterDetail:
         """Publish the message again to the exchange and routing key it came from (through the
         outbox) and mark it replayed. 409 when its origin is unknown."""
         async with transaction(state.engine) as conn:

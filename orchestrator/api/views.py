@@ -1,73 +1,19 @@
 """What the API returns, built: read models from the instance snapshot (never from history).
 
-The types themselves live in `orchestrator.api.schema` (shared with the client); they are
-re-exported here for the routes and the command line.
+The types themselves live in `orchestrator.api.schema` (shared with the client).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orchestrator.api.schema import (
-    MAX_ID,
-    STORABLE_TEXT,
-    BreakerView,
-    CancelBody,
-    CompensationView,
-    CorrelationKey,
-    DeadLetterDetail,
-    DeadLetterList,
-    DeadLetterRow,
-    DefinitionList,
-    DefinitionSummary,
-    DefinitionVersions,
-    HistoryPage,
-    HistoryRow,
-    InstanceList,
-    InstanceRow,
-    InstanceView,
-    PoolList,
-    PoolView,
-    Readiness,
-    RegisterResponse,
-    StartBody,
-    StartResponse,
-    StepView,
-    StoredDefinition,
-)
+from orchestrator.api.schema import CompensationView, InstanceView, StepView
 
 if TYPE_CHECKING:
     from orchestrator.definitions import Saga
     from orchestrator.engine import InstanceState
 
-__all__ = [
-    "MAX_ID",
-    "STORABLE_TEXT",
-    "BreakerView",
-    "CancelBody",
-    "CompensationView",
-    "CorrelationKey",
-    "DeadLetterDetail",
-    "DeadLetterList",
-    "DeadLetterRow",
-    "DefinitionList",
-    "DefinitionSummary",
-    "DefinitionVersions",
-    "HistoryPage",
-    "HistoryRow",
-    "InstanceList",
-    "InstanceRow",
-    "InstanceView",
-    "PoolList",
-    "PoolView",
-    "Readiness",
-    "RegisterResponse",
-    "StartBody",
-    "StartResponse",
-    "StepView",
-    "StoredDefinition",
-    "instance_view",
-]
+__all__ = ["instance_view"]
 
 
 def instance_view(definition: Saga, state: InstanceState) -> InstanceView:

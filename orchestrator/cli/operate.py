@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
     from orchestrator.api.schema import InstanceView
     from orchestrator.client import WarrenClient
+
+T = TypeVar("T")
 
 EXIT_BY_STATUS = {"completed": 0, "compensated": 3, "failed": 4}
 EXIT_WAIT_TIMEOUT = 5
@@ -34,6 +36,31 @@ api_url_option = click.option(
     help="The Warren API (WARREN_API_URL).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _instance_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The arguments of a command on one instance: its id, the API, `--json`."""
+    return click.argument("instance_id")(api_url_option(json_option(command)))
+
+
+def _show(value: T, as_json: bool, as_text: Callable[[T], None]) -> None:
+    """The API's answer as JSON with `--json`, else rendered for a human."""
+    if as_json:
+        render.emit_json(value)
+    else:
+        as_text(value)
+
+
+def _show_page(
+    page: Any, as_json: bool, as_rows: Callable[[Any], None], option: str, next_page: object
+) -> None:
+    """A page of a list, then the `option` that asks for the next one (none after the last)."""
+    if as_json:
+        render.emit_json(page)
+        return
+    as_rows(page.items)
+    if next_page:
+        click.echo(f"\nmore: {option} {next_page}")
 
 
 def _call(api_url: str, action: Callable[[WarrenClient], Awaitable[Any]]) -> Any:
@@ -147,19 +174,14 @@ class _Progress:
 
 
 @click.command()
-@click.argument("instance_id")
-@api_url_option
-@json_option
+@_instance_options
 def status(instance_id: str, api_url: str, as_json: bool) -> None:
     """Show an instance: status and every step."""
-    view = _call(api_url, lambda c: c.get(instance_id))
-    render.emit_json(view) if as_json else render.instance(view)
+    _show(_call(api_url, lambda c: c.get(instance_id)), as_json, render.instance)
 
 
 @click.command()
-@click.argument("instance_id")
-@api_url_option
-@json_option
+@_instance_options
 def history(instance_id: str, api_url: str, as_json: bool) -> None:
     """Show an instance's event log as a timeline."""
 
@@ -173,8 +195,7 @@ def history(instance_id: str, api_url: str, as_json: bool) -> None:
                 return items
             after = page.next_after_seq
 
-    rows = _call(api_url, action)
-    render.emit_json(rows) if as_json else render.history(rows)
+    _show(_call(api_url, action), as_json, render.history)
 
 
 @click.command(name="list")
@@ -206,33 +227,22 @@ def list_instances(
             saga=saga, status=status_, correlation_key=correlation_key, limit=limit, cursor=cursor
         ),
     )
-    if as_json:
-        render.emit_json(page)
-        return
-    render.instances(page.items)
-    if page.next_cursor:
-        click.echo(f"\nmore: --cursor {page.next_cursor}")
+    _show_page(page, as_json, render.instances, "--cursor", page.next_cursor)
 
 
 @click.command()
-@click.argument("instance_id")
 @click.option("--reason", default=None, help="Recorded in the history.")
-@api_url_option
-@json_option
+@_instance_options
 def cancel(instance_id: str, reason: str | None, api_url: str, as_json: bool) -> None:
     """Cancel an instance: no new steps, compensate what was done."""
-    view = _call(api_url, lambda c: c.cancel(instance_id, reason))
-    render.emit_json(view) if as_json else render.instance(view)
+    _show(_call(api_url, lambda c: c.cancel(instance_id, reason)), as_json, render.instance)
 
 
 @click.command()
-@click.argument("instance_id")
-@api_url_option
-@json_option
+@_instance_options
 def retry(instance_id: str, api_url: str, as_json: bool) -> None:
     """Retry a failed instance: resume its stuck compensation."""
-    view = _call(api_url, lambda c: c.retry(instance_id))
-    render.emit_json(view) if as_json else render.instance(view)
+    _show(_call(api_url, lambda c: c.retry(instance_id)), as_json, render.instance)
 
 
 @click.command()
@@ -243,16 +253,9 @@ def definitions(name: str | None, api_url: str, as_json: bool) -> None:
     """List saga definitions, or show every version of NAME."""
     if name is None:
         found = _call(api_url, lambda c: c.definitions())
-        if as_json:
-            render.emit_json(found)
-            return
-        render.definitions(found.items)
-        return
-    detail = _call(api_url, lambda c: c.definition(name))
-    if as_json:
-        render.emit_json(detail)
-        return
-    render.definition(detail)
+        _show(found, as_json, lambda listed: render.definitions(listed.items))
+    else:
+        _show(_call(api_url, lambda c: c.definition(name)), as_json, render.definition)
 
 
 @click.command()
@@ -260,11 +263,7 @@ def definitions(name: str | None, api_url: str, as_json: bool) -> None:
 @json_option
 def pools(api_url: str, as_json: bool) -> None:
     """Worker pools: queue depth, consumers, in flight, recent activity."""
-    found = _call(api_url, lambda c: c.pools())
-    if as_json:
-        render.emit_json(found)
-        return
-    render.pools(found.items)
+    _show(_call(api_url, lambda c: c.pools()), as_json, lambda found: render.pools(found.items))
 
 
 @click.group(name="dead-letters")
@@ -294,12 +293,7 @@ def dead_letters_list(
             kind=kind, instance_id=instance_id, before_id=before_id, limit=limit
         ),
     )
-    if as_json:
-        render.emit_json(page)
-        return
-    render.dead_letters(page.items)
-    if page.next_before_id:
-        click.echo(f"\nmore: --before {page.next_before_id}")
+    _show_page(page, as_json, render.dead_letters, "--before", page.next_before_id)
 
 
 @dead_letters.command(name="show")
@@ -308,11 +302,7 @@ def dead_letters_list(
 @json_option
 def dead_letters_show(letter_id: int, api_url: str, as_json: bool) -> None:
     """Show one dead letter with its body and headers."""
-    letter = _call(api_url, lambda c: c.dead_letter(letter_id))
-    if as_json:
-        render.emit_json(letter)
-        return
-    render.dead_letter(letter)
+    _show(_call(api_url, lambda c: c.dead_letter(letter_id)), as_json, render.dead_letter)
 
 
 @dead_letters.command(name="replay")

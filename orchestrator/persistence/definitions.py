@@ -121,15 +121,7 @@ async def definition_versions(conn: AsyncConnection, name: str) -> list[StoredDe
         .where(d.name == name)
         .order_by(d.version)
     )
-    return [
-        StoredDefinition(
-            version=r.version,
-            content_hash=r.content_hash,
-            registered_at=r.registered_at,
-            body=r.body,
-        )
-        for r in rows
-    ]
+    return [StoredDefinition(**r._mapping) for r in rows]
 
 
 async def keys(conn: AsyncConnection) -> list[tuple[str, int]]:

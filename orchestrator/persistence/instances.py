@@ -364,8 +364,8 @@ async def list_instances(
     query = (
         select(
             c.id,
-            c.saga_name,
-            c.saga_version,
+            c.saga_name.label("saga"),
+            c.saga_version.label("version"),
             c.status,
             c.correlation_key,
             c.created_at,
@@ -375,18 +375,7 @@ async def list_instances(
         .order_by(c.created_at.desc(), c.id.desc())
         .limit(limit + 1)
     )
-    rows = [
-        InstanceRow(
-            id=r.id,
-            saga=r.saga_name,
-            version=r.saga_version,
-            status=r.status,
-            correlation_key=r.correlation_key,
-            created_at=r.created_at,
-            updated_at=r.updated_at,
-        )
-        for r in await conn.execute(query)
-    ]
+    rows = [InstanceRow(**r._mapping) for r in await conn.execute(query)]
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
     return page, next_cursor
@@ -402,19 +391,7 @@ async def instance_history(
         .order_by(h.seq)
         .limit(limit)
     )
-    return [
-        HistoryRow(
-            seq=r.seq,
-            type=r.type,
-            step=r.step,
-            phase=r.phase,
-            attempt=r.attempt,
-            pool=r.pool,
-            recorded_at=r.recorded_at,
-            data=r.data,
-        )
-        for r in rows
-    ]
+    return [HistoryRow(**r._mapping) for r in rows]
 
 
 async def instance_exists(conn: AsyncConnection, instance_id: UUID) -> bool:

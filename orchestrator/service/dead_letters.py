@@ -19,32 +19,21 @@ from orchestrator.messaging.envelope import Command, Reply, decode
 from orchestrator.messaging.failure import Failure, FailureType
 from orchestrator.observability import metrics
 from orchestrator.persistence import dead_letters
-from orchestrator.service.transitions import apply_event
+from orchestrator.service.transitions import TransitionService, apply_event
 from orchestrator.storage.database import transaction
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
     from orchestrator.engine import Transition
     from orchestrator.messaging.envelope import Envelope
-    from orchestrator.messaging.relay import Relay
-    from orchestrator.messaging.topology import Topology
-    from orchestrator.persistence.definitions import DefinitionCache
     from orchestrator.persistence.outbox import PendingRow
 
 log = logging.getLogger(__name__)
 
 
-class DeadLetterRecorder:
-    def __init__(
-        self, engine: AsyncEngine, relay: Relay, topology: Topology, definitions: DefinitionCache
-    ) -> None:
-        self.engine = engine
-        self.relay = relay
-        self.topology = topology
-        self.definitions = definitions
-
+class DeadLetterRecorder(TransitionService):
     async def record(self, message: AbstractIncomingMessage) -> None:
         headers = _jsonable(dict(message.headers or {}))
         reason, exchange, routing_key, queue = _origin(headers)

@@ -8,29 +8,15 @@ from orchestrator.engine import Cancel, Event, InstanceState, Resume, SagaStatus
 from orchestrator.errors import InvalidState
 from orchestrator.observability import metrics, tracing
 from orchestrator.persistence import instances
-from orchestrator.service.transitions import apply_event
+from orchestrator.service.transitions import TransitionService, apply_event
 from orchestrator.storage.database import transaction
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from uuid import UUID
 
-    from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from orchestrator.messaging.relay import Relay
-    from orchestrator.messaging.topology import Topology
-    from orchestrator.persistence.definitions import DefinitionCache
-
-
-class Operations:
-    def __init__(
-        self, engine: AsyncEngine, relay: Relay, topology: Topology, definitions: DefinitionCache
-    ) -> None:
-        self.engine = engine
-        self.relay = relay
-        self.topology = topology
-        self.definitions = definitions
-
+class Operations(TransitionService):
     async def cancel(self, instance_id: UUID, reason: str) -> InstanceState:
         """Stop forward progress and compensate what was done. Idempotent while compensating."""
 

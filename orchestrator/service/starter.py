@@ -9,6 +9,7 @@ to commit, then finds its instance.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,19 +24,16 @@ from orchestrator.errors import IdempotencyConflict, InputInvalid
 from orchestrator.messaging.envelope import new_message_id
 from orchestrator.observability import metrics, tracing
 from orchestrator.persistence import instances
-from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service import transitions
 from orchestrator.storage.database import transaction
 
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
     from orchestrator.definitions import Saga
     from orchestrator.engine import InstanceState
-    from orchestrator.messaging.relay import Relay
-    from orchestrator.messaging.topology import Topology
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -63,19 +61,11 @@ class Started:
     """False when an earlier identical request already started it."""
 
 
-class SagaStarter:
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        relay: Relay,
-        topology: Topology,
-        definitions: DefinitionCache | None = None,
-    ) -> None:
-        self.engine = engine
-        self.relay = relay
-        self.topology = topology
-        self.definitions = definitions or DefinitionCache()
-        self._validators: dict[tuple[str, int], jsonschema.protocols.Validator] = {}
+class SagaStarter(transitions.TransitionService):
+    @functools.cached_property
+    def _validators(self) -> dict[tuple[str, int], jsonschema.protocols.Validator]:
+        """Each definition's compiled input schema."""
+        return {}
 
     async def start(self, request: StartRequest) -> Started:
         with tracing.span("saga.start") as current:

@@ -29,6 +29,7 @@ from orchestrator.engine import (
 from orchestrator.messaging.envelope import utcnow
 from orchestrator.observability import tracing
 from orchestrator.persistence import instances
+from orchestrator.persistence.definitions import DefinitionCache
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,14 +38,31 @@ if TYPE_CHECKING:
 
     from opentelemetry.context import Context
     from opentelemetry.trace import Link
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from orchestrator.definitions import Saga
     from orchestrator.engine import Event, InstanceState, Transition
     from orchestrator.messaging.envelope import Reply
+    from orchestrator.messaging.relay import Relay
     from orchestrator.messaging.topology import Topology
-    from orchestrator.persistence.definitions import DefinitionCache
     from orchestrator.persistence.outbox import PendingRow
+
+
+class TransitionService:
+    """A service that commits transitions in transactions of its own (a start, an operator's
+    action, a dead letter) and then has the relay publish what they wrote."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        relay: Relay,
+        topology: Topology,
+        definitions: DefinitionCache | None = None,
+    ) -> None:
+        self.engine = engine
+        self.relay = relay
+        self.topology = topology
+        self.definitions = definitions or DefinitionCache()
 
 
 async def start(

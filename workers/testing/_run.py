@@ -19,18 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.engine import (
-    Cancel as CancelEvent,
-)
-from orchestrator.engine import (
-    Phase,
-    Start,
-    StepReply,
-    TimerFired,
-    TimerKind,
-    decide,
-    new_instance,
-)
+from orchestrator import engine
 from orchestrator.messaging.envelope import Command, Reply, ReplyPayload, decode, new_message_id
 from orchestrator.messaging.failure import Failure
 from orchestrator.messaging.outgoing import command_for, reply_to
@@ -56,6 +45,7 @@ if TYPE_CHECKING:
 
     from orchestrator.definitions import Saga, Step
     from orchestrator.engine import Event, HistoryEvent, InstanceState, ScheduleTimer
+    from orchestrator.persistence.outbox import OutboxMessage
     from workers.app import StepContext, Worker
     from workers.testing import Outcome
 
@@ -79,17 +69,9 @@ class _Wire:
     topology: Topology
     queue: deque[_Delivery] = field(default_factory=deque)
 
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: UUID,
-        headers: dict[str, Any] | None = None,
-    ) -> None:
-        """The `Broker.publish` signature: the harness publishes as the relay does."""
-        self.queue.append(_Delivery(exchange, routing_key, body))
+    def publish(self, message: OutboxMessage) -> None:
+        """What the relay would publish of an outbox message: its address and body."""
+        self.queue.append(_Delivery(message.exchange, message.routing_key, message.body))
 
 
 class Run:
@@ -119,9 +101,11 @@ class Run:
         self.chain = handler_chain(worker) if worker is not None else None
 
     async def to_the_end(self, input: Any, instance_id: UUID | None) -> SagaResult:
-        self.state = new_instance(self.definition, instance_id or new_message_id(), input, self.now)
+        self.state = engine.new_instance(
+            self.definition, instance_id or new_message_id(), input, self.now
+        )
         try:
-            await self.apply(Start(input=input))
+            await self.apply(engine.Start(input=input))
             for _ in range(_MAX_EVENTS):
                 if not await self.step():
                     return self.result()
@@ -149,7 +133,7 @@ class Run:
             return False  # a finished saga's timers would change nothing
         due, _, timer = heapq.heappop(self.timers)
         self.now = max(self.now, due)
-        event = TimerFired(
+        event = engine.TimerFired(
             kind=timer.kind, step=timer.step, phase=timer.phase, attempt=timer.attempt
         )
         await self.apply(event)
@@ -158,16 +142,16 @@ class Run:
     # ---- the orchestrator's side --------------------------------------------------------------
 
     async def apply(self, event: Event, *, causation_id: UUID | None = None) -> None:
-        transition = decide(self.definition, self.state, event, self.now)
+        transition = engine.decide(self.definition, self.state, event, self.now)
         self.state = transition.instance
         self.history += transition.history
-        if isinstance(event, StepReply):
+        if isinstance(event, engine.StepReply):
             # As the shell does: the attempt replied, its timeout has nothing left to do.
             self.timers = [
                 item
                 for item in self.timers
                 if not (
-                    item[2].kind is TimerKind.TIMEOUT
+                    item[2].kind is engine.TimerKind.TIMEOUT
                     and (item[2].step, item[2].phase, item[2].attempt)
                     == (event.step, event.phase, event.attempt)
                 )
@@ -176,18 +160,11 @@ class Run:
         for timer in transition.timers:
             heapq.heappush(self.timers, (timer.due_at, next(self.order), timer))
         for dispatch in transition.dispatches:
-            message = command_for(
-                self.state, dispatch, self.wire.topology, causation_id=causation_id
-            )
-            await self.wire.publish(
-                message.exchange,
-                message.routing_key,
-                message.body,
-                message_id=message.message_id,
-                headers=message.headers,
+            self.wire.publish(
+                command_for(self.state, dispatch, self.wire.topology, causation_id=causation_id)
             )
         for cancel in self.cancels_due(transition.history):
-            await self.apply(CancelEvent(reason=cancel.reason))
+            await self.apply(engine.Cancel(reason=cancel.reason))
 
     def cancels_due(self, history: Sequence[HistoryEvent]) -> list[Cancel]:
         due = []
@@ -211,14 +188,7 @@ class Run:
                 return  # lost: the attempt's timeout will fire
         else:
             payload = await self.handle(command, delivery.routing_key)
-        reply = reply_to(command, payload, self.wire.topology)
-        await self.wire.publish(
-            reply.exchange,
-            reply.routing_key,
-            reply.body,
-            message_id=reply.message_id,
-            headers=reply.headers,
-        )
+        self.wire.publish(reply_to(command, payload, self.wire.topology))
 
     async def handle(self, command: Command, pool: str) -> ReplyPayload:
         """Run the handler as the worker runtime does; no worker: an empty success."""
@@ -313,17 +283,17 @@ class _Scripted:
 
 def _compile(
     definition: Saga, script: Sequence[Outcome]
-) -> tuple[dict[tuple[str, Phase], _Scripted], list[Cancel]]:
+) -> tuple[dict[tuple[str, engine.Phase], _Scripted], list[Cancel]]:
     """Each step phase's scripted replies and the cancels; a line that names what the saga
     does not have is refused here."""
-    outcomes: dict[tuple[str, Phase], _Scripted] = {}
+    outcomes: dict[tuple[str, engine.Phase], _Scripted] = {}
     cancels: list[Cancel] = []
     for line in script:
         step = _step(definition, line.step)
         if isinstance(line, Cancel):
             cancels.append(line)
             continue
-        phase = Phase.COMPENSATE if line.compensation else Phase.FORWARD
+        phase = engine.Phase.COMPENSATE if line.compensation else engine.Phase.FORWARD
         _check_phase(step, phase, line)
         scripted = outcomes.setdefault((step.name, phase), _Scripted())
         if isinstance(line, FailForGood):
@@ -347,8 +317,8 @@ def _step(definition: Saga, name: str) -> Step:
     return definition.step(name)
 
 
-def _check_phase(step: Step, phase: Phase, line: Fail | FailForGood | TimeOut) -> None:
-    if phase is Phase.COMPENSATE and step.compensation is None:
+def _check_phase(step: Step, phase: engine.Phase, line: Fail | FailForGood | TimeOut) -> None:
+    if phase is engine.Phase.COMPENSATE and step.compensation is None:
         raise HarnessError(
             f"the script fails the compensation of step {step.name!r}, which has none"
         )
@@ -356,13 +326,13 @@ def _check_phase(step: Step, phase: Phase, line: Fail | FailForGood | TimeOut) -
         raise HarnessError(f"times must be 1 or more (or None for every attempt), not {line.times}")
     timeout = (
         step.timeout_seconds
-        if phase is Phase.FORWARD
+        if phase is engine.Phase.FORWARD
         else step.compensation.timeout_seconds
         if step.compensation is not None
         else None
     )
     if isinstance(line, TimeOut) and timeout is None:
-        what = "step" if phase is Phase.FORWARD else "compensation of step"
+        what = "step" if phase is engine.Phase.FORWARD else "compensation of step"
         raise HarnessError(
             f"TimeOut on the {what} {step.name!r}, which has no timeout_seconds: a lost reply "
             "would be waited for forever; give it a timeout (or script Fail instead)"
