@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from examples.orders.saga import order_schema
 from orchestrator.definitions import Compensation, Saga, Step
 from workers import StepContext, StepFailed, Worker
 
@@ -25,16 +26,7 @@ order3 = Saga(
     name=SAGA_NAME,
     version=1,
     description="Benchmark workload: reserve credit and stock, charge; undo on failure.",
-    input_schema={
-        "type": "object",
-        "required": ["order_id", "amount"],
-        "properties": {
-            "order_id": {"type": "string", "minLength": 1},
-            "amount": {"type": "number", "exclusiveMinimum": 0},
-            "fail": {"type": "boolean"},
-        },
-        "additionalProperties": False,
-    },
+    input_schema=order_schema(fail={"type": "boolean"}),
     steps=[
         Step(
             name="reserve_credit",

@@ -8,6 +8,8 @@ The input decides whether and where it fails, so you can watch a compensation:
 than its three attempts: the instance ends `failed`, and `warren retry` resumes it.
 """
 
+from typing import Any
+
 from orchestrator import Compensation, RetryPolicy, Saga, Step
 
 STEP_NAMES = ["reserve_credit", "reserve_stock", "charge", "ship"]
@@ -15,53 +17,51 @@ STEP_NAMES = ["reserve_credit", "reserve_stock", "charge", "ship"]
 # Quick retries so the example's retries are visible in seconds.
 QUICK_RETRY = RetryPolicy(max_attempts=3, initial_interval_seconds=0.2, backoff_coefficient=2.0)
 
-order_saga = Saga(
-    name="order",
-    version=1,
-    description="Reserve credit and stock, charge, ship; undo in reverse on failure.",
-    input_schema={
+# A count by step name, e.g. {"reserve_stock": 2}.
+COUNTS_BY_STEP = {
+    "type": "object",
+    "propertyNames": {"enum": STEP_NAMES},
+    "additionalProperties": {"type": "integer", "minimum": 0},
+}
+
+
+def order_schema(**more: Any) -> dict[str, Any]:
+    """The input schema of an order: an id and an amount, plus the properties `more` names,
+    nothing else. The benchmark's order workload (bench/order3.py) takes it too."""
+    return {
         "type": "object",
         "required": ["order_id", "amount"],
         "properties": {
             "order_id": {"type": "string", "minLength": 1},
             "amount": {"type": "number", "exclusiveMinimum": 0},
-            "items": {"type": "array", "items": {"type": "string"}},
-            "fail_at": {"enum": STEP_NAMES},
-            "transient_failures": {
-                "type": "object",
-                "propertyNames": {"enum": STEP_NAMES},
-                "additionalProperties": {"type": "integer", "minimum": 0},
-            },
-            "compensation_failures": {
-                "type": "object",
-                "propertyNames": {"enum": STEP_NAMES},
-                "additionalProperties": {"type": "integer", "minimum": 0},
-            },
+            **more,
         },
         "additionalProperties": False,
-    },
+    }
+
+
+def step(name: str, pool: str, *, undo: str | None = None) -> Step:
+    """A step of the example: quick retries, 30 s per attempt; `undo` names its compensation."""
+    compensation = None if undo is None else Compensation(command=undo, retry=QUICK_RETRY)
+    return Step(
+        name=name, pool=pool, compensation=compensation, retry=QUICK_RETRY, timeout_seconds=30
+    )
+
+
+order_saga = Saga(
+    name="order",
+    version=1,
+    description="Reserve credit and stock, charge, ship; undo in reverse on failure.",
+    input_schema=order_schema(
+        items={"type": "array", "items": {"type": "string"}},
+        fail_at={"enum": STEP_NAMES},
+        transient_failures=COUNTS_BY_STEP,
+        compensation_failures=COUNTS_BY_STEP,
+    ),
     steps=[
-        Step(
-            name="reserve_credit",
-            pool="payments",
-            compensation=Compensation(command="release_credit", retry=QUICK_RETRY),
-            retry=QUICK_RETRY,
-            timeout_seconds=30,
-        ),
-        Step(
-            name="reserve_stock",
-            pool="inventory",
-            compensation=Compensation(command="release_stock", retry=QUICK_RETRY),
-            retry=QUICK_RETRY,
-            timeout_seconds=30,
-        ),
-        Step(
-            name="charge",
-            pool="payments",
-            compensation=Compensation(command="refund", retry=QUICK_RETRY),
-            retry=QUICK_RETRY,
-            timeout_seconds=30,
-        ),
-        Step(name="ship", pool="shipping", retry=QUICK_RETRY, timeout_seconds=30),
+        step("reserve_credit", "payments", undo="release_credit"),
+        step("reserve_stock", "inventory", undo="release_stock"),
+        step("charge", "payments", undo="refund"),
+        step("ship", "shipping"),
     ],
 )

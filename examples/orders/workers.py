@@ -51,53 +51,27 @@ async def create_ledger(engine: AsyncEngine) -> None:
         await conn.run_sync(metadata.create_all)
 
 
-async def _apply(ctx: StepContext, action: str) -> dict[str, Any]:
-    """Fail as the input asks, else write the ledger row in the step's transaction."""
+# Every command of the example does the same thing, so one handler serves them all; a real app
+# has one handler per command (README.md, docs/workers.md).
+@worker.handler("reserve_credit", pool="payments")
+@worker.handler("release_credit", pool="payments")
+@worker.handler("charge", pool="payments")
+@worker.handler("refund", pool="payments")
+@worker.handler("reserve_stock", pool="inventory")
+@worker.handler("release_stock", pool="inventory")
+@worker.handler("ship", pool="shipping")
+async def record(ctx: StepContext) -> dict[str, Any]:
+    """Fail as the input asks, else write the command's ledger row in the step's transaction."""
     faults = "transient_failures" if ctx.phase == "forward" else "compensation_failures"
     crashes = ctx.input.get(faults, {}).get(ctx.step, 0)
     if ctx.attempt <= crashes:
         raise RuntimeError(f"{faults[:-1]} in {ctx.command} (attempt {ctx.attempt} of {crashes})")
     if ctx.phase == "forward" and ctx.input.get("fail_at") == ctx.step:
         raise StepFailed(f"{ctx.step} refused order {ctx.input['order_id']}", type="OrderRejected")
-    amount = ctx.input["amount"]
+    action, amount = ctx.command, ctx.input["amount"]
     await ctx.session.execute(
         insert(ledger).values(
             instance_id=ctx.instance_id, step=ctx.step, action=action, amount=amount
         )
     )
     return {"action": action, "order_id": ctx.input["order_id"], "amount": amount}
-
-
-@worker.handler("reserve_credit", pool="payments")
-async def reserve_credit(ctx: StepContext) -> dict[str, Any]:
-    return await _apply(ctx, "reserve_credit")
-
-
-@worker.handler("release_credit", pool="payments")
-async def release_credit(ctx: StepContext) -> dict[str, Any]:
-    return await _apply(ctx, "release_credit")
-
-
-@worker.handler("reserve_stock", pool="inventory")
-async def reserve_stock(ctx: StepContext) -> dict[str, Any]:
-    return await _apply(ctx, "reserve_stock")
-
-
-@worker.handler("release_stock", pool="inventory")
-async def release_stock(ctx: StepContext) -> dict[str, Any]:
-    return await _apply(ctx, "release_stock")
-
-
-@worker.handler("charge", pool="payments")
-async def charge(ctx: StepContext) -> dict[str, Any]:
-    return await _apply(ctx, "charge")
-
-
-@worker.handler("refund", pool="payments")
-async def refund(ctx: StepContext) -> dict[str, Any]:
-    return await _apply(ctx, "refund")
-
-
-@worker.handler("ship", pool="shipping")
-async def ship(ctx: StepContext) -> dict[str, Any]:
-    return await _apply(ctx, "ship")

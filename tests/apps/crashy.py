@@ -16,10 +16,9 @@ worker = Worker("crashy-orders")
 async def reserve_credit(ctx: StepContext) -> dict[str, Any]:
     if ctx.input["order_id"] == "CRASH":
         os._exit(1)
-    result: dict[str, Any] = await example.reserve_credit(ctx)
+    result: dict[str, Any] = await example.record(ctx)
     return result
 
 
-worker.handler("release_credit", pool="payments")(example.release_credit)
-worker.handler("charge", pool="payments")(example.charge)
-worker.handler("refund", pool="payments")(example.refund)
+for _command in ("release_credit", "charge", "refund"):
+    worker.handler(_command, pool="payments")(example.record)

@@ -26,15 +26,9 @@ worker.on_startup(orders.create_ledger)
 @worker.handler("reserve_credit", pool="payments")
 async def reserve_credit(ctx: StepContext) -> Any:
     await ctx.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": GATE_LOCK})
-    return await orders.reserve_credit(ctx)
+    return await orders.record(ctx)
 
 
-for _command, _pool, _handler in [
-    ("release_credit", "payments", orders.release_credit),
-    ("reserve_stock", "inventory", orders.reserve_stock),
-    ("release_stock", "inventory", orders.release_stock),
-    ("charge", "payments", orders.charge),
-    ("refund", "payments", orders.refund),
-    ("ship", "shipping", orders.ship),
-]:
-    worker.handler(_command, pool=_pool)(_handler)
+for _spec in orders.worker.handlers:
+    if _spec.command != "reserve_credit":
+        worker.handler(_spec.command, pool=_spec.pool)(_spec.fn)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import aio_pika
 import msgspec
 import pytest
 
-from orchestrator.messaging.envelope import Phase, encode
-from orchestrator.messaging.topology import REPLY_ROUTING_KEY
+from orchestrator.messaging.envelope import Phase
 from tests.support.messages import success_reply
 from tests.support.probes import EXAMPLE_POOLS
+from tests.support.publish import publish_replies
 from tests.support.waiting import wait_for
 
 if TYPE_CHECKING:
@@ -50,16 +49,7 @@ async def test_a_stale_reply_for_an_instance_already_compensated_changes_nothing
     ]
     undone = success_reply(saga="order", instance_id=instance_id, step="reserve_stock", seq=12)
     stale.append(msgspec.structs.replace(undone, phase=Phase.COMPENSATE, command="release_stock"))
-    connection = await aio_pika.connect(stack.probe.settings.amqp_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        replies = await channel.get_exchange(stack.topology.replies_exchange)
-        for reply in stale:
-            await replies.publish(
-                aio_pika.Message(encode(reply), message_id=str(reply.id)), REPLY_ROUTING_KEY
-            )
-    finally:
-        await connection.close()
+    await publish_replies(stack.probe.settings, *stale)
 
     async def ignored() -> int:
         events = await stack.probe.history(instance_id)

@@ -13,6 +13,7 @@ from examples.orders.saga import STEP_NAMES
 from tests.conftest import Stack
 from tests.support.probes import EXAMPLE_POOLS
 from tests.support.processes import run_warren
+from tests.support.publish import publish
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -25,13 +26,8 @@ async def _dead_letters(stack: Stack) -> list[dict[str, Any]]:
 
 
 async def _publish_raw(stack: Stack, exchange: str, routing_key: str, body: bytes) -> None:
-    connection = await aio_pika.connect(stack.probe.settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        target = await channel.get_exchange(exchange) if exchange else channel.default_exchange
-        await target.publish(aio_pika.Message(body, message_id="poison-in-the-middle"), routing_key)
-    finally:
-        await connection.close()
+    message = aio_pika.Message(body, message_id="poison-in-the-middle")
+    await publish(stack.probe.settings.amqp_url, exchange, routing_key, message)
 
 
 @pytest.mark.timeout(300)

@@ -236,50 +236,56 @@ async def _reply_waiting_for_an_orchestrator(stack: Stack, order_id: str) -> str
     return instance_id
 
 
+async def _orchestrator_killed_at(stack: Stack, crash_at: str, order_id: str) -> str:
+    """A reply waiting (see above), then an orchestrator that kills itself at `crash_at` while
+    handling it; returns the instance's id once that orchestrator is gone."""
+    instance_id = await _reply_waiting_for_an_orchestrator(stack, order_id)
+    doomed = await start_orchestrator(stack, crash_at=crash_at)
+    assert await wait_exit(doomed) == -signal.SIGKILL
+    await stack.probe.wait_no_consumers([stack.topology.orchestrator_queue])
+    return instance_id
+
+
+async def _fresh_orchestrator_sweeps(stack: Stack, inventory_commands: int) -> None:
+    """A fresh orchestrator's sweeper empties the outbox, leaving `inventory_commands` in the
+    inventory queue, and it drops the redelivered reply as a duplicate."""
+    fresh = await start_orchestrator(stack)
+    await wait_for(lambda: stack.probe.count("warren.outbox"), lambda n: n == 0, what="sweep")
+    await wait_ready(stack.probe, stack.topology.pool_queue("inventory"), inventory_commands)
+    await wait_ready(stack.probe, stack.topology.orchestrator_queue, 0)
+    await wait_log(fresh, "duplicate reply")
+
+
 async def test_orchestrator_killed_after_commit_before_publish_and_ack(stack: Stack) -> None:
-    instance_id = await _reply_waiting_for_an_orchestrator(stack, "K-2")
+    instance_id = await _orchestrator_killed_at(stack, "orchestrator.after_commit", "K-2")
     replies = stack.topology.orchestrator_queue
     inventory = stack.topology.pool_queue("inventory")
 
-    doomed = await start_orchestrator(stack, crash_at="orchestrator.after_commit")
-    assert await wait_exit(doomed) == -signal.SIGKILL
-    await stack.probe.wait_no_consumers([replies])
     # The transition committed (with its command in the outbox), nothing was published or acked.
     assert await stack.probe.count("warren.outbox") >= 1
     assert await ready(stack.probe, inventory) == 0
     assert await ready(stack.probe, replies) == 1
     assert succeeded_steps(await stack.probe.history(instance_id)) == ["reserve_credit"]
 
-    fresh = await start_orchestrator(stack)
     # Its sweeper publishes the leftover command; the redelivered reply is a duplicate.
-    await wait_for(lambda: stack.probe.count("warren.outbox"), lambda n: n == 0, what="sweep")
-    await wait_ready(stack.probe, inventory, 1)
-    await wait_ready(stack.probe, replies, 0)
-    await wait_log(fresh, "duplicate reply")
+    await _fresh_orchestrator_sweeps(stack, inventory_commands=1)
 
     await stack.another_worker()
     await assert_completed_once(stack, instance_id)
 
 
 async def test_relay_killed_between_confirm_and_delete(stack: Stack) -> None:
-    instance_id = await _reply_waiting_for_an_orchestrator(stack, "K-3")
+    instance_id = await _orchestrator_killed_at(stack, "relay.after_publish", "K-3")
     replies = stack.topology.orchestrator_queue
     inventory = stack.topology.pool_queue("inventory")
 
-    doomed = await start_orchestrator(stack, crash_at="relay.after_publish")
-    assert await wait_exit(doomed) == -signal.SIGKILL
-    await stack.probe.wait_no_consumers([replies])
     # The broker confirmed the next command, the row that carries it was not deleted.
     assert await stack.probe.count("warren.outbox") == 1
     assert await ready(stack.probe, inventory) == 1
     assert await ready(stack.probe, replies) == 1
 
-    fresh = await start_orchestrator(stack)
     # The row goes out a second time (a duplicate on the wire), the reply is dropped as a copy.
-    await wait_for(lambda: stack.probe.count("warren.outbox"), lambda n: n == 0, what="sweep")
-    await wait_ready(stack.probe, inventory, 2)
-    await wait_ready(stack.probe, replies, 0)
-    await wait_log(fresh, "duplicate reply")
+    await _fresh_orchestrator_sweeps(stack, inventory_commands=2)
 
     worker = await stack.another_worker()
     await assert_completed_once(stack, instance_id)

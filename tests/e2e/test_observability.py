@@ -229,32 +229,13 @@ async def test_metrics_move_on_every_process(stack: Stack) -> None:
     assert ("warren_outbox_oldest_age_seconds", frozenset()) in orchestrator
 
     worker = await scrape(f"http://127.0.0.1:{worker_port}/metrics")
-    assert (
-        _value(
-            worker,
-            "warren_step_duration_seconds_count",
-            step="reserve_credit",
-            phase="forward",
-            outcome="succeeded",
-        )
-        == 2
-    )
-    assert (
-        _value(
-            worker, "warren_step_duration_seconds_count", step="charge", outcome="failed_for_good"
-        )
-        == 1
-    )
-    assert (
-        _value(
-            worker,
-            "warren_step_duration_seconds_count",
-            step="reserve_credit",
-            phase="forward",
-            outcome="failed",
-        )
-        == 1
-    )
+
+    def handled(**labels: str) -> float:
+        return _value(worker, "warren_step_duration_seconds_count", **labels)
+
+    assert handled(step="reserve_credit", phase="forward", outcome="succeeded") == 2
+    assert handled(step="charge", outcome="failed_for_good") == 1
+    assert handled(step="reserve_credit", phase="forward", outcome="failed") == 1
     assert _value(worker, "warren_consumers", queue=stack.topology.pool_queue("payments")) == 1
 
 

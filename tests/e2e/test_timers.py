@@ -5,17 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 
-import aio_pika
 import pytest
 
-from orchestrator.messaging.envelope import (
-    encode,
-)
-from orchestrator.messaging.topology import REPLY_ROUTING_KEY
 from orchestrator.service.registry import register_saga
 from tests.apps.sagas import timing_out
 from tests.conftest import Stack
 from tests.support.messages import success_reply
+from tests.support.publish import publish_replies
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -61,15 +57,7 @@ async def test_a_reply_after_the_timeout_is_compensated_too(stack: Stack) -> Non
     late = success_reply(
         saga="timing-out", instance_id=body["id"], step="hold", seq=4, result={"held": True}
     )
-    connection = await aio_pika.connect(stack.probe.settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        replies = await channel.get_exchange(stack.topology.replies_exchange)
-        await replies.publish(
-            aio_pika.Message(encode(late), message_id=str(late.id)), REPLY_ROUTING_KEY
-        )
-    finally:
-        await connection.close()
+    await publish_replies(stack.probe.settings, late)
 
     async def release_done() -> bool:
         history = await stack.probe.history(instance_id)

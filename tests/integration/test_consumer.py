@@ -12,6 +12,7 @@ from orchestrator.config import Settings
 from orchestrator.messaging.broker import Broker
 from orchestrator.messaging.consumer import Consumer
 from tests.support.probes import Probe
+from tests.support.publish import publish
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -35,11 +36,8 @@ async def test_a_handler_bug_hands_the_message_back_until_the_delivery_limit_par
     )
     await consumer.start()
     try:
-        connection = await aio_pika.connect(settings.amqp_url)
-        channel = await connection.channel()
-        exchange = await channel.get_exchange(settings.topology.commands_exchange)
-        await exchange.publish(aio_pika.Message(b"{}", message_id="m-1"), "buggy")
-        await connection.close()
+        message = aio_pika.Message(b"{}", message_id="m-1")
+        await publish(settings.amqp_url, settings.topology.commands_exchange, "buggy", message)
 
         async def parked() -> int:
             return (await probe.queue(settings.topology.dead_letter_queue))[0]

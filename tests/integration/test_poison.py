@@ -26,6 +26,7 @@ from orchestrator.persistence import dead_letters
 from orchestrator.service.orchestrator import Orchestrator
 from tests.support.messages import success_reply
 from tests.support.probes import Probe
+from tests.support.publish import publish
 from tests.support.waiting import tasks_alive, wait_for
 
 pytestmark = pytest.mark.integration
@@ -43,20 +44,6 @@ async def orchestrator(settings: Settings, probe: Probe) -> AsyncIterator[Orches
         await task
 
 
-async def _publish_reply_body(
-    settings: Settings, body: bytes, *, message_id: str = "poison-1", copies: int = 1
-) -> None:
-    connection = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        exchange = await channel.get_exchange(settings.topology.replies_exchange)
-        for _ in range(copies):
-            message = aio_pika.Message(body, message_id=message_id)
-            await exchange.publish(message, REPLY_ROUTING_KEY)
-    finally:
-        await connection.close()
-
-
 async def _dead_letters(probe: Probe, expected: int) -> list[dict[str, Any]]:
     """Rows the orchestrator's dead-letter recorder wrote."""
 
@@ -70,13 +57,19 @@ async def _dead_letters(probe: Probe, expected: int) -> list[dict[str, Any]]:
     )
 
 
+async def _dead_letter_of(settings: Settings, probe: Probe, body: bytes) -> dict[str, Any]:
+    """Publish `body` to the replies exchange; return the one dead letter it becomes."""
+    message = aio_pika.Message(body, message_id="poison-1")
+    await publish(settings.amqp_url, settings.topology.replies_exchange, REPLY_ROUTING_KEY, message)
+    [letter] = await _dead_letters(probe, 1)
+    return letter
+
+
 @pytest.mark.usefixtures("orchestrator")
 async def test_undecodable_message_is_dead_lettered_with_its_reason(
     settings: Settings, probe: Probe
 ) -> None:
-    await _publish_reply_body(settings, b"\x00 definitely not json")
-
-    [letter] = await _dead_letters(probe, 1)
+    letter = await _dead_letter_of(settings, probe, b"\x00 definitely not json")
 
     assert letter["body"] == b"\x00 definitely not json"
     assert letter["kind"] is None
@@ -96,7 +89,8 @@ async def test_copies_of_one_message_on_the_wire_are_one_dead_letter(
     """The outbox publishes at least once: two copies of one message that are both parked (two
     copies of a command at the delivery limit, say) are one dead letter, recorded once."""
     caplog.set_level(logging.INFO, logger="orchestrator.service.dead_letters")
-    await _publish_reply_body(settings, b"not json", message_id="copy-1", copies=2)
+    copies = [aio_pika.Message(b"not json", message_id="copy-1") for _ in range(2)]
+    await publish(settings.amqp_url, settings.topology.replies_exchange, REPLY_ROUTING_KEY, *copies)
 
     async def second_copy_seen() -> bool:
         return "recorded already" in caplog.text
@@ -124,9 +118,7 @@ async def test_reply_for_an_unknown_instance_is_dead_lettered(
         timestamp=utcnow(),
         payload=ReplyPayload(ok=True, result={}),
     )
-    await _publish_reply_body(settings, encode(reply))
-
-    [letter] = await _dead_letters(probe, 1)
+    letter = await _dead_letter_of(settings, probe, encode(reply))
 
     assert "InstanceNotFound" in letter["reason"]
     assert letter["kind"] == "reply"
@@ -137,9 +129,7 @@ async def test_reply_for_an_unknown_instance_is_dead_lettered(
 async def test_unsupported_envelope_version_is_dead_lettered(
     settings: Settings, probe: Probe
 ) -> None:
-    await _publish_reply_body(settings, b'{"kind": "reply", "v": 99}')
-
-    [letter] = await _dead_letters(probe, 1)
+    letter = await _dead_letter_of(settings, probe, b'{"kind": "reply", "v": 99}')
 
     assert "unsupported envelope version 99" in letter["reason"]
 

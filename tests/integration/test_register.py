@@ -14,7 +14,7 @@ from orchestrator.errors import RegistrationConflict
 from orchestrator.persistence.definitions import RegisterOutcome
 from orchestrator.service.registry import register_saga
 from tests.apps.sagas import refund, refund_changed, refund_v2
-from tests.support.processes import run_warren, settings_env
+from tests.support.processes import assert_refused, run_warren, settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -83,9 +83,7 @@ def test_cli_register_errors_are_one_clear_line(
 
     result = warren(settings, "register", target)
 
-    assert result.returncode == 1
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_refused(result, 1, message)
 
 
 def test_cli_reports_an_unreachable_database_without_a_traceback(settings: Settings) -> None:
@@ -95,6 +93,4 @@ def test_cli_reports_an_unreachable_database_without_a_traceback(settings: Setti
 
     result = warren(unreachable, "register", "tests.apps.sagas:refund")
 
-    assert result.returncode == 1
-    assert "database" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_refused(result, 1, "database")

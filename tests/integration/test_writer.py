@@ -4,16 +4,19 @@ from, and a transition decided from a snapshot that moved on is refused, writing
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from examples.orders.saga import order_saga
-from orchestrator.engine import Cancel, Phase, StepReply, decide
+from orchestrator.engine import Cancel, Phase, StepReply, Transition, decide
 from orchestrator.errors import Conflict
 from orchestrator.messaging.envelope import new_message_id, utcnow
 from orchestrator.messaging.topology import Topology
 from orchestrator.persistence import instances
 from orchestrator.persistence.definitions import DefinitionCache
+from orchestrator.persistence.outbox import PendingRow
 from orchestrator.service import transitions
 from orchestrator.storage.database import transaction
 from tests.support.probes import Probe
@@ -24,14 +27,19 @@ TOPOLOGY = Topology(namespace="writer")
 INPUT = {"order_id": "W-1", "amount": 5}
 
 
+async def _start(engine: AsyncEngine, instance_id: UUID) -> tuple[Transition, list[PendingRow]]:
+    """An order's start, in a transaction of its own."""
+    async with transaction(engine) as conn:
+        return await transitions.start(
+            conn, TOPOLOGY, order_saga, instance_id, INPUT, instances.NewInstance()
+        )
+
+
 async def test_a_start_is_the_first_transition_and_a_taken_id_writes_nothing(
     engine: AsyncEngine, probe: Probe
 ) -> None:
     instance_id = new_message_id()
-    async with transaction(engine) as conn:
-        transition, pending = await transitions.start(
-            conn, TOPOLOGY, order_saga, instance_id, INPUT, instances.NewInstance()
-        )
+    transition, pending = await _start(engine, instance_id)
     assert [m.message.routing_key for m in pending] == [transition.dispatches[0].pool]
     assert [h["type"] for h in await probe.history(instance_id)] == [
         "saga_started",
@@ -39,10 +47,7 @@ async def test_a_start_is_the_first_transition_and_a_taken_id_writes_nothing(
     ]
 
     with pytest.raises(instances.AlreadyStarted):
-        async with transaction(engine) as conn:
-            await transitions.start(
-                conn, TOPOLOGY, order_saga, instance_id, INPUT, instances.NewInstance()
-            )
+        await _start(engine, instance_id)
 
     assert await probe.count("warren.history") == 2
     assert await probe.count("warren.outbox") == 1
@@ -52,10 +57,7 @@ async def test_a_transition_decided_from_a_stale_snapshot_is_refused(
     engine: AsyncEngine, probe: Probe
 ) -> None:
     instance_id = new_message_id()
-    async with transaction(engine) as conn:
-        start, _ = await transitions.start(
-            conn, TOPOLOGY, order_saga, instance_id, INPUT, instances.NewInstance()
-        )
+    start, _ = await _start(engine, instance_id)
     first = start.dispatches[0]
     succeeded = StepReply(step=first.step, phase=Phase.FORWARD, attempt=1, ok=True)
     async with transaction(engine) as conn:

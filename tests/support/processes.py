@@ -211,3 +211,11 @@ def run_warren(
         timeout=timeout,
         check=False,
     )
+
+
+def assert_refused(done: subprocess.CompletedProcess[str], returncode: int, message: str) -> None:
+    """A command that stopped as a user should see it: `returncode`, one clear `message` on
+    stderr, no traceback."""
+    assert done.returncode == returncode, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from datetime import timedelta
 
 import pytest
 from opentelemetry import trace
@@ -13,18 +12,9 @@ from prometheus_client import REGISTRY
 
 from orchestrator.config import ConfigError
 from orchestrator.definitions import RetryPolicy, Saga, Step
-from orchestrator.engine import (
-    Event,
-    Phase,
-    Start,
-    StepReply,
-    TimerFired,
-    TimerKind,
-    decide,
-    new_instance,
-)
-from orchestrator.messaging.envelope import new_message_id, utcnow
+from orchestrator.engine import Event, TimerKind
 from orchestrator.observability import logs, metrics, tracing
+from tests.support.engine import Run, fail, ok, timer
 
 
 def _json_line(monkeypatch: pytest.MonkeyPatch, emit: logging.Logger) -> dict[str, object]:
@@ -128,24 +118,24 @@ SAGA = Saga(
 
 
 def test_metrics_count_retries_and_the_end_of_a_saga_once() -> None:
-    now = utcnow()
     retries = {"saga": "metered", "step": "a", "pool": "p", "phase": "forward"}
     ended = {"saga": "metered", "status": "completed"}
     retries_before = _sample("warren_step_retries_total", **retries)
     ended_before = _sample("warren_sagas_ended_total", **ended)
 
-    transition = decide(SAGA, new_instance(SAGA, new_message_id(), {}, now), Start(input={}), now)
+    run = Run(SAGA)
+    run.start()
+    run.advance(1)
     events: list[Event] = [
-        StepReply(step="a", phase=Phase.FORWARD, attempt=1, ok=False),
-        TimerFired(kind=TimerKind.RETRY, step="a", phase=Phase.FORWARD, attempt=1),
-        StepReply(step="a", phase=Phase.FORWARD, attempt=2, ok=True),
-        StepReply(step="b", phase=Phase.FORWARD, attempt=1, ok=True),
-        StepReply(step="b", phase=Phase.FORWARD, attempt=1, ok=True),  # a late copy: ignored
+        fail("a"),
+        timer(TimerKind.RETRY, "a", 1),
+        ok("a", attempt=2),
+        ok("b"),
+        ok("b"),  # a late copy: ignored
     ]
     for event in events:
-        transition = decide(SAGA, transition.instance, event, now + timedelta(seconds=1))
-        metrics.observe_transition(transition)
+        metrics.observe_transition(run.send(event))
 
-    assert transition.instance.status.value == "completed"
+    assert run.status.value == "completed"
     assert _sample("warren_step_retries_total", **retries) == retries_before + 1
     assert _sample("warren_sagas_ended_total", **ended) == ended_before + 1

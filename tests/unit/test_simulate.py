@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.support.processes import run_warren
+from tests.support.processes import assert_refused, run_warren
 
 ORDER = "examples.orders.saga:order_saga"
 
@@ -53,12 +53,7 @@ def test_bad_arguments_are_one_line_not_a_traceback() -> None:
     not_a_saga = run_warren({}, "simulate", "examples.orders.workers:worker")
     no_module = run_warren({}, "simulate", "nowhere.at_all:saga")
 
-    assert unknown_step.returncode == 2
-    assert "has no step 'nope' (its steps: reserve_credit, reserve_stock" in unknown_step.stderr
-    assert bad_json.returncode == 2
-    assert "not valid JSON" in bad_json.stderr
-    assert not_a_saga.returncode == 1
-    assert "is not a Saga" in not_a_saga.stderr
-    assert no_module.returncode == 1
-    for done in (unknown_step, bad_json, not_a_saga, no_module):
-        assert "Traceback" not in done.stderr
+    assert_refused(unknown_step, 2, "has no step 'nope' (its steps: reserve_credit, reserve_stock")
+    assert_refused(bad_json, 2, "not valid JSON")
+    assert_refused(not_a_saga, 1, "is not a Saga")
+    assert_refused(no_module, 1, "cannot import module 'nowhere.at_all'")
