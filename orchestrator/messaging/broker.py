@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 import aio_pika
 import aiormq
 from aio_pika import DeliveryMode, Message
+from aio_pika.connection import make_url
 from aio_pika.exceptions import (
     AMQPChannelError,
     AMQPError,
@@ -75,7 +76,7 @@ class Broker:
                 log.warning(
                     "RabbitMQ at %s does not answer yet (%s); trying again for up to %g s",
                     _redact(self.url),
-                    state.outcome.exception(),
+                    repr(state.outcome.exception()),
                     patience_seconds,
                 )
 
@@ -88,9 +89,7 @@ class Broker:
                 reraise=True,
             ):
                 with attempt:
-                    self._connection = await aio_pika.connect_robust(
-                        self.url, timeout=PUBLISH_TIMEOUT_SECONDS
-                    )
+                    self._connection = await self._open_connection()
         except (AMQPError, OSError) as exc:
             raise BrokerError(_connect_failure(self.url, exc, patience_seconds)) from exc
         try:
@@ -103,6 +102,19 @@ class Broker:
                 f"cannot declare Warren's exchanges on RabbitMQ at {_redact(self.url)}: {exc}; "
                 "check the user's permissions on the vhost of WARREN_AMQP_URL"
             ) from exc
+
+    async def _open_connection(self) -> AbstractRobustConnection:
+        """One try. A try that failed is closed here: left to the garbage collector, its
+        reconnection machinery would warn of a close that was never awaited."""
+        connection = aio_pika.RobustConnection(make_url(self.url))
+        try:
+            await connection.connect(timeout=PUBLISH_TIMEOUT_SECONDS)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                    await connection.close()
+            raise
+        return connection
 
     async def _open_publisher(self) -> None:
         stale, self._publisher = self._publisher, None
@@ -345,8 +357,8 @@ def _connect_failure(url: str, exc: BaseException, patience_seconds: float) -> s
             "WARREN_AMQP_URL"
         )
     return (
-        f"cannot reach RabbitMQ at {where} within {patience_seconds:g} s ({exc}); is it "
-        "running? check WARREN_AMQP_URL"
+        f"cannot reach RabbitMQ at {where} within {patience_seconds:g} s ({exc or repr(exc)}); "
+        "is it running? check WARREN_AMQP_URL"
     )
 
 
