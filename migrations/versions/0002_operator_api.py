@@ -1,19 +1,10 @@
-"""operator api: idempotency, correlation, pools
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-27 06:17:40.804030
-"""
-
-from collections.abc import Sequence
+"""operator api: idempotency, correlation, pools"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0002"
+down_revision = "0001"
 
 
 def upgrade() -> None:

@@ -3,20 +3,12 @@
 Before this, a dead letter that came through the default exchange (published straight to a
 queue) had its origin exchange "" stored as null, so it could not be replayed. Restore "" from
 the headers it was recorded with; its queue is its routing key.
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-12-02 09:00:00.000000
 """
-
-from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0006"
+down_revision = "0005"
 
 
 def upgrade() -> None:

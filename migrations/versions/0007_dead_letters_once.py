@@ -4,21 +4,13 @@ The outbox publishes at least once, so two copies of a command can both reach th
 and be dead-lettered; each was recorded. Now a dead letter is unique by its message id and the
 dead letter it replays (`replay_of`, from the `x-warren-replay-of` header a replay carries).
 Copies recorded before this are dropped, the first one kept.
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-12-02 03:15:00.000000
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0007"
+down_revision = "0006"
 
 
 def upgrade() -> None:

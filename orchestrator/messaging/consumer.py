@@ -82,15 +82,7 @@ class Delivery:
 @contextlib.contextmanager
 def message_span(message: AbstractIncomingMessage, queue: str) -> Iterator[Span]:
     """The consumer span of one message: a child of the span that published it."""
-    with tracing.messaging_span(
-        "process",
-        headers=message.headers,
-        exchange=message.exchange,
-        routing_key=message.routing_key,
-        message_id=message.message_id,
-        body_size=len(message.body),
-        queue=queue,
-    ) as span:
+    with tracing.messaging_span("process", message, queue=queue) as span:
         yield span
 
 

@@ -228,14 +228,7 @@ class Relay:
     async def _publish_one(self, message: OutboxMessage) -> None:
         """One publish, as a span of the trace whose context the row stored; the message
         carries the publish span's context on."""
-        with tracing.messaging_span(
-            "send",
-            headers=message.headers,
-            exchange=message.exchange,
-            routing_key=message.routing_key,
-            message_id=message.message_id,
-            body_size=len(message.body),
-        ):
+        with tracing.messaging_span("send", message):
             await self.broker.publish(
                 message.exchange,
                 message.routing_key,

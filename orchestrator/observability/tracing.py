@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
@@ -207,33 +207,42 @@ def mark_error(current: Span, description: str) -> None:
     current.set_status(Status(StatusCode.ERROR, description))
 
 
+class Message(Protocol):
+    """What a span needs of a message, incoming (aio-pika's) or outgoing (an outbox row)."""
+
+    @property
+    def headers(self) -> Mapping[str, Any] | None: ...
+    @property
+    def exchange(self) -> str | None: ...
+    @property
+    def routing_key(self) -> str | None: ...
+    @property
+    def message_id(self) -> object: ...
+    @property
+    def body(self) -> bytes: ...
+
+
 def messaging_span(
-    operation: str,
-    *,
-    headers: Mapping[str, Any] | None,
-    exchange: str | None,
-    routing_key: str | None,
-    message_id: object,
-    body_size: int,
-    queue: str | None = None,
+    operation: str, message: Message, *, queue: str | None = None
 ) -> contextlib.AbstractContextManager[Span]:
     """The span of one publish (`send <exchange>`, a producer) or of one message consumed
     (`process <queue>`, a consumer), a child of the context the message's headers carry, with
     the messaging semantic conventions for RabbitMQ."""
+    exchange, message_id = message.exchange, message.message_id
     sending = operation == "send"
     values: dict[str, Any] = {
         "messaging.system": "rabbitmq",
         "messaging.operation.type": operation,
         "messaging.operation.name": "publish" if sending else "consume",
         "messaging.destination.name": exchange or "amq.default",
-        "messaging.rabbitmq.destination.routing_key": routing_key,
+        "messaging.rabbitmq.destination.routing_key": message.routing_key,
         "messaging.message.id": str(message_id) if message_id is not None else None,
-        "messaging.message.body.size": body_size,
+        "messaging.message.body.size": len(message.body),
         "messaging.consumer.group.name": queue,
     }
     return span(
         f"send {exchange}" if sending else f"process {queue}",
         kind=SpanKind.PRODUCER if sending else SpanKind.CONSUMER,
-        parent=extract(headers),
+        parent=extract(message.headers),
         attributes={k: v for k, v in values.items() if v is not None},
     )

@@ -83,72 +83,72 @@ async def test_downgrade_to_base_and_upgrade_again(empty_database: str) -> None:
     assert await _schema_diff(empty_database) == []
 
 
+async def _data_through_upgrade(
+    database: str,
+    before: str,
+    insert: str,
+    params: dict[str, str],
+    select: str,
+) -> list[tuple[object, ...]]:
+    """Rows written at revision `before` (`insert`), as `select` reads them at the head."""
+    await asyncio.to_thread(upgrade, database, before)
+    engine = create_engine(database, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(insert), params)
+        await asyncio.to_thread(upgrade, database)
+        async with engine.connect() as conn:
+            return [tuple(row) for row in await conn.execute(text(select))]
+    finally:
+        await engine.dispose()
+
+
 async def test_dead_letters_from_the_default_exchange_get_their_address_back(
     empty_database: str,
 ) -> None:
     """Rows recorded before 0006 stored the default exchange "" as null."""
-    await asyncio.to_thread(upgrade, empty_database, "0005")
-    engine = create_engine(empty_database, pool_size=1)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO warren.dead_letters (reason, origin_exchange, "
-                    "origin_routing_key, origin_queue, body, headers) VALUES "
-                    "('parked', NULL, 'q.a', NULL, '', :parked), "
-                    "('rejected', NULL, 'q.b', 'q.b', '', :died), "
-                    "('parked', 'commands', 'payments', NULL, '', :named)"
-                ),
-                {
-                    "parked": '{"x-warren-reason": "x", "x-warren-origin-exchange": ""}',
-                    "died": '{"x-death": [{"exchange": "", "queue": "q.b"}]}',
-                    "named": '{"x-warren-reason": "x", "x-warren-origin-exchange": "commands"}',
-                },
-            )
-        await asyncio.to_thread(upgrade, empty_database)
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    "SELECT origin_exchange, origin_routing_key, origin_queue "
-                    "FROM warren.dead_letters ORDER BY id"
-                )
-            )
-            assert [tuple(row) for row in rows] == [
-                ("", "q.a", "q.a"),
-                ("", "q.b", "q.b"),
-                ("commands", "payments", None),
-            ]
-    finally:
-        await engine.dispose()
+    rows = await _data_through_upgrade(
+        empty_database,
+        "0005",
+        "INSERT INTO warren.dead_letters (reason, origin_exchange, "
+        "origin_routing_key, origin_queue, body, headers) VALUES "
+        "('parked', NULL, 'q.a', NULL, '', :parked), "
+        "('rejected', NULL, 'q.b', 'q.b', '', :died), "
+        "('parked', 'commands', 'payments', NULL, '', :named)",
+        {
+            "parked": '{"x-warren-reason": "x", "x-warren-origin-exchange": ""}',
+            "died": '{"x-death": [{"exchange": "", "queue": "q.b"}]}',
+            "named": '{"x-warren-reason": "x", "x-warren-origin-exchange": "commands"}',
+        },
+        "SELECT origin_exchange, origin_routing_key, origin_queue "
+        "FROM warren.dead_letters ORDER BY id",
+    )
+
+    assert rows == [
+        ("", "q.a", "q.a"),
+        ("", "q.b", "q.b"),
+        ("commands", "payments", None),
+    ]
 
 
 async def test_copies_of_one_dead_letter_recorded_before_0007_become_one(
     empty_database: str,
 ) -> None:
     """Before 0007 each copy of a message parked was a row; a replay parked again still is."""
-    await asyncio.to_thread(upgrade, empty_database, "0006")
-    engine = create_engine(empty_database, pool_size=1)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO warren.dead_letters (message_id, reason, body, headers) VALUES "
-                    "('m-1', 'first', '', '{}'), ('m-1', 'copy', '', '{}'), "
-                    "('m-1', 'replayed', '', :replay), ('m-1', 'replay copy', '', :replay), "
-                    "(NULL, 'no id', '', '{}'), (NULL, 'no id either', '', '{}')"
-                ),
-                {"replay": '{"x-warren-replay-of": "1"}'},
-            )
-        await asyncio.to_thread(upgrade, empty_database)
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                text("SELECT message_id, reason, replay_of FROM warren.dead_letters ORDER BY id")
-            )
-            assert [tuple(row) for row in rows] == [
-                ("m-1", "first", None),
-                ("m-1", "replayed", 1),
-                (None, "no id", None),
-                (None, "no id either", None),
-            ]
-    finally:
-        await engine.dispose()
+    rows = await _data_through_upgrade(
+        empty_database,
+        "0006",
+        "INSERT INTO warren.dead_letters (message_id, reason, body, headers) VALUES "
+        "('m-1', 'first', '', '{}'), ('m-1', 'copy', '', '{}'), "
+        "('m-1', 'replayed', '', :replay), ('m-1', 'replay copy', '', :replay), "
+        "(NULL, 'no id', '', '{}'), (NULL, 'no id either', '', '{}')",
+        {"replay": '{"x-warren-replay-of": "1"}'},
+        "SELECT message_id, reason, replay_of FROM warren.dead_letters ORDER BY id",
+    )
+
+    assert rows == [
+        ("m-1", "first", None),
+        ("m-1", "replayed", 1),
+        (None, "no id", None),
+        (None, "no id either", None),
+    ]
