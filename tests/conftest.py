@@ -78,6 +78,11 @@ def amqp_url(run_id: str) -> Iterator[str]:
         services.delete_vhost(run_id)
 
 
+@pytest.fixture(scope="session")
+def janitor(run_id: str, amqp_url: str) -> services.QueueJanitor:
+    return services.QueueJanitor(run_id, amqp_url)
+
+
 @pytest.fixture
 async def database(run_id: str, template_db: str) -> AsyncIterator[str]:
     name = f"{run_id}_{next(_counter)}"
@@ -89,8 +94,14 @@ async def database(run_id: str, template_db: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def settings(request: pytest.FixtureRequest, database: str, amqp_url: str) -> Settings:
-    """Per-test settings; `@pytest.mark.warren_settings(delivery_limit=2)` overrides fields."""
+def settings(
+    request: pytest.FixtureRequest,
+    database: str,
+    amqp_url: str,
+    janitor: services.QueueJanitor,
+) -> Iterator[Settings]:
+    """Per-test settings; `@pytest.mark.warren_settings(delivery_limit=2)` overrides fields.
+    The test's queues and exchanges are deleted after it (a few tests at a time)."""
     marker = request.node.get_closest_marker("warren_settings")
     overrides: dict[str, Any] = dict(marker.kwargs) if marker else {}
     defaults: dict[str, Any] = {
@@ -102,7 +113,9 @@ def settings(request: pytest.FixtureRequest, database: str, amqp_url: str) -> Se
         "sweep_interval_seconds": 0.2,
         "shutdown_grace_seconds": 10.0,
     }
-    return Settings(**{**defaults, **overrides})
+    settings = Settings(**{**defaults, **overrides})
+    yield settings
+    janitor.ended(settings.topology)
 
 
 @pytest.fixture
