@@ -28,9 +28,6 @@ from orchestrator.errors import Conflict, InstanceNotFound, WarrenError
 from orchestrator.messaging.outgoing import command_for
 from orchestrator.persistence import timers
 from orchestrator.persistence.outbox import PendingRow, enqueue
-
-# Timeouts are timers; the writer drops them with the rest of what a transition wrote.
-from orchestrator.persistence.timers import cancel_timeouts as cancel_timeouts
 from orchestrator.storage.database import driver
 from orchestrator.storage.tables import history, instances
 

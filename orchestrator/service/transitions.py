@@ -28,7 +28,7 @@ from orchestrator.engine import (
 )
 from orchestrator.messaging.envelope import utcnow
 from orchestrator.observability import tracing
-from orchestrator.persistence import instances
+from orchestrator.persistence import instances, timers
 from orchestrator.persistence.definitions import DefinitionCache
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ async def apply_event(
             check(state)
         written, timeout = await _decide(conn, definitions, state, event, causation_id, traceparent)
         pending = await instances.save_many(conn, [written], topology)
-        await instances.cancel_timeouts(conn, timeout)
+        await timers.cancel_timeouts(conn, timeout)
         return written.transition, pending
 
 
@@ -162,7 +162,7 @@ async def apply_events(
         written.append(done)
         timeouts += timeout
     pending = await instances.save_many(conn, written, topology)
-    await instances.cancel_timeouts(conn, timeouts)
+    await timers.cancel_timeouts(conn, timeouts)
     return [item.transition for item in written], pending
 
 
