@@ -187,6 +187,20 @@ def one_step(step: Step) -> Saga:
     return Saga(name="single", version=1, steps=(step,))
 
 
+def undo_a_then(second: Step | None = None, **saga: Any) -> Saga:
+    """a (undone by undo_a) then `second` (a plain b by default), on pool p; `saga` sets the
+    saga's own options (a deadline…)."""
+    return Saga(
+        name="s",
+        version=1,
+        steps=(
+            Step(name="a", pool="p", compensation=Compensation(command="undo_a")),
+            second or Step(name="b", pool="p"),
+        ),
+        **saga,
+    )
+
+
 def compensation_gives_up_saga() -> Saga:
     """a's compensation has two attempts; b is compensable; c fails at its only attempt."""
     comp = Compensation(

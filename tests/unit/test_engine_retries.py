@@ -7,7 +7,6 @@ from datetime import timedelta
 from orchestrator.definitions import Compensation, RetryPolicy, Saga, Step
 from orchestrator.engine import (
     Cancel,
-    Dispatch,
     Resume,
     SagaStatus,
     ScheduleTimer,
@@ -27,6 +26,7 @@ from tests.support.engine import (
     three_steps,
     timer,
     types,
+    undo_a_then,
 )
 
 
@@ -37,16 +37,8 @@ def test_retry_with_zero_delay_dispatches_the_next_attempt_at_once() -> None:
     t = run.send(fail("reserve"))
     assert types(t) == ["attempt_failed", "step_dispatched"]
     assert t.history[0].data["retry_in_seconds"] == 0.0
-    assert t.dispatches == (
-        Dispatch(
-            step="reserve",
-            phase=FORWARD,
-            command="credit.reserve",
-            pool="payments",
-            attempt=2,
-            seq=4,
-        ),
-    )
+    assert sent(t) == [("reserve", FORWARD, 2)]
+    assert t.dispatches[0].seq == 4
     assert t.timers == ()
     state = run.instance.steps["reserve"]
     assert (state.status, state.attempt) == (StepStatus.RUNNING, 2)
@@ -104,14 +96,7 @@ def timing_out(name: str, retry: RetryPolicy) -> Step:
 
 def b_timing_out(retry: RetryPolicy) -> Run:
     """a succeeded; b (5 s timeout, `retry`) has run its first attempt out: its timer is due."""
-    definition = Saga(
-        name="s",
-        version=1,
-        steps=(
-            Step(name="a", pool="p", compensation=Compensation(command="undo_a")),
-            timing_out("b", retry),
-        ),
-    )
+    definition = undo_a_then(timing_out("b", retry))
     run = Run(definition)
     run.start()
     run.send(ok("a"))

@@ -1,4 +1,5 @@
-"""Delayed steps, saga deadlines and retry jitter in the pure engine."""
+"""The four timer kinds in the pure engine: delayed steps, attempt timeouts, retries (their
+jitter and time budget) and saga deadlines, and timers that arrive too late to matter."""
 
 from __future__ import annotations
 
@@ -7,20 +8,24 @@ from datetime import timedelta
 import pytest
 
 from orchestrator.definitions import Compensation, RetryPolicy, Saga, Step
-from orchestrator.engine import Cancel, SagaStatus, StepStatus, TimerKind
+from orchestrator.engine import Cancel, Failure, SagaStatus, StepStatus, TimerFired, TimerKind
 from orchestrator.errors import DefinitionError
 from tests.support.engine import (
     COMPENSATE,
     FORWARD,
     INSTANCE_ID,
+    NO_DELAY,
     NOW,
+    ONCE,
     Run,
     fail,
     ok,
+    one_step,
     scheduled,
     sent,
     timer,
     types,
+    undo_a_then,
 )
 
 DELAYED = Saga(
@@ -63,15 +68,7 @@ def test_cancel_while_a_step_waits_for_its_delay_starts_nothing() -> None:
     assert late.dispatches == ()
 
 
-DEADLINED = Saga(
-    name="deadlined",
-    version=1,
-    deadline_seconds=60,
-    steps=[
-        Step(name="a", pool="p", compensation=Compensation(command="undo_a")),
-        Step(name="b", pool="p"),
-    ],
-)
+DEADLINED = undo_a_then(deadline_seconds=60)
 
 
 def test_the_deadline_compensates_a_saga_still_running() -> None:
@@ -156,18 +153,12 @@ def test_bad_timing_values_are_refused(build: object) -> None:
         build()
 
 
-BUDGETED = Saga(
-    name="budgeted",
-    version=1,
-    steps=[
-        Step(
-            name="a",
-            pool="p",
-            retry=RetryPolicy(
-                max_attempts=100, initial_interval_seconds=10, max_elapsed_seconds=25
-            ),
-        )
-    ],
+BUDGETED = one_step(
+    Step(
+        name="a",
+        pool="p",
+        retry=RetryPolicy(max_attempts=100, initial_interval_seconds=10, max_elapsed_seconds=25),
+    )
 )
 
 
@@ -189,15 +180,7 @@ def test_retries_stop_when_the_next_attempt_would_start_past_the_time_budget() -
 
 
 def test_compensations_keep_trying_for_fifteen_minutes_by_default() -> None:
-    saga = Saga(
-        name="undo",
-        version=1,
-        steps=[
-            Step(name="a", pool="p", compensation=Compensation(command="undo_a")),
-            Step(name="b", pool="p"),
-        ],
-    )
-    run = Run(saga)
+    run = Run(undo_a_then())
     run.start()
     run.send(ok("a"))
     t = run.send(fail("b", retryable=False, type="No"))
@@ -215,3 +198,89 @@ def test_compensations_keep_trying_for_fifteen_minutes_by_default() -> None:
     now = (run.now - NOW).total_seconds()
     assert 870 <= now <= 900  # it gave up when the next try would start past 15 minutes
     assert attempt > 30
+
+
+def test_timeout_of_the_running_attempt_counts_as_a_failed_retryable_attempt() -> None:
+    definition = one_step(Step(name="charge", pool="payments", timeout_seconds=30, retry=NO_DELAY))
+    run = Run(definition)
+    t = run.start()
+    assert t.timers == (scheduled(TimerKind.TIMEOUT, "charge", 1, after=30),)
+    run.advance(30)
+    t = run.send(timer(TimerKind.TIMEOUT, "charge", 1))
+    assert types(t) == ["attempt_timed_out", "attempt_failed", "step_dispatched"]
+    failure = t.history[1].data["failure"]
+    assert failure == Failure(
+        type="StepTimeout", message="attempt 1 did not reply in time", retryable=True
+    )
+    assert sent(t) == [("charge", FORWARD, 2)]
+    assert t.timers == (scheduled(TimerKind.TIMEOUT, "charge", 2, after=60),)
+    late = run.send(ok("charge", 1))  # the timed-out attempt succeeds after all: it counts
+    assert types(late) == ["step_succeeded", "saga_completed"]
+    assert types(run.send(ok("charge", 2))) == ["reply_ignored"]
+    assert run.status is SagaStatus.COMPLETED
+
+
+def test_timeout_on_the_last_attempt_fails_the_step() -> None:
+    definition = one_step(Step(name="charge", pool="payments", timeout_seconds=1, retry=ONCE))
+    run = Run(definition)
+    run.start()
+    run.advance(1)
+    t = run.send(timer(TimerKind.TIMEOUT, "charge", 1))
+    assert types(t) == ["attempt_timed_out", "step_failed", "saga_compensating", "saga_compensated"]
+    error = run.instance.steps["charge"].error
+    assert error is not None
+    assert error.type == "StepTimeout"
+
+
+def test_timeout_with_non_retryable_step_timeout_type_fails_at_once() -> None:
+    policy = RetryPolicy(max_attempts=5, non_retryable_errors=("StepTimeout",))
+    run = Run(one_step(Step(name="charge", pool="payments", timeout_seconds=1, retry=policy)))
+    run.start()
+    t = run.send(timer(TimerKind.TIMEOUT, "charge", 1))
+    assert types(t)[:2] == ["attempt_timed_out", "step_failed"]
+
+
+@pytest.mark.parametrize(
+    "stale",
+    [
+        timer(TimerKind.TIMEOUT, "charge", 1),  # attempt 1 is over
+        timer(TimerKind.RETRY, "charge", 1),  # already fired
+        timer(TimerKind.RETRY, "charge", 2),  # attempt 2 is running, not waiting
+        timer(TimerKind.TIMEOUT, "charge", 3),  # an attempt that never existed
+        timer(TimerKind.TIMEOUT, "charge", 2, COMPENSATE),  # no compensation is running
+        timer(TimerKind.RETRY, "refund", 1),  # a step the saga does not have
+    ],
+)
+def test_a_stale_timer_does_nothing(stale: TimerFired) -> None:
+    policy = RetryPolicy(max_attempts=3, initial_interval_seconds=2)
+    run = Run(one_step(Step(name="charge", pool="payments", timeout_seconds=30, retry=policy)))
+    run.start()
+    run.send(fail("charge", 1))
+    run.advance(2)
+    run.send(timer(TimerKind.RETRY, "charge", 1))
+    before = run.instance
+    t = run.send(stale)
+    assert t.history == ()
+    assert t.dispatches == ()
+    assert t.timers == ()
+    assert t.instance == before
+
+
+def test_a_timeout_timer_after_success_does_nothing() -> None:
+    run = Run(one_step(Step(name="charge", pool="payments", timeout_seconds=30)))
+    run.start()
+    run.send(ok("charge"))
+    run.advance(30)
+    t = run.send(timer(TimerKind.TIMEOUT, "charge", 1))
+    assert t.history == ()
+    assert t.instance.status is SagaStatus.COMPLETED
+
+
+def test_a_timeout_timer_during_retry_wait_does_nothing() -> None:
+    policy = RetryPolicy(max_attempts=3, initial_interval_seconds=60)
+    run = Run(one_step(Step(name="charge", pool="payments", timeout_seconds=30, retry=policy)))
+    run.start()
+    run.send(fail("charge"))
+    run.advance(30)
+    assert run.send(timer(TimerKind.TIMEOUT, "charge", 1)).history == ()
+    assert run.step_status("charge") is StepStatus.RETRY_WAIT
