@@ -11,7 +11,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.definitions import Compensation, RetryPolicy, Saga, Step
+from orchestrator.definitions import (
+    Case,
+    ChildSaga,
+    Choice,
+    Compensation,
+    Map,
+    Parallel,
+    RetryPolicy,
+    Saga,
+    Step,
+    field,
+)
 from orchestrator.errors import (
     DefinitionError,
     InputInvalid,
@@ -35,10 +46,16 @@ if TYPE_CHECKING:
 # Grouped by what a user does with the names, so not alphabetical as a whole.
 __all__ = [  # noqa: RUF022
     # defining sagas
+    "Case",
+    "ChildSaga",
+    "Choice",
     "Compensation",
+    "Map",
+    "Parallel",
     "RetryPolicy",
     "Saga",
     "Step",
+    "field",
     # registering them
     "register",
     # starting, reading and operating them over the HTTP API

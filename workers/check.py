@@ -74,7 +74,7 @@ def check(
     commands: list[CommandCheck] = []
     used: set[tuple[str, str]] = set()
     for saga in sagas:
-        for step in saga.steps:
+        for step in saga.tasks:
             sends = [("forward", step.pool, step.command_name)]
             if step.compensation is not None:
                 sends.append(("compensate", step.compensation_pool, step.compensation.command))

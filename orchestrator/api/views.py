@@ -18,8 +18,8 @@ __all__ = ["instance_view"]
 
 def instance_view(definition: Saga, state: InstanceState) -> InstanceView:
     steps = []
-    for step in definition.steps:
-        s = state.steps[step.name]
+    for key, s in state.steps.items():
+        step = definition.step(key)
         compensation = None
         if step.compensation is not None:
             compensation = CompensationView(
@@ -31,7 +31,7 @@ def instance_view(definition: Saga, state: InstanceState) -> InstanceView:
             )
         steps.append(
             StepView(
-                name=step.name,
+                name=key,
                 pool=step.pool,
                 command=step.command_name,
                 status=s.status.value,

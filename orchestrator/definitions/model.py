@@ -12,12 +12,18 @@ import hashlib
 import math
 import re
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import jsonschema
 import msgspec
 from msgspec import Meta
 
+from orchestrator.definitions.conditions import (
+    Condition,
+    check_condition,
+    parse_path,
+    paths_of,
+)
 from orchestrator.errors import DefinitionError
 
 NAME = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
@@ -29,6 +35,13 @@ MAX_DURATION_SECONDS = 365 * 24 * 3600.0
 """Every duration (timeouts, delays, deadlines, retry intervals) is at most one year: a timer
 further out is almost surely a unit mistake, and it keeps every timer far inside what Python and
 Postgres can represent."""
+CHILD_POOL = "warren.children"
+"""The pool a child saga's orders go to: the orchestrators serve it themselves."""
+CHILD_COMMAND_PREFIX = "saga:"
+CANCEL_CHILD_COMMAND = "warren.cancel"
+"""The order a cancelled parent sends its running child."""
+MAX_MAP_ITEMS = 10_000
+"""The largest `Map.max_items`: one snapshot holds the state of every item."""
 MAX_JSON_DEPTH = 64
 """Nesting depth of an input or an input schema: validating and storing stay well inside the
 interpreter's recursion limit."""
@@ -145,6 +158,10 @@ class Step(
     """Start-to-close time of one attempt; past it the attempt counts as failed."""
     delay_seconds: Seconds | None = None
     """Run no earlier than this long after the step before it completed."""
+    input_map: dict[str, str] | None = None
+    """The command's input, key by key, from paths (``{"order": "input.order_id"}``); the
+    command then carries this and no results. Without it a command carries the saga's input
+    (inside a `Map`: the item) and every result so far."""
 
     @property
     def command_name(self) -> str:
@@ -156,11 +173,127 @@ class Step(
         return self.compensation.pool or self.pool
 
 
-# The node kinds a saga is built from. Parallel groups, branches and waits join this union.
-Node = Step
+class Parallel(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="kind",
+    tag="parallel",
+):
+    """Branches that run at once, each a sequence of nodes; done when every branch is.
+
+    When a step fails for good anywhere, no new step starts in any branch; steps in flight are
+    waited for, then every step that succeeded is compensated, newest first."""
+
+    name: str
+    branches: Sequence[Sequence[Node]]
+    max_concurrency: Annotated[int, Meta(ge=1, le=MAX_INT4)] | None = None
+    """Branches running at once at most (in order); all of them when not given."""
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "branches", tuple(tuple(b) for b in self.branches))
 
 
-class Saga(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Case(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One case of a `Choice`: its nodes run when `when` holds (and no earlier case's did)."""
+
+    name: str
+    when: Condition
+    steps: Sequence[Node]
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "steps", tuple(self.steps))
+
+
+class Choice(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="kind",
+    tag="choice",
+):
+    """The first case whose condition holds runs, else `default`; the history records which
+    and why. With no case holding and no default, the node fails (and the saga compensates)."""
+
+    name: str
+    cases: Sequence[Case]
+    default: Sequence[Node] | None = None
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "cases", tuple(self.cases))
+        if self.default is not None:
+            msgspec.structs.force_setattr(self, "default", tuple(self.default))
+
+
+class Map(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="kind",
+    tag="map",
+):
+    """`steps` once per item of the list at `items` (a path), in item order as far as
+    `max_concurrency` allows; results gathered as a list, in item order. An item whose steps
+    fail for good fails the saga: the completed items (and what came before) are undone."""
+
+    name: str
+    items: str
+    """Path of the list, e.g. ``input.passengers``."""
+    steps: Sequence[Node]
+    max_concurrency: Annotated[int, Meta(ge=1, le=MAX_INT4)] | None = None
+    max_items: Annotated[int, Meta(ge=0, le=MAX_MAP_ITEMS)] = 100
+    """More items than this fail the node rather than flood the workers."""
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "steps", tuple(self.steps))
+
+
+class ChildSaga(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="kind",
+    tag="child",
+):
+    """Start another registered saga and wait for its end; its results become this node's.
+
+    Undoing this node undoes the child (its own compensations, newest first); a child that
+    compensates or fails fails this node; cancelling the parent cancels the child."""
+
+    name: str
+    saga: str
+    version: Version | None = None
+    """Pinned version; the newest registered when the child starts, if not given."""
+    input_map: dict[str, str] | None = None
+    """The child's input from paths; the parent's input when not given."""
+
+    # What the engine asks of a node it dispatches (as of a `Step`): a child's orders go to
+    # the orchestrators' own pool, once each; the child saga retries its own steps.
+    pool: ClassVar[str] = CHILD_POOL
+    retry: ClassVar[RetryPolicy] = RetryPolicy(max_attempts=1)
+    timeout_seconds: ClassVar[float | None] = None
+    delay_seconds: ClassVar[float | None] = None
+    compensation_pool: ClassVar[str] = CHILD_POOL
+
+    @property
+    def command_name(self) -> str:
+        return f"{CHILD_COMMAND_PREFIX}{self.saga}"
+
+    @property
+    def compensation(self) -> Compensation:
+        return Compensation(command=self.command_name, pool=CHILD_POOL, retry=self.retry)
+
+
+# The node kinds a saga is built from; a task is one the engine dispatches.
+Node = Step | Parallel | Choice | Map | ChildSaga
+Task = Step | ChildSaga
+
+
+class Saga(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, dict=True):
     """A versioned saga definition: validated when built, stored as data."""
 
     name: str
@@ -177,12 +310,42 @@ class Saga(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
         if not isinstance(self.steps, tuple):  # accept any sequence; store a tuple
             msgspec.structs.force_setattr(self, "steps", tuple(self.steps))
         _validate(self)
+        # Not a field (dict=True keeps it out of the stored JSON): every node by name.
+        self.__dict__["_nodes"] = {node.name: node for node in walk(self.steps)}
 
-    def step(self, name: str) -> Step:
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise DefinitionError(f"saga {self.name!r} has no step {name!r}")
+    _nodes: ClassVar[dict[str, Node]]
+
+    def node(self, key: str) -> Node:
+        """The node a key names (a node's name, or a map item's ``seats[0]/assign``)."""
+        node = self._nodes.get(node_name(key))
+        if node is None:
+            raise DefinitionError(f"saga {self.name!r} has no node {key!r}")
+        return node
+
+    def step(self, key: str) -> Task:
+        """The step (or child saga) a key names."""
+        node = self.find(key)
+        if node is None:
+            raise DefinitionError(f"saga {self.name!r} has no step {key!r}")
+        if not isinstance(node, Step | ChildSaga):
+            raise DefinitionError(f"saga {self.name!r}: {key!r} is a {node_kind(node)}, not a step")
+        return node
+
+    def find(self, key: str) -> Node | None:
+        return self._nodes.get(node_name(key))
+
+    def walk(self) -> list[Node]:
+        """Every node, depth first, in definition order."""
+        return list(self._nodes.values())
+
+    @property
+    def tasks(self) -> list[Task]:
+        """Every step and child saga, depth first, in definition order."""
+        return [node for node in self._nodes.values() if isinstance(node, Step | ChildSaga)]
+
+    @property
+    def is_linear(self) -> bool:
+        return all(isinstance(node, Step) for node in self.steps)
 
     def to_json(self) -> bytes:
         return msgspec.json.encode(self, order="sorted")
@@ -193,8 +356,14 @@ class Saga(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 
     @property
     def pools(self) -> frozenset[str]:
-        pools = {s.pool for s in self.steps}
-        pools.update(s.compensation_pool for s in self.steps if s.compensation is not None)
+        pools: set[str] = set()
+        for node in self._nodes.values():
+            if isinstance(node, Step):
+                pools.add(node.pool)
+                if node.compensation is not None:
+                    pools.add(node.compensation_pool)
+            elif isinstance(node, ChildSaga):
+                pools.add(CHILD_POOL)
         return frozenset(pools)
 
     @classmethod
@@ -203,6 +372,37 @@ class Saga(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
             return msgspec.json.decode(data, type=cls)
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
             raise DefinitionError(f"stored definition is not valid: {exc}") from exc
+
+
+def node_name(key: str) -> str:
+    """The node a state key is of: a map item's keys are prefixed ``map[i]/``."""
+    return key.rsplit("/", 1)[-1]
+
+
+def node_kind(node: Node) -> str:
+    return type(node).__struct_config__.tag  # type: ignore[return-value]
+
+
+def children_of(node: Node) -> list[tuple[str, Sequence[Node]]]:
+    """The sequences directly inside a node, each with a label: a parallel's branches
+    (``branch 1``…), a choice's cases (by name, then ``default``), a map's body (``item``)."""
+    if isinstance(node, Parallel):
+        return [(f"branch {i + 1}", branch) for i, branch in enumerate(node.branches)]
+    if isinstance(node, Choice):
+        cases = [(case.name, case.steps) for case in node.cases]
+        return cases + ([("default", node.default)] if node.default is not None else [])
+    if isinstance(node, Map):
+        return [("item", node.steps)]
+    return []
+
+
+def walk(nodes: Sequence[Node]) -> list[Node]:
+    found: list[Node] = []
+    for node in nodes:
+        found.append(node)
+        for _, inner in children_of(node):
+            found += walk(inner)
+    return found
 
 
 def _validate(saga: Saga) -> None:
@@ -217,12 +417,7 @@ def _validate(saga: Saga) -> None:
         raise DefinitionError(f"saga {saga.name!r}: version must be at most {MAX_INT4}")
     if not saga.steps:
         raise DefinitionError(f"saga {saga.name!r} has no steps; give it at least one Step")
-    seen: set[str] = set()
-    for step in saga.steps:
-        if step.name in seen:
-            raise DefinitionError(f"saga {saga.name!r}: step name {step.name!r} is used twice")
-        seen.add(step.name)
-        _validate_step(step, f"saga {saga.name!r}, step {step.name!r}")
+    _validate_nodes(saga.steps, f"saga {saga.name!r}", set(), in_map=False)
     _check_duration(saga.deadline_seconds, f"saga {saga.name!r}", "deadline_seconds")
     problem = unstorable(msgspec.to_builtins(saga))
     if problem is not None:
@@ -237,9 +432,66 @@ def _validate(saga: Saga) -> None:
             ) from exc
 
 
+def _validate_nodes(nodes: Sequence[Node], where: str, seen: set[str], *, in_map: bool) -> None:
+    for node in nodes:
+        if not isinstance(node, Step | Parallel | Choice | Map | ChildSaga):
+            raise DefinitionError(
+                f"{where}: {node!r} is not a node; use Step, Parallel, Choice, Map or ChildSaga"
+            )
+        here = f"{where}, {node_kind(node)} {node.name!r}"
+        if not NAME.fullmatch(node.name):
+            raise DefinitionError(
+                f"{here}: {node_kind(node)} names must look like 'reserve_credit'"
+            )
+        if node.name in seen:
+            raise DefinitionError(f"{where}: {node_kind(node)} name {node.name!r} is used twice")
+        seen.add(node.name)
+        _validate_node(node, here, in_map=in_map)
+        for label, inner in children_of(node):
+            if not inner and not isinstance(node, Choice):
+                raise DefinitionError(f"{here}: {label} has no nodes")
+            _validate_nodes(inner, here, seen, in_map=in_map or isinstance(node, Map))
+        for path in (getattr(node, "input_map", None) or {}).values():
+            _check_path(path, here, in_map=in_map)
+
+
+def _validate_node(node: Node, here: str, *, in_map: bool) -> None:
+    """What a node of each kind must satisfy on its own (its inner nodes are checked apart)."""
+    if isinstance(node, Step):
+        _validate_step(node, here)
+    elif isinstance(node, ChildSaga):
+        if not NAME.fullmatch(node.saga):
+            raise DefinitionError(f"{here}: saga {node.saga!r} is not a saga name")
+    elif isinstance(node, Map):
+        _check_path(node.items, here, in_map=in_map)
+    elif isinstance(node, Choice):
+        if not node.cases:
+            raise DefinitionError(f"{here}: give at least one Case")
+        names = [case.name for case in node.cases]
+        if len(set(names)) != len(names) or "default" in names:
+            raise DefinitionError(f"{here}: case names must be unique and not 'default'")
+        for case in node.cases:
+            check_condition(case.when, f"{here}, case {case.name!r}")
+            _check_condition_paths(case.when, f"{here}, case {case.name!r}", in_map)
+    elif not node.branches:
+        raise DefinitionError(f"{here}: give at least one branch")
+
+
+def _check_path(path: str, where: str, *, in_map: bool) -> None:
+    try:
+        root = parse_path(path)[0]
+    except DefinitionError as exc:
+        raise DefinitionError(f"{where}: {exc}") from None
+    if root in ("item", "index") and not in_map:
+        raise DefinitionError(f"{where}: path {path!r} reads {root!r}, which exists only in a Map")
+
+
+def _check_condition_paths(condition: Condition, where: str, in_map: bool) -> None:
+    for path in paths_of(condition):
+        _check_path(path, where, in_map=in_map)
+
+
 def _validate_step(step: Step, where: str) -> None:
-    if not NAME.fullmatch(step.name):
-        raise DefinitionError(f"{where}: step names must look like 'reserve_credit'")
     _check_pool(step.pool, where)
     if step.command is not None and not step.command.strip():
         raise DefinitionError(f"{where}: command is empty; omit it to use the step name")

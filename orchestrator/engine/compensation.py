@@ -1,5 +1,9 @@
 """Compensation: undo the completed steps one at a time, newest first, and handle the replies
-of their compensating commands."""
+of their compensating commands.
+
+Newest first across the whole saga: within each branch of a parallel and each item of a map,
+that is the reverse of the order its steps completed in, and a step is never undone before
+one that completed after it. Steps are keys (``seats[1]/assign`` inside a map's item)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ from orchestrator.engine.retries import may_retry, retry
 from orchestrator.engine.vocabulary import HistoryEventType, Phase, SagaStatus, StepStatus
 
 if TYPE_CHECKING:
-    from orchestrator.definitions import Step
     from orchestrator.engine.draft import Draft
     from orchestrator.engine.state import StepReply
     from orchestrator.engine.vocabulary import Failure
@@ -30,10 +33,10 @@ def advance(draft: Draft) -> None:
         return
     if any(state.status in _BUSY for state in draft.steps.values()):
         return
-    for name in reversed(draft.instance.completed):
-        step = draft.definition.step(name)
-        if step.compensation is not None and draft.steps[name].status is StepStatus.SUCCEEDED:
-            draft.dispatch(step, Phase.COMPENSATE, 1)
+    for key in reversed(draft.instance.completed):
+        step = draft.definition.step(key)
+        if step.compensation is not None and draft.steps[key].status is StepStatus.SUCCEEDED:
+            draft.dispatch(step, Phase.COMPENSATE, 1, key)
             return
     draft.set_saga(SagaStatus.COMPENSATED)
 
@@ -59,22 +62,23 @@ def on_reply(draft: Draft, reply: StepReply) -> None:
         )
         advance(draft)
         return
-    attempt_failed(draft, draft.definition.step(reply.step), reply.attempt, failure_of(reply))
+    attempt_failed(draft, reply.step, reply.attempt, failure_of(reply))
 
 
-def attempt_failed(draft: Draft, step: Step, attempt: int, failure: Failure) -> None:
+def attempt_failed(draft: Draft, key: str, attempt: int, failure: Failure) -> None:
     """A compensation attempt failed (its reply said so, or it timed out)."""
+    step = draft.definition.step(key)
     assert step.compensation is not None
     policy = step.compensation.retry
-    state = draft.steps[step.name]
+    state = draft.steps[key]
     used = attempt - state.compensation_attempts_before_resume
     if may_retry(policy, used, failure, draft.elapsed(state.compensation_started_at)):
-        retry(draft, step, Phase.COMPENSATE, attempt, failure, policy)
+        retry(draft, key, Phase.COMPENSATE, attempt, failure, policy)
         return
-    draft.set_step(step.name, status=StepStatus.COMPENSATION_FAILED, compensation_error=failure)
+    draft.set_step(key, status=StepStatus.COMPENSATION_FAILED, compensation_error=failure)
     draft.record(
         HistoryEventType.COMPENSATION_FAILED,
-        step=step.name,
+        step=key,
         phase=Phase.COMPENSATE,
         attempt=attempt,
         failure=failure,

@@ -24,6 +24,7 @@ from orchestrator.engine.state import (
     StepState,
     TimerFired,
     Transition,
+    task_keys,
 )
 from orchestrator.engine.vocabulary import Phase, SagaStatus
 
@@ -43,7 +44,7 @@ def new_instance(definition: Saga, instance_id: UUID, input: Any, now: datetime)
         version=definition.version,
         status=SagaStatus.RUNNING,
         input=input,
-        steps={step.name: StepState() for step in definition.steps},
+        steps={key: StepState() for key in task_keys(definition.steps)},
         created_at=now,
         updated_at=now,
     )

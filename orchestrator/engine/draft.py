@@ -7,18 +7,24 @@ these methods, so sequence numbers, pools and timestamps are set in one place.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from orchestrator.definitions import ChildSaga, Step
+from orchestrator.definitions.conditions import map_input
+from orchestrator.definitions.model import CANCEL_CHILD_COMMAND, CHILD_POOL
 from orchestrator.engine.state import (
     Dispatch,
     HistoryEvent,
     InstanceState,
+    NodeState,
     ScheduleTimer,
     StepReply,
     Transition,
+    gather_results,
 )
 from orchestrator.engine.vocabulary import (
     STATUS_ENTERED,
@@ -32,9 +38,28 @@ from orchestrator.engine.vocabulary import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.definitions import Saga, Step
+    from orchestrator.definitions import Saga, Task
 
 replace = msgspec.structs.replace
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a node runs: at the top (`ROOT`) or inside a map's item, whose keys it prefixes
+    (``seats[1]/``) and whose item and index paths may read."""
+
+    prefix: str = ""
+    item: Any = msgspec.UNSET
+    index: int | None = None
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    def inside(self, map_key: str, index: int, item: Any) -> Scope:
+        return Scope(prefix=f"{map_key}[{index}]/", item=item, index=index)
+
+
+ROOT = Scope()
 
 
 class Draft:
@@ -44,6 +69,7 @@ class Draft:
         self.definition = definition
         self.instance = instance
         self.steps = dict(instance.steps)
+        self.nodes = dict(instance.nodes)
         self.now = now
         self.history: list[HistoryEvent] = []
         self.dispatches: list[Dispatch] = []
@@ -81,9 +107,9 @@ class Draft:
 
     def pool_of(self, step: str | None, phase: Phase | None) -> str | None:
         """The pool a step phase runs on; None when the definition has no such step phase
-        (a stray reply names whatever it likes)."""
-        node = next((s for s in self.definition.steps if s.name == step), None)
-        if node is None or phase is None:
+        (a stray reply names whatever it likes, a parallel or a map has none)."""
+        node = self.definition.find(step) if step is not None else None
+        if not isinstance(node, Step | ChildSaga) or phase is None:
             return None
         if phase is Phase.FORWARD:
             return node.pool
@@ -91,6 +117,32 @@ class Draft:
 
     def set_step(self, name: str, **changes: Any) -> None:
         self.steps[name] = replace(self.steps[name], **changes)
+
+    def set_node(self, key: str, **changes: Any) -> None:
+        self.nodes[key] = replace(self.nodes.get(key) or NodeState(), **changes)
+
+    # ---- the data paths read -----------------------------------------------------------------
+
+    def results(self) -> dict[str, Any]:
+        return gather_results(self.instance.completed, self.steps, self.nodes)
+
+    def data(self, scope: Scope) -> dict[str, Any]:
+        """What a path reads at `scope`: the input, the results so far, a map's item."""
+        data = {"input": self.instance.input, "results": self.results()}
+        if scope.index is not None:
+            data |= {"item": scope.item, "index": scope.index}
+        return data
+
+    def scope_of(self, key: str) -> Scope:
+        """The scope a step key was started in (from its ``map[i]/`` prefixes)."""
+        scope = ROOT
+        *items, _ = key.split("/")
+        for part in items:
+            map_name, index = part[:-1].split("[")
+            map_key = scope.key(map_name)
+            node = self.nodes[map_key]
+            scope = scope.inside(map_key, int(index), (node.items or [])[int(index)])
+        return scope
 
     def set_saga(self, status: SagaStatus, failure: Failure | None = None) -> None:
         changes: dict[str, Any] = {"status": status}
@@ -116,6 +168,7 @@ class Draft:
         instance = replace(
             self.instance,
             steps=self.steps,
+            nodes=self.nodes,
             seq=self.history[-1].seq,
             updated_at=self.now,
         )
@@ -128,43 +181,72 @@ class Draft:
 
     # ---- commands and timers ----------------------------------------------------------------
 
-    def dispatch(self, step: Step, phase: Phase, attempt: int) -> None:
+    def dispatch(self, step: Task, phase: Phase, attempt: int, key: str | None = None) -> None:
+        """Send one attempt of `key` (a step, or a step in a map's item: `step`'s name
+        prefixed); `key` is the step's name when not given."""
+        key = key or step.name
         if phase is Phase.FORWARD:
             command, pool, timeout = step.command_name, step.pool, step.timeout_seconds
-            started = self.steps[step.name].started_at or self.now
-            self.set_step(step.name, status=StepStatus.RUNNING, attempt=attempt, started_at=started)
+            started = self.steps[key].started_at or self.now
+            self.set_step(key, status=StepStatus.RUNNING, attempt=attempt, started_at=started)
             kind = HistoryEventType.STEP_DISPATCHED
         else:
             assert step.compensation is not None
             command, pool = step.compensation.command, step.compensation_pool
             timeout = step.compensation.timeout_seconds
-            began = self.steps[step.name].compensation_started_at
+            began = self.steps[key].compensation_started_at
             if attempt == 1 or began is None:
                 began = self.now
             self.set_step(
-                step.name,
+                key,
                 status=StepStatus.COMPENSATING,
                 compensation_attempt=attempt,
                 compensation_started_at=began,
             )
             kind = HistoryEventType.COMPENSATION_DISPATCHED
-        seq = self.record(kind, step=step.name, phase=phase, attempt=attempt, command=command)
+        seq = self.record(kind, step=key, phase=phase, attempt=attempt, command=command)
+        dispatch = Dispatch(
+            step=key, phase=phase, command=command, pool=pool, attempt=attempt, seq=seq
+        )
+        self.dispatches.append(self._with_input(dispatch, step, key, phase))
+        if timeout is not None:
+            self.schedule(TimerKind.TIMEOUT, key, phase, attempt, timeout)
+
+    def cancel_child(self, key: str, attempt: int) -> None:
+        """Tell the child saga running as `key` to stop (its parent stops going forward)."""
+        seq = self.record(
+            HistoryEventType.CHILD_CANCEL_SENT, step=key, phase=Phase.FORWARD, attempt=attempt
+        )
         self.dispatches.append(
             Dispatch(
-                step=step.name, phase=phase, command=command, pool=pool, attempt=attempt, seq=seq
+                step=key,
+                phase=Phase.FORWARD,
+                command=CANCEL_CHILD_COMMAND,
+                pool=CHILD_POOL,
+                attempt=attempt,
+                seq=seq,
             )
         )
-        if timeout is not None:
-            self.schedule(TimerKind.TIMEOUT, step, phase, attempt, timeout)
 
-    def schedule(
-        self, kind: TimerKind, step: Step | None, phase: Phase, attempt: int, delay: float
-    ) -> None:
-        """A durable timer; `step` is None for the saga's own (its deadline)."""
+    def _with_input(self, dispatch: Dispatch, step: Task, key: str, phase: Phase) -> Dispatch:
+        """A linear saga's command carries the saga's input and all results (the shell adds
+        them); a mapped input replaces both (a compensation still gets its step's result);
+        inside a map, the item replaces the input."""
+        if step.input_map is None and "/" not in key:
+            return dispatch
+        scope = self.scope_of(key)
+        if step.input_map is None:
+            return replace(dispatch, input=scope.item)
+        mapped = map_input(self.data(scope), step.input_map)
+        if phase is Phase.COMPENSATE:
+            mapped = {**mapped, "result": self.steps[key].result}
+        return replace(dispatch, input=mapped, with_results=False)
+
+    def schedule(self, kind: TimerKind, key: str, phase: Phase, attempt: int, delay: float) -> None:
+        """A durable timer of step `key`; `key` is "" for the saga's own (its deadline)."""
         due = self.now + timedelta(seconds=delay)
-        name = step.name if step is not None else ""
         self.timers.append(
-            ScheduleTimer(kind=kind, step=name, phase=phase, attempt=attempt, due_at=due)
+            ScheduleTimer(kind=kind, step=key, phase=phase, attempt=attempt, due_at=due)
         )
 
 

@@ -1,13 +1,12 @@
-"""The forward path: start the saga, run its nodes in order, handle their replies, and hand a
-step that failed for good over to compensation."""
+"""The forward path: start the saga, handle the replies of steps (and child sagas), and hand
+a step that failed for good over to compensation. What runs next is `walk`'s to say."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
-from orchestrator.definitions import Node, Step
-from orchestrator.engine import compensation
-from orchestrator.engine.draft import Draft, failure_of, replace
+from orchestrator.engine import compensation, operations, walk
+from orchestrator.engine.draft import failure_of, replace
 from orchestrator.engine.retries import may_retry, retry
 from orchestrator.engine.vocabulary import (
     FailureType,
@@ -19,8 +18,7 @@ from orchestrator.engine.vocabulary import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
-
+    from orchestrator.engine.draft import Draft
     from orchestrator.engine.state import Start, StepReply, StepState
     from orchestrator.engine.vocabulary import Failure
 
@@ -30,45 +28,12 @@ def on_start(draft: Draft, start: Start) -> None:
         return  # started already: a second Start changes nothing
     draft.record(HistoryEventType.SAGA_STARTED, version=draft.definition.version)
     if draft.definition.deadline_seconds is not None:
-        draft.schedule(
-            TimerKind.DEADLINE, None, Phase.FORWARD, 0, draft.definition.deadline_seconds
-        )
-    advance(draft)
-
-
-def advance(draft: Draft) -> None:
-    """Run the next node, or finish the saga when none is left."""
-    node = next(
-        (s for s in draft.definition.steps if draft.steps[s.name].status is StepStatus.PENDING),
-        None,
-    )
-    if node is None:
-        draft.set_saga(SagaStatus.COMPLETED)
-    else:
-        _STARTS[type(node)](draft, node)
-
-
-def start_step(draft: Draft, step: Step) -> None:
-    """Dispatch the step's first attempt, or schedule it when it has a delay."""
-    if step.delay_seconds is not None:
-        draft.set_step(step.name, status=StepStatus.SCHEDULED)
-        draft.record(
-            HistoryEventType.STEP_SCHEDULED,
-            step=step.name,
-            phase=Phase.FORWARD,
-            delay_seconds=step.delay_seconds,
-        )
-        draft.schedule(TimerKind.DELAY, step, Phase.FORWARD, 1, step.delay_seconds)
-    else:
-        draft.dispatch(step, Phase.FORWARD, 1)
-
-
-_STARTS: Final[Mapping[type[Node], Callable[[Draft, Node], None]]] = {Step: start_step}
-"""How each node kind starts: a new kind joins with its own module and one row here."""
+        draft.schedule(TimerKind.DEADLINE, "", Phase.FORWARD, 0, draft.definition.deadline_seconds)
+    walk.advance(draft)
 
 
 def on_reply(draft: Draft, reply: StepReply) -> None:
-    """The reply to a step's own command."""
+    """The reply to a step's own command (or a child saga's end)."""
     state = draft.steps.get(reply.step)
     if state is not None and reply.ok and _gave_up_on(state, reply.attempt):
         _late_success(draft, reply)
@@ -79,32 +44,35 @@ def on_reply(draft: Draft, reply: StepReply) -> None:
     if reply.ok:
         _succeed(draft, reply, HistoryEventType.STEP_SUCCEEDED)
         if draft.instance.status is SagaStatus.RUNNING:
-            advance(draft)
+            walk.advance(draft)
         else:  # it finished after compensation began: it must be undone too
             compensation.advance(draft)
         return
-    attempt_failed(draft, draft.definition.step(reply.step), reply.attempt, failure_of(reply))
+    attempt_failed(draft, reply.step, reply.attempt, failure_of(reply))
 
 
-def attempt_failed(draft: Draft, step: Step, attempt: int, failure: Failure) -> None:
+def attempt_failed(draft: Draft, key: str, attempt: int, failure: Failure) -> None:
     """An attempt failed (its reply said so, it timed out, or its retry was abandoned)."""
-    elapsed = draft.elapsed(draft.steps[step.name].started_at)
+    step = draft.definition.step(key)
+    elapsed = draft.elapsed(draft.steps[key].started_at)
     if draft.instance.status is SagaStatus.RUNNING and may_retry(
         step.retry, attempt, failure, elapsed
     ):
-        retry(draft, step, Phase.FORWARD, attempt, failure, step.retry)
+        retry(draft, key, Phase.FORWARD, attempt, failure, step.retry)
         return
-    draft.set_step(step.name, status=StepStatus.FAILED, error=failure, finished_at=draft.now)
+    draft.set_step(key, status=StepStatus.FAILED, error=failure, finished_at=draft.now)
     draft.record(
         HistoryEventType.STEP_FAILED,
-        step=step.name,
+        step=key,
         phase=Phase.FORWARD,
         attempt=attempt,
         failure=failure,
     )
     if draft.instance.status is SagaStatus.RUNNING:
-        draft.set_saga(SagaStatus.COMPENSATING, failure)
-    compensation.advance(draft)
+        # Other branches stop too: nothing new starts, what waits to retry is abandoned.
+        operations.stop_forward(draft, failure)
+    else:
+        compensation.advance(draft)
 
 
 def _succeed(draft: Draft, reply: StepReply, event: HistoryEventType) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from orchestrator.definitions import ChildSaga
 from orchestrator.engine import compensation
 from orchestrator.engine.retries import abandoned
 from orchestrator.engine.vocabulary import (
@@ -44,7 +45,12 @@ def stop_forward(draft: Draft, failure: Failure) -> None:
                 attempt=state.attempt,
                 failure=abandoned(),
             )
-    # A step in flight is waited for; if it succeeds, it is compensated too.
+        if state.status is StepStatus.RUNNING and isinstance(
+            draft.definition.find(name), ChildSaga
+        ):
+            draft.cancel_child(name, state.attempt)
+    # A step in flight is waited for; if it succeeds, it is compensated too. A child saga in
+    # flight is told to stop: it compensates itself and ends its node as failed.
     compensation.advance(draft)
 
 
@@ -62,6 +68,6 @@ def on_resume(draft: Draft, resume: Resume) -> None:
                 compensation_attempts_before_resume=state.compensation_attempt,
                 compensation_started_at=draft.now,  # a fresh budget, in time too
             )
-            draft.dispatch(step, Phase.COMPENSATE, state.compensation_attempt + 1)
+            draft.dispatch(step, Phase.COMPENSATE, state.compensation_attempt + 1, name)
             return
     compensation.advance(draft)

@@ -15,7 +15,7 @@ from orchestrator.engine.vocabulary import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.definitions import RetryPolicy, Step
+    from orchestrator.definitions import RetryPolicy
     from orchestrator.engine.draft import Draft
 
 
@@ -30,28 +30,27 @@ def may_retry(policy: RetryPolicy, attempt: int, failure: Failure, elapsed: floa
 
 
 def retry(
-    draft: Draft, step: Step, phase: Phase, attempt: int, failure: Failure, policy: RetryPolicy
+    draft: Draft, key: str, phase: Phase, attempt: int, failure: Failure, policy: RetryPolicy
 ) -> None:
-    """Attempt `attempt` failed and may be retried: send the next one, now or on a timer."""
-    delay = policy.delay_before(attempt + 1, salt=f"{draft.instance.id}:{step.name}:{phase}")
+    """Attempt `attempt` of step `key` failed and may be retried: send the next one, now or
+    on a timer."""
+    delay = policy.delay_before(attempt + 1, salt=f"{draft.instance.id}:{key}:{phase}")
     draft.record(
         HistoryEventType.ATTEMPT_FAILED,
-        step=step.name,
+        step=key,
         phase=phase,
         attempt=attempt,
         failure=failure,
         retry_in_seconds=delay,
     )
     if delay <= 0:
-        draft.dispatch(step, phase, attempt + 1)
+        draft.dispatch(draft.definition.step(key), phase, attempt + 1, key)
         return
     if phase is Phase.FORWARD:  # remembered: a cancel now must know how this attempt ended
-        draft.set_step(step.name, status=StepStatus.RETRY_WAIT, error=failure)
+        draft.set_step(key, status=StepStatus.RETRY_WAIT, error=failure)
     else:
-        draft.set_step(
-            step.name, status=StepStatus.COMPENSATION_RETRY_WAIT, compensation_error=failure
-        )
-    draft.schedule(TimerKind.RETRY, step, phase, attempt, delay)
+        draft.set_step(key, status=StepStatus.COMPENSATION_RETRY_WAIT, compensation_error=failure)
+    draft.schedule(TimerKind.RETRY, key, phase, attempt, delay)
 
 
 def abandoned() -> Failure:

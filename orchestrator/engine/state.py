@@ -6,19 +6,27 @@ The words they are made of (statuses, phases, event types) are in `vocabulary`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import msgspec
 
+from orchestrator.definitions import ChildSaga, Map, Step
+from orchestrator.definitions.model import children_of
 from orchestrator.engine.vocabulary import (
     Failure,
     HistoryEventType,
+    NodeStatus,
     Phase,
     SagaStatus,
     StepStatus,
     TimerKind,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from orchestrator.definitions import Node
 
 
 class StepState(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,6 +43,34 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     """When its compensation's first attempt (or an operator's resume) was dispatched."""
     compensation_attempts_before_resume: int = 0
     """Compensation attempts made before an operator's last resume: the retry budget restarts."""
+
+
+class NodeState(msgspec.Struct, frozen=True, kw_only=True):
+    """A parallel's, a choice's or a map's progress (a step's and a child saga's is a
+    `StepState`). Keyed like steps: by name, prefixed ``map[i]/`` inside a map's item."""
+
+    status: NodeStatus = NodeStatus.RUNNING
+    case: str | None = None
+    """The case a choice took (``default`` for its default)."""
+    items: list[Any] | None = None
+    """The items a map runs over, as found when it started."""
+    started: int = 0
+    """Branches or items started so far (in order: a concurrency limit starts the next)."""
+
+
+class ParentLink(msgspec.Struct, frozen=True, kw_only=True):
+    """A child saga's parent: the node that started it, and the attempt that is waiting."""
+
+    instance_id: UUID
+    saga: str
+    version: int
+    step: str
+    attempt: int
+
+
+SNAPSHOT_FORMAT = 2
+"""Version of the stored snapshot's shape. 1: linear sagas (no `nodes`, `parent`, `format`);
+2: flows. persistence.instances upgrades an older snapshot when it loads one."""
 
 
 class InstanceState(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,9 +90,54 @@ class InstanceState(msgspec.Struct, frozen=True, kw_only=True):
     """Why the saga left the happy path."""
     created_at: datetime
     updated_at: datetime
+    nodes: dict[str, NodeState] = {}
+    """Parallels, choices and maps under way or done, by key."""
+    parent: ParentLink | None = None
+    """Set on a child saga's instance."""
+    format: int = SNAPSHOT_FORMAT
 
     def results(self) -> dict[str, Any]:
-        return {name: self.steps[name].result for name in self.completed}
+        """The results so far, by node name; a map's as a list of its items' results (each by
+        node name), in item order; a step inside a map's item only in that list."""
+        return gather_results(self.completed, self.steps, self.nodes)
+
+
+def task_keys(nodes: Sequence[Node], prefix: str = "") -> list[str]:
+    """The keys of the steps and child sagas in `nodes`, at any depth but inside a map (whose
+    items' keys exist once it found its items)."""
+    keys: list[str] = []
+    for node in nodes:
+        if isinstance(node, Step | ChildSaga):
+            keys.append(prefix + node.name)
+        elif not isinstance(node, Map):
+            for _, inner in children_of(node):
+                keys += task_keys(inner, prefix)
+    return keys
+
+
+def gather_results(
+    completed: tuple[str, ...], steps: dict[str, StepState], nodes: dict[str, NodeState]
+) -> dict[str, Any]:
+    if not nodes:  # a linear saga
+        return {name: steps[name].result for name in completed}
+    out: dict[str, Any] = {}
+    for key in completed:
+        _put(out, key, steps[key].result, nodes)
+    return out
+
+
+def _put(out: dict[str, Any], key: str, value: Any, nodes: dict[str, NodeState]) -> None:
+    """Place one step's result under its key (``seats[1]/assign``) in the nested results."""
+    *items, name = key.split("/")
+    here, prefix = out, ""
+    for item in items:
+        map_name, index = item[:-1].split("[")
+        node = nodes.get(prefix + map_name)
+        size = len(node.items or ()) if node is not None else int(index) + 1
+        gathered = here.setdefault(map_name, [{} for _ in range(size)])
+        here = gathered[int(index)]
+        prefix += item + "/"
+    here[name] = value
 
 
 # ---- inputs ---------------------------------------------------------------------------------
@@ -119,6 +200,10 @@ class Dispatch(msgspec.Struct, frozen=True, kw_only=True):
     pool: str
     attempt: int
     seq: int
+    input: Any = msgspec.UNSET
+    """What the command carries as input when not the saga's (a map's item, an input map)."""
+    with_results: bool = True
+    """False when the step maps its input: the command then carries no results."""
 
 
 class ScheduleTimer(msgspec.Struct, frozen=True, kw_only=True):

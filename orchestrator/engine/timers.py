@@ -48,7 +48,7 @@ def on_delay(draft: Draft, timer: TimerFired) -> None:
     if state is None:
         return
     if state.status is StepStatus.SCHEDULED and draft.instance.status is SagaStatus.RUNNING:
-        draft.dispatch(draft.definition.step(timer.step), Phase.FORWARD, 1)
+        draft.dispatch(draft.definition.step(timer.step), Phase.FORWARD, 1, timer.step)
 
 
 def on_retry(draft: Draft, timer: TimerFired) -> None:
@@ -58,11 +58,11 @@ def on_retry(draft: Draft, timer: TimerFired) -> None:
     step = draft.definition.step(timer.step)
     if timer.phase is Phase.FORWARD and state.status is StepStatus.RETRY_WAIT:
         if draft.instance.status is SagaStatus.RUNNING:
-            draft.dispatch(step, Phase.FORWARD, timer.attempt + 1)
+            draft.dispatch(step, Phase.FORWARD, timer.attempt + 1, timer.step)
         else:  # the saga is being undone: this step will not be tried again
-            forward.attempt_failed(draft, step, timer.attempt, state.error or abandoned())
+            forward.attempt_failed(draft, timer.step, timer.attempt, state.error or abandoned())
     elif timer.phase is Phase.COMPENSATE and state.status is StepStatus.COMPENSATION_RETRY_WAIT:
-        draft.dispatch(step, Phase.COMPENSATE, timer.attempt + 1)
+        draft.dispatch(step, Phase.COMPENSATE, timer.attempt + 1, timer.step)
 
 
 def on_timeout(draft: Draft, timer: TimerFired) -> None:
@@ -70,8 +70,7 @@ def on_timeout(draft: Draft, timer: TimerFired) -> None:
     state = draft.steps.get(timer.step)
     if state is None or _attempt_of(draft, timer) != timer.attempt:
         return  # a timer of an attempt that is over: nothing to do
-    step = draft.definition.step(timer.step)
-    attempt = timer.attempt
+    key, attempt = timer.step, timer.attempt
     timeout = Failure(
         type=FailureType.STEP_TIMEOUT,
         message=f"attempt {attempt} did not reply in time",
@@ -79,14 +78,14 @@ def on_timeout(draft: Draft, timer: TimerFired) -> None:
     )
     if timer.phase is Phase.FORWARD and state.status is StepStatus.RUNNING:
         draft.record(
-            HistoryEventType.ATTEMPT_TIMED_OUT, step=step.name, phase=timer.phase, attempt=attempt
+            HistoryEventType.ATTEMPT_TIMED_OUT, step=key, phase=timer.phase, attempt=attempt
         )
-        forward.attempt_failed(draft, step, attempt, timeout)
+        forward.attempt_failed(draft, key, attempt, timeout)
     elif timer.phase is Phase.COMPENSATE and state.status is StepStatus.COMPENSATING:
         draft.record(
-            HistoryEventType.ATTEMPT_TIMED_OUT, step=step.name, phase=timer.phase, attempt=attempt
+            HistoryEventType.ATTEMPT_TIMED_OUT, step=key, phase=timer.phase, attempt=attempt
         )
-        compensation.attempt_failed(draft, step, attempt, timeout)
+        compensation.attempt_failed(draft, key, attempt, timeout)
 
 
 def _attempt_of(draft: Draft, timer: TimerFired) -> int:

@@ -70,6 +70,17 @@ class StepStatus(StrEnum):
     """Its compensation ran out of attempts: the saga is `failed` until an operator resumes."""
 
 
+class NodeStatus(StrEnum):
+    """Where a parallel, a choice or a map stands."""
+
+    RUNNING = "running"
+    """Started: its branches, case or items are under way."""
+    SUCCEEDED = "succeeded"
+    """Every branch, the case taken, or every item succeeded."""
+    FAILED = "failed"
+    """It could not go on (no case held, the items were not a list or too many)."""
+
+
 class TimerKind(StrEnum):
     """What a durable timer does when it fires."""
 
@@ -102,6 +113,20 @@ class HistoryEventType(StrEnum):
     """A step counted as failed (it timed out) did succeed after all: it is undone too."""
     STEP_FAILED = "step_failed"
     """The step failed for good: no attempt left, a business failure, or abandoned."""
+    BRANCHES_STARTED = "branches_started"
+    """A parallel began; its data holds how many branches it has."""
+    CASE_CHOSEN = "case_chosen"
+    """A choice took a case; its data holds which, and the condition that held."""
+    ITEMS_FOUND = "items_found"
+    """A map began; its data holds how many items it runs over."""
+    NODE_SUCCEEDED = "node_succeeded"
+    """Every branch of a parallel, the case a choice took, or every item of a map succeeded."""
+    NODE_FAILED = "node_failed"
+    """A choice found no case, or a map's items were not a list (or too many): it fails."""
+    CHILD_CANCEL_SENT = "child_cancel_sent"
+    """The saga stopped going forward while a child saga ran: the child is told to stop."""
+    CHILD_UNDO_REQUESTED = "child_undo_requested"
+    """This child saga had completed; its parent is compensating and asked to undo it."""
     REPLY_IGNORED = "reply_ignored"
     """A duplicate, late or stray reply: recorded, otherwise without effect."""
     SAGA_CANCEL_REQUESTED = "saga_cancel_requested"
@@ -174,6 +199,12 @@ class FailureType(StrEnum):
     CANCELLED = "Cancelled"
     """An operator or client cancelled the instance."""
     DEADLINE_EXCEEDED = "DeadlineExceeded"
+    NO_CASE_MATCHED = "NoCaseMatched"
+    """A choice found no case that held, and has no default."""
+    INVALID_ITEMS = "InvalidItems"
+    """A map's items were not a list, or more than its max_items."""
+    CHILD_FAILED = "ChildFailed"
+    """A child saga compensated or failed instead of completing."""
     """The saga ran past its deadline."""
 
 

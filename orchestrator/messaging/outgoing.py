@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
+
 from orchestrator.messaging.envelope import (
     Command,
     CommandPayload,
@@ -61,6 +63,12 @@ class Dispatched(Protocol):
     def attempt(self) -> int: ...
     @property
     def seq(self) -> int: ...
+    @property
+    def input(self) -> Any:
+        """The command's input when not the saga's (UNSET)."""
+
+    @property
+    def with_results(self) -> bool: ...
 
 
 def command_for(
@@ -89,8 +97,8 @@ def command_for(
         traceparent=traceparent,
         timestamp=utcnow(),
         payload=CommandPayload(
-            input=instance.input,
-            results=instance.results(),
+            input=instance.input if dispatch.input is msgspec.UNSET else dispatch.input,
+            results=instance.results() if dispatch.with_results else {},
             # Stable across attempts and redeliveries: the worker applies a phase's effect once.
             idempotency_key=f"{instance.id}:{dispatch.step}:{dispatch.phase.value}",
         ),

@@ -16,6 +16,7 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
+from orchestrator.definitions import ChildSaga, Step
 from orchestrator.engine import Phase, TimerFired, TimerKind
 from orchestrator.errors import MessageError, WarrenError
 from orchestrator.messaging.broker import Broker
@@ -189,8 +190,8 @@ class Orchestrator:
         if saga is None:
             return None
         definition = await self.definitions.get(conn, *saga)
-        step = next((s for s in definition.steps if s.name == timer.step), None)
-        if step is None:
+        step = definition.find(timer.step)
+        if not isinstance(step, Step | ChildSaga):
             return None
         forward = timer.phase is Phase.FORWARD
         pool = step.pool if forward or step.compensation is None else step.compensation_pool

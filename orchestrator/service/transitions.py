@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
+from orchestrator.definitions import ChildSaga, Step
 from orchestrator.engine import (
     Cancel,
     Phase,
@@ -218,8 +219,8 @@ def _span_attributes(state: InstanceState, event: Event) -> dict[str, Any]:
 
 
 def _has_timeout(definition: Saga, reply: StepReply) -> bool:
-    step = next((s for s in definition.steps if s.name == reply.step), None)
-    if step is None:
+    step = definition.find(reply.step)
+    if not isinstance(step, Step | ChildSaga):
         return False
     if reply.phase is Phase.FORWARD:
         return step.timeout_seconds is not None

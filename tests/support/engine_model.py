@@ -92,8 +92,8 @@ def sagas(draw: st.DrawFn) -> Saga:
 def event_bound(definition: Saga) -> int:
     """Events a complete run can need: per attempt a reply, a dead letter, a timeout and a
     retry timer (a late reply is its attempt's reply)."""
-    forward = sum(4 * s.retry.max_attempts for s in definition.steps)
-    undo = [4 * s.compensation.retry.max_attempts for s in definition.steps if s.compensation]
+    forward = sum(4 * s.retry.max_attempts for s in definition.tasks)
+    undo = [4 * s.compensation.retry.max_attempts for s in definition.tasks if s.compensation]
     per_resume = 1 + max(undo, default=0)
     return 1 + forward + sum(undo) + MAX_DUPLICATES + 1 + MAX_RESUMES * per_resume
 
@@ -346,7 +346,7 @@ PROPERTY_SETTINGS = settings(
 def check_final_state(sim: Sim) -> None:
     definition, run = sim.definition, sim.run
     instance, history = run.instance, run.history
-    names = [s.name for s in definition.steps]
+    names = [s.name for s in definition.tasks]
 
     def compensable(name: str) -> bool:
         return has_compensation(definition, name)
@@ -483,11 +483,11 @@ def arbitrary_events(draw: st.DrawFn, definition: Saga) -> Event:
     if kind == "start":
         return Start(input=None)
     # mostly steps that can answer in that phase; sometimes strays
-    sensible = [(s.name, FORWARD) for s in definition.steps]
-    sensible += [(s.name, COMPENSATE) for s in definition.steps if s.compensation is not None]
+    sensible = [(s.name, FORWARD) for s in definition.tasks]
+    sensible += [(s.name, COMPENSATE) for s in definition.tasks if s.compensation is not None]
     strays = [
         (name, phase)
-        for name in [*(s.name for s in definition.steps), "unknown"]
+        for name in [*(s.name for s in definition.tasks), "unknown"]
         for phase in Phase
     ]
     step, phase = draw(st.sampled_from(sensible) | st.sampled_from(strays))

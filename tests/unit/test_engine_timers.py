@@ -133,7 +133,7 @@ def test_jittered_retries_use_the_instance_as_salt() -> None:
 
     t = run.send(reply)
 
-    expected = saga.steps[0].retry.delay_before(2, salt=f"{INSTANCE_ID}:a:forward")
+    expected = saga.tasks[0].retry.delay_before(2, salt=f"{INSTANCE_ID}:a:forward")
     assert t.timers == (scheduled(TimerKind.RETRY, "a", 1, after=expected),)
     # the last attempt's error is kept while waiting
     assert run.instance.steps["a"].error == reply.failure

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from orchestrator.definitions import Saga, Step
+    from orchestrator.definitions import Saga, Task
     from orchestrator.engine import Event, HistoryEvent, InstanceState, ScheduleTimer
     from orchestrator.persistence.outbox import OutboxMessage
     from workers.app import StepContext, Worker
@@ -307,8 +307,8 @@ def _compile(
     return outcomes, cancels
 
 
-def _step(definition: Saga, name: str) -> Step:
-    names = [step.name for step in definition.steps]
+def _step(definition: Saga, name: str) -> Task:
+    names = [step.name for step in definition.tasks]
     if name not in names:
         raise HarnessError(
             f"the script names step {name!r}, which saga {definition.name!r} does not have "
@@ -317,7 +317,7 @@ def _step(definition: Saga, name: str) -> Step:
     return definition.step(name)
 
 
-def _check_phase(step: Step, phase: engine.Phase, line: Fail | FailForGood | TimeOut) -> None:
+def _check_phase(step: Task, phase: engine.Phase, line: Fail | FailForGood | TimeOut) -> None:
     if phase is engine.Phase.COMPENSATE and step.compensation is None:
         raise HarnessError(
             f"the script fails the compensation of step {step.name!r}, which has none"
