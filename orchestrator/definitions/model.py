@@ -348,7 +348,11 @@ class Saga(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
         return all(isinstance(node, Step) for node in self.steps)
 
     def to_json(self) -> bytes:
-        return msgspec.json.encode(self, order="sorted")
+        """The stored form, whose hash says whether two definitions are the same. A field
+        added since the first release is left out while it holds its default, so that a
+        definition registered before it keeps its hash (and registering it again changes
+        nothing)."""
+        return msgspec.json.encode(_without_later_defaults(msgspec.to_builtins(self)))
 
     @property
     def content_hash(self) -> str:
@@ -372,6 +376,22 @@ class Saga(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
             return msgspec.json.decode(data, type=cls)
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
             raise DefinitionError(f"stored definition is not valid: {exc}") from exc
+
+
+_LATER_FIELDS = {"input_map": None}
+"""Fields added since the first release, with their defaults."""
+
+
+def _without_later_defaults(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: _without_later_defaults(inner)
+            for key, inner in sorted(value.items())
+            if not (key in _LATER_FIELDS and inner == _LATER_FIELDS[key])
+        }
+    if isinstance(value, list | tuple):
+        return [_without_later_defaults(inner) for inner in value]
+    return value
 
 
 def node_name(key: str) -> str:

@@ -4,9 +4,13 @@
     state         the instance snapshot, the events it takes, the transition it gives
     decide        `decide` and `new_instance`: routes each event to its concern
     draft         the transition being built (history, commands, timers)
-    forward       start, run the nodes in order, their replies
+    walk          run every node whose turn has come (the node kinds' runs are listed there)
+    parallel      branches at once, joined
+    choice        the first case whose condition holds, or the default
+    fanout        a map: the same steps for each item of a list
+    forward       start, the replies of steps and child sagas, a step that failed for good
     compensation  undo completed steps newest first, their replies
-    operations    cancel and resume
+    operations    cancel, resume, and a parent's request to undo a child saga
     timers        delay, retry, timeout, deadline
     retries       may an attempt be retried, and how the next one is sent
 
@@ -27,6 +31,9 @@ if TYPE_CHECKING:
         Event,
         HistoryEvent,
         InstanceState,
+        NodeState,
+        ParentLink,
+        ParentReply,
         Resume,
         ScheduleTimer,
         Start,
@@ -34,11 +41,13 @@ if TYPE_CHECKING:
         StepState,
         TimerFired,
         Transition,
+        Undo,
     )
     from orchestrator.engine.vocabulary import (
         Failure,
         FailureType,
         HistoryEventType,
+        NodeStatus,
         Phase,
         SagaStatus,
         StepStatus,
@@ -53,6 +62,9 @@ _HOMES = {
         "Event",
         "HistoryEvent",
         "InstanceState",
+        "NodeState",
+        "ParentLink",
+        "ParentReply",
         "Resume",
         "ScheduleTimer",
         "Start",
@@ -60,11 +72,13 @@ _HOMES = {
         "StepState",
         "TimerFired",
         "Transition",
+        "Undo",
     ),
     "orchestrator.engine.vocabulary": (
         "Failure",
         "FailureType",
         "HistoryEventType",
+        "NodeStatus",
         "Phase",
         "SagaStatus",
         "StepStatus",
@@ -92,6 +106,10 @@ __all__ = [
     "HistoryEvent",
     "HistoryEventType",
     "InstanceState",
+    "NodeState",
+    "NodeStatus",
+    "ParentLink",
+    "ParentReply",
     "Phase",
     "Resume",
     "SagaStatus",
@@ -103,6 +121,7 @@ __all__ = [
     "TimerFired",
     "TimerKind",
     "Transition",
+    "Undo",
     "decide",
     "new_instance",
 ]

@@ -15,15 +15,18 @@ from typing import TYPE_CHECKING, Any, Final
 from orchestrator.engine import compensation, forward, operations, timers
 from orchestrator.engine.draft import Draft
 from orchestrator.engine.state import (
+    SNAPSHOT_FORMAT,
     Cancel,
     Event,
     InstanceState,
+    ParentLink,
     Resume,
     Start,
     StepReply,
     StepState,
     TimerFired,
     Transition,
+    Undo,
     task_keys,
 )
 from orchestrator.engine.vocabulary import Phase, SagaStatus
@@ -36,8 +39,15 @@ if TYPE_CHECKING:
     from orchestrator.definitions import Saga
 
 
-def new_instance(definition: Saga, instance_id: UUID, input: Any, now: datetime) -> InstanceState:
-    """A fresh instance, pinned to `definition`'s version; `decide(..., Start(...))` runs it."""
+def new_instance(
+    definition: Saga,
+    instance_id: UUID,
+    input: Any,
+    now: datetime,
+    parent: ParentLink | None = None,
+) -> InstanceState:
+    """A fresh instance, pinned to `definition`'s version; `decide(..., Start(...))` runs it.
+    `parent` when it runs as a parent saga's node."""
     return InstanceState(
         id=instance_id,
         saga=definition.name,
@@ -47,6 +57,8 @@ def new_instance(definition: Saga, instance_id: UUID, input: Any, now: datetime)
         steps={key: StepState() for key in task_keys(definition.steps)},
         created_at=now,
         updated_at=now,
+        format=SNAPSHOT_FORMAT,
+        parent=parent,
     )
 
 
@@ -72,4 +84,5 @@ _ON_EVENT: Final[Mapping[type[Event], Callable[[Draft, Any], None]]] = {
     TimerFired: timers.on_timer,
     Cancel: operations.on_cancel,
     Resume: operations.on_resume,
+    Undo: operations.on_undo,
 }

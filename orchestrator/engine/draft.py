@@ -21,6 +21,7 @@ from orchestrator.engine.state import (
     HistoryEvent,
     InstanceState,
     NodeState,
+    ParentReply,
     ScheduleTimer,
     StepReply,
     Transition,
@@ -74,6 +75,7 @@ class Draft:
         self.history: list[HistoryEvent] = []
         self.dispatches: list[Dispatch] = []
         self.timers: list[ScheduleTimer] = []
+        self.parent_reply: ParentReply | None = None
 
     # ---- bookkeeping ------------------------------------------------------------------------
 
@@ -151,6 +153,27 @@ class Draft:
         self.instance = replace(self.instance, **changes)
         data: dict[str, Any] = {"failure": failure} if failure else {}
         self.record(STATUS_ENTERED[status], **data)
+        if status.terminal and self.instance.parent is not None:
+            self.answer_parent(status)
+
+    def answer_parent(self, status: SagaStatus) -> None:
+        """A child saga ended: tell the parent's node how (its undo, once it asked for it)."""
+        parent = self.instance.parent
+        assert parent is not None
+        undoing = parent.phase is Phase.COMPENSATE
+        if status is SagaStatus.COMPLETED or (undoing and status is SagaStatus.COMPENSATED):
+            result = self.results() if not undoing else None
+            self.parent_reply = ParentReply(parent=parent, ok=True, result=result)
+            return
+        cause = self.instance.failure
+        because = f": {cause.type}: {cause.message}" if cause is not None else ""
+        failure = Failure(
+            type=FailureType.CHILD_FAILED,
+            message=f"child saga {self.instance.saga} {self.instance.id} ended "
+            f"{status.value}{because}",
+            retryable=False,
+        )
+        self.parent_reply = ParentReply(parent=parent, ok=False, failure=failure)
 
     def ignore(self, reply: StepReply) -> None:
         """A duplicate, late or stale reply: recorded for operators, otherwise without effect."""
@@ -177,6 +200,7 @@ class Draft:
             history=tuple(self.history),
             dispatches=tuple(self.dispatches),
             timers=tuple(self.timers),
+            parent_reply=self.parent_reply,
         )
 
     # ---- commands and timers ----------------------------------------------------------------

@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING
 
 from orchestrator.definitions import ChildSaga
 from orchestrator.engine import compensation
+from orchestrator.engine.draft import replace
 from orchestrator.engine.retries import abandoned
+from orchestrator.engine.state import Resume
 from orchestrator.engine.vocabulary import (
     Failure,
     FailureType,
@@ -18,7 +20,7 @@ from orchestrator.engine.vocabulary import (
 
 if TYPE_CHECKING:
     from orchestrator.engine.draft import Draft
-    from orchestrator.engine.state import Cancel, Resume
+    from orchestrator.engine.state import Cancel, Undo
 
 
 def on_cancel(draft: Draft, cancel: Cancel) -> None:
@@ -71,3 +73,25 @@ def on_resume(draft: Draft, resume: Resume) -> None:
             draft.dispatch(step, Phase.COMPENSATE, state.compensation_attempt + 1, name)
             return
     compensation.advance(draft)
+
+
+def on_undo(draft: Draft, undo: Undo) -> None:
+    """The parent compensates the node that ran this child saga: undo what it did."""
+    parent = draft.instance.parent
+    if parent is None:
+        return  # not a child: nothing asked this
+    draft.instance = replace(
+        draft.instance,
+        parent=replace(parent, phase=Phase.COMPENSATE, attempt=undo.attempt, seq=undo.seq),
+    )
+    status = draft.instance.status
+    if status is SagaStatus.FAILED:  # its compensation was stuck: the parent's retry resumes it
+        on_resume(draft, Resume())
+    elif status is SagaStatus.COMPLETED:
+        draft.record(HistoryEventType.CHILD_UNDO_REQUESTED, attempt=undo.attempt)
+        draft.set_saga(SagaStatus.COMPENSATING)
+        compensation.advance(draft)
+    elif status is SagaStatus.COMPENSATED:  # undone already: say so again
+        draft.record(HistoryEventType.CHILD_UNDO_REQUESTED, attempt=undo.attempt)
+        draft.answer_parent(status)
+    # running or compensating: a parent undoes only a child that completed

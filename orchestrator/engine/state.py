@@ -59,18 +59,46 @@ class NodeState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ParentLink(msgspec.Struct, frozen=True, kw_only=True):
-    """A child saga's parent: the node that started it, and the attempt that is waiting."""
+    """A child saga's parent: the node that started it, and the order it answers (the start,
+    or later the parent's request to undo it)."""
 
     instance_id: UUID
     saga: str
-    version: int
+    saga_version: int
     step: str
-    attempt: int
+    """The parent's key for the child node."""
+    command: str
+    phase: Phase = Phase.FORWARD
+    """`compensate` once the parent asked to undo this child."""
+    attempt: int = 1
+    seq: int = 0
+    """The parent's sequence number of the order, carried back on the reply."""
+
+    @property
+    def correlation_id(self) -> UUID:
+        return self.instance_id
 
 
 SNAPSHOT_FORMAT = 2
 """Version of the stored snapshot's shape. 1: linear sagas (no `nodes`, `parent`, `format`);
 2: flows. persistence.instances upgrades an older snapshot when it loads one."""
+
+
+class SnapshotTooNew(ValueError):
+    """A snapshot written by a newer Warren: this one would misread it."""
+
+
+def upgraded(state: InstanceState) -> InstanceState:
+    """`state` in the current snapshot format. Format 1 (linear sagas) reads as format 2 with
+    no nodes and no parent: its step keys are the step names, as in format 2."""
+    if state.format == SNAPSHOT_FORMAT:
+        return state
+    if state.format > SNAPSHOT_FORMAT:
+        raise SnapshotTooNew(
+            f"instance {state.id} was stored in snapshot format {state.format}; this Warren "
+            f"reads up to {SNAPSHOT_FORMAT}: upgrade it"
+        )
+    return msgspec.structs.replace(state, format=SNAPSHOT_FORMAT)
 
 
 class InstanceState(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,7 +122,8 @@ class InstanceState(msgspec.Struct, frozen=True, kw_only=True):
     """Parallels, choices and maps under way or done, by key."""
     parent: ParentLink | None = None
     """Set on a child saga's instance."""
-    format: int = SNAPSHOT_FORMAT
+    format: int = 1
+    """The snapshot's shape (`SNAPSHOT_FORMAT` when written now; absent, so 1, before)."""
 
     def results(self) -> dict[str, Any]:
         """The results so far, by node name; a map's as a list of its items' results (each by
@@ -173,7 +202,15 @@ class Resume(msgspec.Struct, frozen=True, kw_only=True):
     """An operator retries a `failed` instance: its stuck compensation runs again."""
 
 
-Event = Start | StepReply | TimerFired | Cancel | Resume
+class Undo(msgspec.Struct, frozen=True, kw_only=True):
+    """A child saga's parent compensates the node that ran it: undo the child (its attempt
+    and seq are the parent's compensation order's, answered when the child is undone)."""
+
+    attempt: int
+    seq: int
+
+
+Event = Start | StepReply | TimerFired | Cancel | Resume | Undo
 
 
 # ---- outputs --------------------------------------------------------------------------------
@@ -214,8 +251,18 @@ class ScheduleTimer(msgspec.Struct, frozen=True, kw_only=True):
     due_at: datetime
 
 
+class ParentReply(msgspec.Struct, frozen=True, kw_only=True):
+    """A child saga ended (or was undone): the reply its parent's node waits for."""
+
+    parent: ParentLink
+    ok: bool
+    result: Any = None
+    failure: Failure | None = None
+
+
 class Transition(msgspec.Struct, frozen=True, kw_only=True):
     instance: InstanceState
     history: tuple[HistoryEvent, ...] = ()
     dispatches: tuple[Dispatch, ...] = ()
     timers: tuple[ScheduleTimer, ...] = ()
+    parent_reply: ParentReply | None = None

@@ -19,6 +19,7 @@ from orchestrator.messaging.envelope import (
     Command,
     CommandPayload,
     Reply,
+    ReplyPayload,
     encode,
     new_message_id,
     utcnow,
@@ -29,8 +30,9 @@ from orchestrator.persistence.outbox import OutboxMessage
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from orchestrator.engine.state import ParentReply
     from orchestrator.engine.vocabulary import Phase
-    from orchestrator.messaging.envelope import Envelope, ReplyPayload
+    from orchestrator.messaging.envelope import Envelope
     from orchestrator.messaging.topology import Topology
 
 
@@ -115,19 +117,74 @@ def reply_to(
 ) -> OutboxMessage:
     """The reply to `command`: caused by it, carrying its identity back to the orchestrators.
     `traceparent` is where the reply continues the trace (the command's when not given)."""
+    return _reply(
+        command,
+        payload,
+        topology,
+        causation_id=command.id,
+        traceparent=traceparent or command.traceparent,
+    )
+
+
+def reply_to_parent(
+    answer: ParentReply,
+    topology: Topology,
+    *,
+    causation_id: UUID | None = None,
+    traceparent: str | None = None,
+) -> OutboxMessage:
+    """A child saga's end, as the reply its parent's node waits for: addressed with the
+    parent's identity, from the link the child keeps."""
+    payload = ReplyPayload(ok=answer.ok, result=answer.result, failure=answer.failure)
+    return _reply(
+        answer.parent, payload, topology, causation_id=causation_id, traceparent=traceparent
+    )
+
+
+class Answered(Protocol):
+    """What a reply answers: a command, or a child saga's link to its parent."""
+
+    @property
+    def saga(self) -> str: ...
+    @property
+    def saga_version(self) -> int: ...
+    @property
+    def instance_id(self) -> UUID: ...
+    @property
+    def step(self) -> str: ...
+    @property
+    def phase(self) -> Phase: ...
+    @property
+    def command(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def correlation_id(self) -> UUID: ...
+
+
+def _reply(
+    to: Answered,
+    payload: ReplyPayload,
+    topology: Topology,
+    *,
+    causation_id: UUID | None,
+    traceparent: str | None,
+) -> OutboxMessage:
     reply = Reply(
         id=new_message_id(),
-        saga=command.saga,
-        saga_version=command.saga_version,
-        instance_id=command.instance_id,
-        step=command.step,
-        phase=command.phase,
-        command=command.command,
-        attempt=command.attempt,
-        seq=command.seq,
-        causation_id=command.id,
-        correlation_id=command.correlation_id,
-        traceparent=traceparent or command.traceparent,
+        saga=to.saga,
+        saga_version=to.saga_version,
+        instance_id=to.instance_id,
+        step=to.step,
+        phase=to.phase,
+        command=to.command,
+        attempt=to.attempt,
+        seq=to.seq,
+        causation_id=causation_id,
+        correlation_id=to.correlation_id,
+        traceparent=traceparent,
         timestamp=utcnow(),
         payload=payload,
     )

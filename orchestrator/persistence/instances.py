@@ -23,9 +23,10 @@ from sqlalchemy import func, or_, select, text, tuple_
 from orchestrator.api.schema import HistoryRow as HistoryRow
 from orchestrator.api.schema import InstanceRow as InstanceRow
 from orchestrator.engine import InstanceState, Transition
+from orchestrator.engine.state import upgraded
 from orchestrator.engine.vocabulary import DISPATCH_EVENTS, FAILURE_EVENTS
 from orchestrator.errors import Conflict, InstanceNotFound, WarrenError
-from orchestrator.messaging.outgoing import command_for
+from orchestrator.messaging.outgoing import command_for, reply_to_parent
 from orchestrator.persistence import timers
 from orchestrator.persistence.outbox import PendingRow, enqueue
 from orchestrator.storage.database import driver
@@ -42,8 +43,8 @@ if TYPE_CHECKING:
 _INSERT_NEW = """
 INSERT INTO warren.instances (id, saga_name, saga_version, status, seq, state, created_at,
                               updated_at, idempotency_key, request_hash, correlation_key,
-                              traceparent)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12)
+                              traceparent, parent_id)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT DO NOTHING RETURNING id"""
 
 _LOCK_MANY = """
@@ -77,7 +78,7 @@ async def load(conn: AsyncConnection, instance_id: UUID) -> InstanceState:
     state = await conn.scalar(select(instances.c.state).where(instances.c.id == instance_id))
     if state is None:
         raise InstanceNotFound(f"no saga instance {instance_id}")
-    return msgspec.convert(state, InstanceState)
+    return upgraded(msgspec.convert(state, InstanceState))
 
 
 async def traceparent(conn: AsyncConnection, instance_id: UUID) -> str | None:
@@ -165,7 +166,7 @@ async def load_many(conn: AsyncConnection, instance_ids: list[UUID]) -> dict[UUI
     between two batches); a missing one is `InstanceNotFound`."""
     wanted = sorted(set(instance_ids))
     rows = await (await driver(conn)).fetch(_LOCK_MANY, wanted)
-    found = {UUID(bytes=row["id"].bytes): _state.decode(row["state"]) for row in rows}
+    found = {UUID(bytes=row["id"].bytes): upgraded(_state.decode(row["state"])) for row in rows}
     missing = [i for i in wanted if i not in found]
     if missing:
         raise InstanceNotFound(f"no saga instance {missing[0]}")
@@ -215,6 +216,7 @@ async def _insert(conn: AsyncConnection, state: InstanceState, new: NewInstance)
         new.request_hash,
         new.correlation_key,
         new.traceparent,
+        state.parent.instance_id if state.parent is not None else None,
     )
     if inserted is None:
         raise AlreadyStarted(f"saga instance {state.id} (or its idempotency key) exists")
@@ -281,6 +283,16 @@ async def append_many(
         )
         for item in written
         for dispatch in item.transition.dispatches
+    ]
+    commands += [
+        reply_to_parent(
+            item.transition.parent_reply,
+            topology,
+            causation_id=item.causation_id,
+            traceparent=item.traceparent,
+        )
+        for item in written
+        if item.transition.parent_reply is not None
     ]
     return await enqueue(conn, commands)
 

@@ -96,12 +96,19 @@ instances = Table(
         nullable=True,
         comment="W3C trace context of the start: operator actions join the saga's trace",
     ),
+    Column(
+        "parent_id",
+        UUID(as_uuid=True),
+        nullable=True,
+        comment="the instance whose ChildSaga node started this one",
+    ),
     # Listing is newest first by (created_at, id) with keyset pagination: one index per filter.
     Index("ix_instances_created", "created_at", "id"),
     Index("ix_instances_saga_created", "saga_name", "created_at", "id"),
     Index("ix_instances_status_created", "status", "created_at", "id"),
     Index("ix_instances_saga_status_created", "saga_name", "status", "created_at", "id"),
     Index("ix_instances_status_updated", "status", "updated_at"),
+    Index("ix_instances_parent", "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
     Index(
         "ix_instances_correlation",
         "correlation_key",

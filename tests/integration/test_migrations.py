@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID
 
+import msgspec
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, text
 
+from orchestrator.engine import InstanceState, Phase, SagaStatus, StepReply, decide
+from orchestrator.engine.state import SNAPSHOT_FORMAT, SnapshotTooNew, upgraded
+from orchestrator.persistence import definitions, instances
 from orchestrator.storage.database import create_engine
 from orchestrator.storage.migrate import alembic_config, upgrade
 from orchestrator.storage.tables import SCHEMA, metadata
 from tests.support import services
 
 pytestmark = pytest.mark.integration
+
+DATA = Path(__file__).parent.parent / "data"
 
 
 @pytest.fixture
@@ -152,3 +162,62 @@ async def test_copies_of_one_dead_letter_recorded_before_0007_become_one(
         (None, "no id", None),
         (None, "no id either", None),
     ]
+
+
+async def test_a_saga_started_before_flows_loads_and_finishes_after_0008(
+    empty_database: str,
+) -> None:
+    """A definition and a running instance as the release before flows stored them (format-1
+    snapshot: no `format`, `nodes` or `parent`): after the upgrade the definition keeps its
+    hash, the snapshot is format 2, and the instance runs to its end."""
+    stored = json.loads((DATA / "before_flows.json").read_text())
+    await asyncio.to_thread(upgrade, empty_database, "0007")
+    engine = create_engine(empty_database, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO warren.definitions (name, version, content_hash, body) "
+                    "VALUES ('legacy', 1, :hash, CAST(:body AS jsonb))"
+                ),
+                {"hash": stored["definition_hash"], "body": json.dumps(stored["definition"])},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO warren.instances (id, saga_name, saga_version, status, seq, "
+                    "state, created_at, updated_at) VALUES (:id, 'legacy', 1, 'running', 2, "
+                    "CAST(:state AS jsonb), now(), now())"
+                ),
+                {"id": stored["snapshot"]["id"], "state": json.dumps(stored["snapshot"])},
+            )
+        await asyncio.to_thread(upgrade, empty_database)
+
+        async with engine.begin() as conn:
+            definition = await definitions.load(conn, "legacy", 1)
+            outcome = await definitions.register(conn, definition)
+            instance_id = UUID(stored["snapshot"]["id"])
+            state = (await instances.load_many(conn, [instance_id]))[instance_id]
+            raw_format = await conn.scalar(
+                text("SELECT state->>'format' FROM warren.instances WHERE id = :id"),
+                {"id": instance_id},
+            )
+    finally:
+        await engine.dispose()
+
+    assert definition.content_hash == stored["definition_hash"]
+    assert outcome is definitions.RegisterOutcome.UNCHANGED
+    assert raw_format == str(SNAPSHOT_FORMAT)
+    assert (state.format, state.nodes, state.parent) == (SNAPSHOT_FORMAT, {}, None)
+    later = datetime(2026, 11, 1, 0, 1, tzinfo=UTC)
+    for step in ("reserve", "ship"):
+        reply = StepReply(step=step, phase=Phase.FORWARD, attempt=1, ok=True)
+        state = decide(definition, state, reply, later).instance
+    assert state.status is SagaStatus.COMPLETED
+    assert state.completed == ("reserve", "ship")
+
+
+def test_a_snapshot_from_a_newer_warren_is_refused_not_misread() -> None:
+    stored = json.loads((DATA / "before_flows.json").read_text())["snapshot"]
+    newer = msgspec.convert({**stored, "format": SNAPSHOT_FORMAT + 1}, InstanceState)
+    with pytest.raises(SnapshotTooNew, match="upgrade it"):
+        upgraded(newer)
