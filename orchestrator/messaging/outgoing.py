@@ -30,8 +30,7 @@ from orchestrator.persistence.outbox import OutboxMessage
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from orchestrator.engine.state import ParentReply
-    from orchestrator.engine.vocabulary import Phase
+    from orchestrator.engine.vocabulary import Failure, Phase
     from orchestrator.messaging.envelope import Envelope
     from orchestrator.messaging.topology import Topology
 
@@ -127,7 +126,7 @@ def reply_to(
 
 
 def reply_to_parent(
-    answer: ParentReply,
+    answer: ParentAnswer,
     topology: Topology,
     *,
     causation_id: UUID | None = None,
@@ -162,6 +161,19 @@ class Answered(Protocol):
     def seq(self) -> int: ...
     @property
     def correlation_id(self) -> UUID: ...
+
+
+class ParentAnswer(Protocol):
+    """A child saga's end as its parent hears it (the engine's `ParentReply`)."""
+
+    @property
+    def parent(self) -> Answered: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def result(self) -> Any: ...
+    @property
+    def failure(self) -> Failure | None: ...
 
 
 def _reply(
