@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import msgspec
 
@@ -82,6 +82,15 @@ class ParentLink(msgspec.Struct, frozen=True, kw_only=True):
 SNAPSHOT_FORMAT = 2
 """Version of the stored snapshot's shape. 1: linear sagas (no `nodes`, `parent`, `format`);
 2: flows. persistence.instances upgrades an older snapshot when it loads one."""
+
+
+_CHILDREN = UUID("6f1c6a52-9d0e-4f0a-9a51-8f4b1e0c2d7a")
+
+
+def child_instance_id(parent_id: UUID, key: str) -> UUID:
+    """The id of the child saga a parent's node `key` starts: the same however often the
+    order is delivered, so the child starts once."""
+    return uuid5(_CHILDREN, f"{parent_id}/{key}")
 
 
 class SnapshotTooNew(ValueError):

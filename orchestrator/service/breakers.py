@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from orchestrator.definitions import CHILD_POOL
 from orchestrator.engine.vocabulary import FAILURE_EVENTS, SUCCESS_EVENTS
 from orchestrator.persistence import pool_breakers
 from orchestrator.persistence.pool_breakers import BreakerState, Outcomes
@@ -44,7 +45,8 @@ async def evaluate(conn: AsyncConnection, settings: Settings, now: datetime) -> 
         window_seconds=settings.breaker_window_seconds,
     )
     current = await pool_breakers.states(conn)
-    for pool in set(outcomes) | set(current):
+    # The orchestrators' own pool (child sagas) has no workers to protect.
+    for pool in (set(outcomes) | set(current)) - {CHILD_POOL}:
         ended = outcomes.get(pool, NOTHING_ENDED)
         calls, failures, successes = ended.calls, ended.failures, ended.successes
         state, changed_at = current.get(pool, (BreakerState.CLOSED, now))

@@ -16,7 +16,7 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
-from orchestrator.definitions import ChildSaga, Step
+from orchestrator.definitions import CHILD_POOL, ChildSaga, Step
 from orchestrator.engine import Phase, TimerFired, TimerKind
 from orchestrator.errors import MessageError, WarrenError
 from orchestrator.messaging.broker import Broker
@@ -29,6 +29,7 @@ from orchestrator.observability.middleware import compose
 from orchestrator.persistence import inbox, instances, timers
 from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service.breakers import evaluate as evaluate_breakers
+from orchestrator.service.children import ChildOrders
 from orchestrator.service.dead_letters import DeadLetterRecorder
 from orchestrator.service.middleware import Batch, Handled, Metrics, observe_reply
 from orchestrator.service.transitions import Incoming, apply_event, apply_events, reply_event
@@ -79,6 +80,13 @@ class Orchestrator:
             batch_size=settings.batch_size,
             lanes=BATCH_LANES,
         )
+        # The pool of the parents' ChildSaga nodes: each orchestrator serves it too.
+        self.children = Consumer(
+            self.broker,
+            lambda channel: self.topology.declare_pool(channel, CHILD_POOL),
+            envelopes(ChildOrders(self.engine, self.relay, self.topology, self.definitions).handle),
+            prefetch=16,
+        )
         self.dead_letters = Consumer(
             self.broker,
             self.topology.declare_dead_letters,
@@ -90,6 +98,7 @@ class Orchestrator:
         """Serve until `stopping` is set, then drain and close."""
         await self.broker.connect()
         await self.consumer.start()
+        await self.children.start()
         await self.dead_letters.start()
         interval = self.settings.sweep_interval_seconds
         background = [
@@ -102,7 +111,11 @@ class Orchestrator:
             await stopping.wait()
         finally:
             grace = self.settings.shutdown_grace_seconds
-            await asyncio.gather(self.consumer.stop(grace), self.dead_letters.stop(grace))
+            await asyncio.gather(
+                self.consumer.stop(grace),
+                self.children.stop(grace),
+                self.dead_letters.stop(grace),
+            )
             for task in background:
                 task.cancel()
             for task in background:

@@ -24,6 +24,7 @@ from orchestrator.engine import (
     Start,
     StepReply,
     TimerFired,
+    Undo,
     decide,
     new_instance,
 )
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from orchestrator.definitions import Saga
-    from orchestrator.engine import Event, InstanceState, Transition
+    from orchestrator.engine import Event, InstanceState, ParentLink, Transition
     from orchestrator.messaging.envelope import Reply
     from orchestrator.messaging.relay import Relay
     from orchestrator.messaging.topology import Topology
@@ -73,6 +74,7 @@ async def start(
     instance_id: UUID,
     input: Any,
     new: instances.NewInstance,
+    parent: ParentLink | None = None,
 ) -> tuple[Transition, list[PendingRow]]:
     """An instance's first transition: decide its start and insert it, with its history and
     first commands. `AlreadyStarted` (nothing written) when its id or idempotency key is taken.
@@ -80,7 +82,7 @@ async def start(
     In the caller's span (`saga.start`, which also covers the input's validation); the
     commands carry `new.traceparent` on, as the instance row does."""
     now = utcnow()
-    state = new_instance(definition, instance_id, input, now)
+    state = new_instance(definition, instance_id, input, now, parent)
     transition = decide(definition, state, Start(input=input), now)
     written = instances.Written(transition, traceparent=new.traceparent, new=new)
     return transition, await instances.save_many(conn, [written], topology)
@@ -199,6 +201,8 @@ def _verb(event: Event) -> str:
         return "cancel"
     if isinstance(event, Resume):
         return "retry"
+    if isinstance(event, Undo):
+        return "undo"
     return "start"
 
 

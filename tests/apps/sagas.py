@@ -1,6 +1,15 @@
 """Saga definitions used by the registration tests."""
 
-from orchestrator.definitions import Compensation, RetryPolicy, Saga, Step
+from orchestrator.definitions import (
+    Case,
+    ChildSaga,
+    Choice,
+    Compensation,
+    RetryPolicy,
+    Saga,
+    Step,
+    field,
+)
 
 refund = Saga(
     name="refund",
@@ -69,5 +78,63 @@ forgotten = Saga(
     steps=[
         Step(name="take", pool="fast", compensation=Compensation(command="put_back")),
         Step(name="missing", pool="fast"),
+    ],
+)
+
+# ---- child sagas (tests/e2e/test_child_sagas.py); the `fast` pool answers take/give_back --
+
+# A child that takes, undone by giving back.
+kid = Saga(
+    name="kid",
+    version=1,
+    steps=[Step(name="take", pool="fast", compensation=Compensation(command="give_back"))],
+)
+
+# Runs `kid`, then a step of its own; with `then_fail`, that step times out on a pool nobody
+# serves, and the parent compensates: `kid` is undone.
+parent = Saga(
+    name="parent",
+    version=1,
+    steps=[
+        ChildSaga(name="run_kid", saga="kid", input_map={"who": "input.who"}),
+        Choice(
+            name="then",
+            cases=[
+                Case(
+                    name="fail",
+                    when=field("input.then_fail") == True,  # noqa: E712 - a condition, not a test
+                    steps=[
+                        Step(
+                            name="hold",
+                            pool="nobody",
+                            timeout_seconds=0.5,
+                            retry=RetryPolicy(max_attempts=1),
+                        )
+                    ],
+                )
+            ],
+            default=[Step(name="after", pool="fast", command="take")],
+        ),
+    ],
+)
+
+# A child whose only step waits an hour: cancelling its parent cancels it before it runs.
+slow_kid = Saga(
+    name="slow-kid",
+    version=1,
+    steps=[Step(name="take", pool="fast", delay_seconds=3600)],
+)
+
+waits_for_slow_kid = Saga(
+    name="waits-for-slow-kid",
+    version=1,
+    steps=[
+        Step(
+            name="first",
+            pool="fast",
+            command="take",
+            compensation=Compensation(command="give_back"),
+        ),
+        ChildSaga(name="run_slow_kid", saga="slow-kid"),
     ],
 )
