@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from orchestrator.api.schema import CompensationView, InstanceView, StepView
+from orchestrator.engine.state import task_keys
 
 if TYPE_CHECKING:
     from orchestrator.definitions import Saga
@@ -18,8 +19,9 @@ __all__ = ["instance_view"]
 
 def instance_view(definition: Saga, state: InstanceState) -> InstanceView:
     steps = []
-    for key, s in state.steps.items():
-        step = definition.step(key)
+    # In definition order (a map's items in item order): the stored map's order is not kept.
+    for key in task_keys(definition.steps, expanded=state.nodes):
+        step, s = definition.step(key), state.steps[key]
         compensation = None
         if step.compensation is not None:
             compensation = CompensationView(

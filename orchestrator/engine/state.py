@@ -140,16 +140,22 @@ class InstanceState(msgspec.Struct, frozen=True, kw_only=True):
         return gather_results(self.completed, self.steps, self.nodes)
 
 
-def task_keys(nodes: Sequence[Node], prefix: str = "") -> list[str]:
-    """The keys of the steps and child sagas in `nodes`, at any depth but inside a map (whose
-    items' keys exist once it found its items)."""
+def task_keys(
+    nodes: Sequence[Node], prefix: str = "", expanded: dict[str, NodeState] | None = None
+) -> list[str]:
+    """The keys of the steps and child sagas in `nodes`, in definition order, at any depth;
+    inside a map only when `expanded` holds the map's items (then in item order)."""
     keys: list[str] = []
     for node in nodes:
         if isinstance(node, Step | ChildSaga):
             keys.append(prefix + node.name)
-        elif not isinstance(node, Map):
+        elif isinstance(node, Map):
+            found = (expanded or {}).get(prefix + node.name)
+            for index in range(len(found.items or ()) if found is not None else 0):
+                keys += task_keys(node.steps, f"{prefix}{node.name}[{index}]/", expanded)
+        else:
             for _, inner in children_of(node):
-                keys += task_keys(inner, prefix)
+                keys += task_keys(inner, prefix, expanded)
     return keys
 
 
