@@ -54,12 +54,15 @@ import asyncpg
 import httpx
 
 from bench import runner
-from bench.order3 import POOLS
 from bench.runner import log
+from bench.workloads import WORKLOADS
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--workload", choices=sorted(WORKLOADS), default="order-3", help="which saga to run"
+    )
     parser.add_argument("--sagas", type=int, default=2000, help="concurrent mode: instances")
     parser.add_argument("--sequential", type=int, default=200, help="sequential mode: instances")
     parser.add_argument("--warmup", type=int, default=50, help="instances run before measuring")
@@ -105,7 +108,7 @@ async def _measure(
             "orchestrators": stack.orchestrators,
             "workers_per_pool": stack.workers_per_pool,
             "worker_concurrency": stack.concurrency,
-            "pools": list(POOLS),
+            "pools": list(stack.workload.pools),
             "start_requests_in_flight": args.in_flight,
             "warmup_sagas": args.warmup,
         }
@@ -148,9 +151,10 @@ async def _concurrent(
     wall = outcome.all_terminal - outcome.first_start
     n = len(outcome.ids)
     cpu = {kind: cpu_after[kind] - cpu_before[kind] for kind in cpu_after}
+    commands = await runner.commands_dispatched(db, outcome.ids)
     result: dict[str, Any] = {
         "sagas": n,
-        **runner.check_statuses(outcome.ids, rows, offset),
+        **runner.check_statuses(stack.workload, outcome.ids, rows, offset),
         "sagas_per_second": round(n / span, 1),
         "client_sagas_per_second": round(n / wall, 1),
         "starts_per_second": round(n / (accepted - outcome.first_start), 1),
@@ -160,6 +164,8 @@ async def _concurrent(
         "cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
         "cpu_ms_per_saga": {k: round(v / n * 1000, 3) for k, v in cpu.items()},
         "cpu_ms_per_saga_total": round(sum(cpu.values()) / n * 1000, 3),
+        "commands_per_saga": round(commands / n, 2),
+        "cpu_ms_per_command_total": round(sum(cpu.values()) / commands * 1000, 3),
         "cpu_share_of_machine_percent": {
             k: round(v / wall / (os.cpu_count() or 1) * 100, 1) for k, v in cpu.items()
         },
@@ -179,7 +185,7 @@ async def _sequential(
     rows = await runner.instance_rows(db, outcome.ids)
     result: dict[str, Any] = {
         "sagas": len(outcome.ids),
-        **runner.check_statuses(outcome.ids, rows, offset),
+        **runner.check_statuses(stack.workload, outcome.ids, rows, offset),
         "end_to_end": runner.summary_ms(runner.end_to_end(rows)),
         "client_end_to_end": runner.summary_ms(client),
         "steps": await runner.step_latencies(db, outcome.ids),
@@ -205,7 +211,7 @@ async def _count_transactions(
     ids = []
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30.0) as http:
         for k in range(sagas):
-            ids.append(await runner.start_saga(http, offset + k))
+            ids.append(await runner.start_saga(http, stack.workload, offset + k))
             await asyncio.sleep(pause)
     await asyncio.sleep(1.5)
     busy = await runner.transactions_committed(db) - before - 1
@@ -240,6 +246,7 @@ def _run_config(
                 orchestrators=orchestrators,
                 workers_per_pool=workers,
                 concurrency=args.concurrency,
+                workload=WORKLOADS[args.workload],
             )
             with runner.running_stack(stack):
                 return asyncio.run(
@@ -264,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started ignoring it
     signal.signal(signal.SIGTERM, _terminate)
     started = time.time()
-    output: dict[str, Any] = {"workload": "order-3", "note": _NOTE}
+    output: dict[str, Any] = {"workload": args.workload, "note": _NOTE}
     if args.scaling:
         output["scaling"] = []
         for orchestrators in (1, 2):

@@ -31,6 +31,7 @@ import httpx
 
 from bench import runner
 from bench.order3 import SAGA_NAME
+from bench.workloads import WORKLOADS
 
 _LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \w+ \[(?P<pid>\d+)\] (?P<who>\S*@\S*) "
@@ -136,7 +137,7 @@ async def _one(
     await asyncio.sleep(1.5)  # let background loops settle between measurements
     offset = _size(log_path)
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30.0) as http:
-        instance_id = await runner.start_saga(http, n)
+        instance_id = await runner.start_saga(http, WORKLOADS["order-3"], n)
     while True:
         status = await db.fetchval(
             "SELECT status FROM warren.instances WHERE id = $1::uuid", instance_id

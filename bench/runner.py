@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from bench.order3 import POOLS, SAGA_NAME, expected_status, order_input
+from bench.workloads import WORKLOADS, Workload
 from orchestrator.config import Settings
 from tests.support.probes import QueueProbe, answers
 from tests.support.processes import Proc, Processes, all_alive, free_port, run_warren, settings_env
@@ -84,6 +84,7 @@ class Stack:
     orchestrators: int = 1
     workers_per_pool: int = 1
     concurrency: int = 8
+    workload: Workload = WORKLOADS["order-3"]
     settings: Settings = field(init=False)
     processes: Processes = field(init=False)
 
@@ -94,7 +95,7 @@ class Stack:
             namespace=NAMESPACE,
             api_port=free_port(),
         )
-        # The workers import bench.order3 from the repository.
+        # The workers import the workload's module (bench.*) from the repository.
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         self.processes = Processes(self.settings, self.log_dir, env={"PYTHONPATH": path})
 
@@ -121,21 +122,21 @@ class Stack:
     def start(self) -> None:
         log("warren migrate, register")
         self.run_once("migrate")
-        self.run_once("register", "bench.order3:order3")
+        self.run_once("register", self.workload.saga_ref)
         log(
             f"starting api, {self.orchestrators} orchestrator(s), "
-            f"{self.workers_per_pool} worker(s) per pool {', '.join(POOLS)}"
+            f"{self.workers_per_pool} worker(s) per pool {', '.join(self.workload.pools)}"
         )
         self.spawn("api", "api")
         for i in range(self.orchestrators):
             self.spawn(f"orchestrator-{i + 1}", "orchestrator")
-        for pool in POOLS:
+        for pool in self.workload.pools:
             for i in range(self.workers_per_pool):
                 self.spawn(
                     f"worker-{pool}-{i + 1}",
                     "worker",
                     "--app",
-                    "bench.order3:worker",
+                    self.workload.worker_ref,
                     "--pool",
                     pool,
                     "--concurrency",
@@ -151,7 +152,9 @@ class Stack:
     async def wait_ready(self, limit: float = 60.0) -> None:
         topology = self.settings.topology
         wanted = {topology.orchestrator_queue: self.orchestrators}
-        wanted.update({topology.pool_queue(pool): self.workers_per_pool for pool in POOLS})
+        wanted.update(
+            {topology.pool_queue(pool): self.workers_per_pool for pool in self.workload.pools}
+        )
         alive = all_alive(self.procs)
         async with httpx.AsyncClient(base_url=self.api_url, timeout=5.0) as http:
             await wait_for(
@@ -309,7 +312,7 @@ class StartFailed(RuntimeError):
     pass
 
 
-async def start_saga(http: httpx.AsyncClient, n: int) -> str:
+async def start_saga(http: httpx.AsyncClient, workload: Workload, n: int) -> str:
     """Start one saga as a careful client does: with an idempotency key, so that a request
     whose connection broke (a keep-alive connection the server closed as it was reused) can
     be sent again without starting a second saga."""
@@ -317,7 +320,7 @@ async def start_saga(http: httpx.AsyncClient, n: int) -> str:
     for attempt in range(3):
         try:
             response = await http.post(
-                f"/v1/sagas/{SAGA_NAME}", json={"input": order_input(n)}, headers=key
+                f"/v1/sagas/{workload.saga_name}", json={"input": workload.input(n)}, headers=key
             )
             break
         except httpx.TransportError:
@@ -365,7 +368,7 @@ async def run_concurrent(
 
         async def starter() -> None:
             for n in counter:
-                ids[n] = await start_saga(http, offset + n)
+                ids[n] = await start_saga(http, stack.workload, offset + n)
 
         first = time.perf_counter()
         await asyncio.gather(*(starter() for _ in range(in_flight)))
@@ -400,7 +403,7 @@ async def run_sequential(
         first = time.perf_counter()
         for k in range(sagas):
             sent = time.perf_counter()
-            instance_id = await start_saga(http, offset + k)
+            instance_id = await start_saga(http, stack.workload, offset + k)
             while (await poll.fetchval(instance_id)) not in TERMINAL:
                 if time.perf_counter() - sent > limit:
                     raise TimeoutError(f"saga {instance_id} did not end within {limit}s")
@@ -422,7 +425,9 @@ async def instance_rows(db: asyncpg.Connection, ids: list[str]) -> list[asyncpg.
     return rows
 
 
-def check_statuses(ids: list[str], rows: list[asyncpg.Record], offset: int = 0) -> dict[str, Any]:
+def check_statuses(
+    workload: Workload, ids: list[str], rows: list[asyncpg.Record], offset: int = 0
+) -> dict[str, Any]:
     """Counts by status, and how many instances ended other than the workload expects."""
     by_id = {row["id"]: row["status"] for row in rows}
     counts: dict[str, int] = {}
@@ -430,9 +435,20 @@ def check_statuses(ids: list[str], rows: list[asyncpg.Record], offset: int = 0) 
     for k, instance_id in enumerate(ids):
         status = by_id.get(instance_id, "missing")
         counts[status] = counts.get(status, 0) + 1
-        if status != expected_status(offset + k):
+        if status != workload.expected_status(offset + k):
             unexpected += 1
     return {"statuses": dict(sorted(counts.items())), "unexpected": unexpected}
+
+
+async def commands_dispatched(db: asyncpg.Connection, ids: list[str]) -> int:
+    """Commands the instances sent (steps and compensations, every attempt): the unit for
+    comparing the CPU of workloads of different sizes."""
+    value = await db.fetchval(
+        "SELECT count(*) FROM warren.history WHERE instance_id = ANY($1::uuid[]) "
+        "AND type IN ('step_dispatched', 'compensation_dispatched')",
+        ids,
+    )
+    return int(value)
 
 
 def end_to_end(rows: list[asyncpg.Record]) -> list[float]:
