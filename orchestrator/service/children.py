@@ -93,7 +93,14 @@ class ChildOrders(SagaStarter):
             seq=order.seq,
         )
         # The child's trace is its own saga's, started as a child of the parent's order.
-        with tracing.span("saga.start"):
+        with tracing.span("saga.start") as current:
+            if current.is_recording():
+                current.set_attributes(
+                    tracing.saga_attributes(
+                        saga=definition.name, version=definition.version, instance_id=child_id
+                    )
+                    | {"warren.parent.id": str(order.instance_id)}
+                )
             try:
                 transition, pending = await transitions.start(
                     conn,

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from uuid import UUID
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from orchestrator.engine.state import child_instance_id
+from orchestrator.service.registry import register_saga
+from tests.apps.sagas import kid, parent
 from tests.conftest import Stack
 from tests.support.otlp import Collector, Span
 from tests.support.processes import free_port
@@ -139,6 +143,46 @@ async def test_a_compensating_saga_with_a_retry_is_one_trace_across_processes(
     transactions = [s for s in trace if s.attributes.get("db.system.name") == "postgresql"]
     assert transactions
     assert {s.kind for s in transactions} == {"client"}
+
+
+async def test_a_child_saga_is_in_its_parents_trace_under_the_order_that_started_it(
+    stack: Stack, collector: Collector
+) -> None:
+    for saga in (kid, parent):
+        await register_saga(stack.probe.engine, saga)
+    await stack.api()
+    await stack.orchestrators()
+    worker = stack.processes.worker("tests.apps.fast:worker", "fast")
+    await stack.probe.wait_consumers(stack.topology.pool_queue("fast"), alive=worker.alive)
+    parent_id = await stack.start({"who": "cy"}, saga="parent")
+    assert await stack.probe.wait_terminal(parent_id) == "completed"
+    child_id = str(child_instance_id(UUID(parent_id), "run_kid"))
+
+    def child_started(spans: list[Span]) -> list[Span]:
+        return [
+            s
+            for s in spans
+            if s.name == "saga.start" and s.attributes.get("warren.instance.id") == child_id
+        ]
+
+    async def spans() -> list[Span]:
+        trace = _trace_of(collector.snapshot(), parent_id)
+        handled = {s.attributes.get("warren.instance.id") for s in trace if s.name == "step take"}
+        done = child_started(trace) and child_id in handled and parent_id in handled
+        return trace if done and not _dangling(trace) else []
+
+    trace = await wait_for(spans, timeout=30, what="the parent's and the child's spans")
+
+    assert len({s.trace_id for s in trace}) == 1  # the child's spans are in the parent's trace
+    by_id = {s.span_id: s for s in trace}
+    (start,) = child_started(trace)
+    assert start.attributes["warren.parent.id"] == parent_id
+    consumed = by_id[start.parent_id or ""]
+    if consumed.kind == "client":  # the transaction it runs in
+        consumed = by_id[consumed.parent_id or ""]
+    assert consumed.kind == "consumer"
+    assert consumed.attributes["messaging.rabbitmq.destination.routing_key"] == "warren.children"
+    assert by_id[consumed.parent_id or ""].kind == "producer"  # the parent's order
 
 
 async def test_a_cancel_joins_the_saga_trace_and_links_the_request(
