@@ -347,12 +347,20 @@ def task_for(definition: Saga, selector: str) -> Task:
     form = forms.get(name)
     maps = [_ITEM.fullmatch(item) for item in items]
     if form is None or (items and [m.group(1) if m else None for m in maps] != form):
-        known = ", ".join("".join(f"{m}[i]/" for m in maps_) + n for n, maps_ in forms.items())
         raise HarnessError(
             f"the script names step {selector!r}, which saga {definition.name!r} does not have "
-            f"(its steps: {known})"
+            f"(its steps: {', '.join(step_names(definition))})"
         )
     return definition.step(name)
+
+
+def step_names(definition: Saga) -> list[str]:
+    """What a script may name, in definition order: each step's name, shown with the maps it
+    runs in (``seats[i]/assign_seat``)."""
+    return [
+        "".join(f"{map_name}[i]/" for map_name in maps) + name
+        for name, maps in _key_forms(definition.steps).items()
+    ]
 
 
 _ITEM = re.compile(r"([a-z][a-z0-9_.-]*)\[(\d+)\]")
