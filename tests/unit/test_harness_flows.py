@@ -241,6 +241,7 @@ async def test_a_cancel_can_name_a_step_in_a_map_item() -> None:
     [
         ("nope", "its steps: hold_flight, seats[i]/assign_seat, seats[i]/notify"),
         ("seats[x]/notify", "'seats[x]/notify'"),
+        ("seats[01]/notify", "'seats[01]/notify'"),
         ("other[0]/notify", "'other[0]/notify'"),
         ("seats[0]/hold_flight", "'seats[0]/hold_flight'"),
         ("seats[0]/nope", "'seats[0]/nope'"),

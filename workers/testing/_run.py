@@ -363,7 +363,7 @@ def step_names(definition: Saga) -> list[str]:
     ]
 
 
-_ITEM = re.compile(r"([a-z][a-z0-9_.-]*)\[(\d+)\]")
+_ITEM = re.compile(r"([a-z][a-z0-9_.-]*)\[(0|[1-9][0-9]*)\]")  # an index as the engine writes it
 
 
 def _key_forms(nodes: Sequence[Node], maps: tuple[str, ...] = ()) -> dict[str, list[str]]:
