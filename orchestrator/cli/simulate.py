@@ -1,7 +1,10 @@
 """`warren simulate`: the path a saga definition would take, from the engine alone.
 
 No servers, no workers: the test harness (`workers.testing`) runs the definition with every
-step succeeding with an empty result, except the --fail-at step, which fails for good.
+step succeeding with an empty result, except the --fail-at step, which fails for good. In a
+flow, --fail-at takes what a harness script takes: a step's name (inside a map: in every item)
+or one map item's step key (``seats[1]/assign_seat``); the path shows which case each choice
+took, inline, and each map item's steps by key.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.argument("saga_ref", metavar="SAGA_REF")
-@click.option("--fail-at", "fail_at", metavar="STEP", help="Fail this step for good.")
+@click.option(
+    "--fail-at",
+    "fail_at",
+    metavar="STEP",
+    help="Fail this step for good: a step's name (in every map item) or a key (seats[1]/assign).",
+)
 @click.option(
     "--input", "input_", default="{}", show_default=True, help="JSON input, or @file.json."
 )
@@ -31,17 +39,21 @@ def simulate(saga_ref: str, fail_at: str | None, input_: str, as_json: bool) -> 
     and its history, with every step succeeding unless --fail-at names it."""
     from orchestrator.cli import _user_errors
     from orchestrator.service.registry import import_sagas
-    from workers.testing import FailForGood, SagaHarness
+    from workers.testing import FailForGood, HarnessError, SagaHarness
+    from workers.testing._run import step_names, task_for
 
     payload = _read_input(input_)
     with _user_errors():
         saga = _one(saga_ref, import_sagas(saga_ref))
-    names = [step.name for step in saga.steps]
-    if fail_at is not None and fail_at not in names:
-        raise click.BadParameter(
-            f"saga {saga.name!r} has no step {fail_at!r} (its steps: {', '.join(names)})",
-            param_hint="--fail-at",
-        )
+    if fail_at is not None:
+        try:
+            task_for(saga, fail_at)
+        except HarnessError:
+            known = ", ".join(step_names(saga))
+            raise click.BadParameter(
+                f"saga {saga.name!r} has no step {fail_at!r} (its steps: {known})",
+                param_hint="--fail-at",
+            ) from None
     script = (
         [FailForGood(step=fail_at, type="SimulatedFailure", message=f"--fail-at {fail_at}")]
         if fail_at is not None
@@ -56,6 +68,7 @@ def simulate(saga_ref: str, fail_at: str | None, input_: str, as_json: bool) -> 
                 "version": saga.version,
                 "status": result.status,
                 "path": result.path,
+                "cases": result.cases,
                 "compensated": result.compensated,
                 "failure": result.failure,
                 "history": result.events,
@@ -77,13 +90,35 @@ def _one(reference: str, sagas: list[Saga]) -> Saga:
     return sagas[0]
 
 
+def _path(result: SagaResult) -> list[str]:
+    """The steps in the order they started, each choice's case where it was taken
+    (``[payment: card]``) and each map's item count where it found them (``[seats: 3 items]``)."""
+    shown: list[str] = []
+    started: set[str] = set()
+    for event in result.events:
+        if event.step is None:
+            continue
+        if event.type == "case_chosen":
+            shown.append(f"[{event.step}: {event.data['case']}]")
+        elif event.type == "items_found":
+            count = event.data["items"]
+            shown.append(f"[{event.step}: {count} item{'' if count == 1 else 's'}]")
+        elif event.type == "step_dispatched" and event.step not in started:
+            started.add(event.step)
+            shown.append(event.step)
+    return shown
+
+
 def _show(saga: Saga, result: SagaResult) -> None:
     from orchestrator.api.schema import HistoryRow
 
     click.echo(f"{saga.name} v{saga.version}  {render.status(result.status)}")
     if result.failure is not None:
         click.echo(f"failure: {render.failure(result.failure)}")
-    click.echo(f"path: {' → '.join(result.path) or '-'}")
+    click.echo(f"path: {' → '.join(_path(result)) or '-'}")
+    for event in result.events:
+        if event.type == "case_chosen":
+            click.echo(f"case: {event.step} → {event.data['case']} ({event.data['reason']})")
     click.echo(f"compensated: {' → '.join(result.compensated) or '-'}")
     click.echo()
     render.history(

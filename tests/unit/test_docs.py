@@ -37,3 +37,18 @@ def test_the_docs_have_examples() -> None:
 @pytest.mark.parametrize(("where", "code"), OFFLINE, ids=[where for where, _ in OFFLINE])
 def test_example_runs(where: str, code: str) -> None:
     exec(compile(code, where, "exec"), {"__name__": f"docs_example_{abs(hash(where))}"})
+
+
+def test_authoring_sagas_shows_every_node_kind_in_an_example_that_runs() -> None:
+    """Each flow node kind has an example among the blocks `test_example_runs` executes, and
+    the one compensation table has a row for each."""
+    authoring = [code for where, code in OFFLINE if where.startswith("docs/authoring-sagas.md")]
+    kinds = ("Step", "Parallel", "Choice", "Map", "ChildSaga")
+
+    assert [kind for kind in kinds if not any(f"{kind}(" in code for code in authoring)] == []
+    assert any("input_map=" in code and "Worker(" in code for code in authoring)
+    text = (ROOT / "docs" / "authoring-sagas.md").read_text()
+    [table] = [part for part in text.split("\n\n") if "| what is undone |" in part]
+    assert [row.split("|")[1].strip() for row in table.splitlines()[2:]] == [
+        f"`{kind}`" for kind in kinds
+    ]

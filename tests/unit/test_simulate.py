@@ -57,3 +57,89 @@ def test_bad_arguments_are_one_line_not_a_traceback() -> None:
     assert_refused(bad_json, 2, "not valid JSON")
     assert_refused(not_a_saga, 1, "is not a Saga")
     assert_refused(no_module, 1, "cannot import module 'nowhere.at_all'")
+
+
+FLOWS = """
+from orchestrator import Case, ChildSaga, Choice, Compensation, Map, Parallel, Saga, Step, field
+
+def step(name):
+    return Step(name=name, pool="p", compensation=Compensation(command=f"undo_{name}"))
+
+trip = Saga(name="trip", version=1, steps=[
+    step("hold"),
+    Parallel(name="book", branches=[[step("flight")], [step("hotel")]]),
+    Choice(
+        name="payment",
+        cases=[Case(name="card", when=field("input.method") == "card", steps=[step("charge")])],
+        default=[step("invoice")],
+    ),
+    Map(name="seats", items="input.passengers", max_concurrency=1, steps=[step("assign_seat")]),
+    step("confirm"),
+])
+parent = Saga(name="parent", version=1, steps=[step("hold"), ChildSaga(name="pay", saga="trip")])
+"""
+TWO = '{"method": "card", "passengers": ["ada", "bob"]}'
+
+
+def test_a_flow_s_path_shows_the_case_taken_and_each_map_item(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(FLOWS)
+
+    done = run_warren({}, "simulate", "flows:trip", "--input", TWO, cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert "trip v1  completed" in done.stdout
+    assert (
+        "path: hold → flight → hotel → [payment: card] → charge → [seats: 2 items] → "
+        "seats[0]/assign_seat → seats[1]/assign_seat → confirm"
+    ) in done.stdout
+    assert 'case: payment → card (input.method == "card" held)' in done.stdout
+
+
+def test_fail_at_takes_a_map_item_s_key_and_undoes_newest_first(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(FLOWS)
+
+    done = run_warren(
+        {},
+        *("simulate", "flows:trip", "--json", "--input", TWO),
+        *("--fail-at", "seats[1]/assign_seat"),
+        cwd=tmp_path,
+    )
+
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["status"] == "compensated"
+    assert out["cases"] == {"payment": "card"}
+    assert out["path"][-2:] == ["seats[0]/assign_seat", "seats[1]/assign_seat"]
+    assert out["compensated"] == ["seats[0]/assign_seat", "charge", "hotel", "flight", "hold"]
+
+
+def test_fail_at_a_step_s_name_fails_it_in_the_first_item(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(FLOWS)
+
+    done = run_warren(
+        {},
+        *("simulate", "flows:trip", "--json", "--input", '{"method": "x", "passengers": [1, 2]}'),
+        *("--fail-at", "assign_seat"),
+        cwd=tmp_path,
+    )
+
+    out = json.loads(done.stdout)
+    assert out["cases"] == {"payment": "default"}
+    assert out["path"][-1] == "seats[0]/assign_seat"
+    assert out["compensated"] == ["invoice", "hotel", "flight", "hold"]
+
+
+def test_a_flow_refuses_what_it_cannot_simulate_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(FLOWS)
+
+    wrong_key = run_warren(
+        {}, "simulate", "flows:trip", "--fail-at", "book[0]/assign_seat", cwd=tmp_path
+    )
+    child = run_warren({}, "simulate", "flows:parent", cwd=tmp_path)
+
+    assert_refused(
+        wrong_key,
+        2,
+        "(its steps: hold, flight, hotel, charge, invoice, seats[i]/assign_seat, confirm)",
+    )
+    assert_refused(child, 1, "starts child sagas ('pay' (saga 'trip')), which the test harness")

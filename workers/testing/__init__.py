@@ -17,9 +17,14 @@ runs at once.
 A *script* changes what happens without touching handler code: `Fail` (retryable, n times),
 `FailForGood` (a business failure), `TimeOut` (no reply: the step's timeout fires), each for a
 step or (``compensation=True``) its compensation, and `Cancel` (an operator's cancel at a
-given point). Handlers registered as transactional get ``ctx.session`` on a real database when
-the harness is given ``database_url=``: one transaction per handler call, committed when it
-succeeds and rolled back when it raises, as in a worker.
+given point). A line names a step by its name; inside a `Map` the name stands for the step in
+every item (each item gets its own copy of the line), and the full key of one item's step,
+``seats[1]/assign_seat``, names that item's alone. A saga with a `ChildSaga` node is refused:
+the harness cannot run child sagas yet.
+
+Handlers registered as transactional get ``ctx.session`` on a real database when the harness
+is given ``database_url=``: one transaction per handler call, committed when it succeeds and
+rolled back when it raises, as in a worker.
 
 The engine is imported when a harness runs, not when this module is: ``import workers`` stays
 free of the orchestrator's engine.
@@ -130,13 +135,20 @@ class SagaResult:
     Not terminal when the saga waits for something that never comes (a lost reply with no
     timeout)."""
     path: list[str]
-    """Steps in the order they ran (first dispatched), the one that failed included."""
+    """Steps in the order they ran (first dispatched), the one that failed included. A step
+    inside a map's item is there by its key, once per item: ``seats[1]/assign_seat``; a
+    choice's steps only for the case it took."""
     compensated: list[str]
-    """Steps whose compensation succeeded, in the order they were undone."""
+    """Steps (keys, as in `path`) whose compensation succeeded, in the order they were undone."""
+    cases: dict[str, str]
+    """The case each choice took (``default`` for its default), by the choice's name (its key
+    inside a map's item)."""
     results: dict[str, Any]
-    """Each succeeded step's result, by step name."""
+    """Each succeeded step's result, by step name; a map's as a list, one dict per item in item
+    order (``results["seats"][1]["assign_seat"]``)."""
     attempts: dict[str, int]
-    """Attempts each step that ran took (its compensation's are in `instance`)."""
+    """Attempts each step that ran took, by key as in `path` (its compensation's are in
+    `instance`)."""
     failure: Failure | None
     """Why the saga left the happy path (the first cause)."""
     history: list[str]
@@ -175,6 +187,7 @@ class SagaHarness:
         self.worker = worker
         self.database_url = database_url
         self.start = start
+        _refuse_child_sagas(saga)
         if worker is not None:
             _check_handlers(saga, worker)
 
@@ -196,6 +209,20 @@ class SagaHarness:
             now=self.start or datetime.now(UTC),
         )
         return await run.to_the_end(input, instance_id)
+
+
+def _refuse_child_sagas(saga: Saga) -> None:
+    """A child saga runs on the orchestrators, which the harness does not have (yet)."""
+    from orchestrator.definitions import ChildSaga
+
+    children = [task for task in saga.tasks if isinstance(task, ChildSaga)]
+    if children:
+        listed = ", ".join(f"{child.name!r} (saga {child.saga!r})" for child in children)
+        raise HarnessError(
+            f"saga {saga.name!r} starts child sagas ({listed}), which the test harness cannot "
+            "run yet: test the child saga on its own, and the parent against a running Warren "
+            "(warren dev)"
+        )
 
 
 def _check_handlers(saga: Saga, worker: Worker) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import re
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator import engine
+from orchestrator.definitions import ChildSaga, Map, Step
+from orchestrator.definitions.model import children_of, node_name
 from orchestrator.messaging.envelope import Command, Reply, ReplyPayload, decode, new_message_id
 from orchestrator.messaging.failure import Failure
 from orchestrator.messaging.outgoing import command_for, reply_to
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from orchestrator.definitions import Saga, Task
+    from orchestrator.definitions import Node, Saga, Task
     from orchestrator.engine import Event, HistoryEvent, InstanceState, ScheduleTimer
     from orchestrator.persistence.outbox import OutboxMessage
     from workers.app import StepContext, Worker
@@ -96,7 +99,8 @@ class Run:
         self.order = itertools.count()  # timers due at once fire in the order they were set
         self.history: list[HistoryEvent] = []
         self.state: InstanceState
-        self.outcomes, self.cancels = _compile(definition, script)
+        self.lines, self.cancels = _compile(definition, script)
+        self.outcomes: dict[tuple[str, engine.Phase], _Scripted] = {}
         # The app's middlewares run around its handlers here as in a worker.
         self.chain = handler_chain(worker) if worker is not None else None
 
@@ -171,7 +175,7 @@ class Run:
         for event in history:
             at = {"step_dispatched": "dispatched", "step_succeeded": "succeeded"}.get(event.type)
             for cancel in list(self.cancels):
-                if at == cancel.at and event.step == cancel.step:
+                if at == cancel.at and event.step is not None and names(cancel.step, event.step):
                     self.cancels.remove(cancel)
                     due.append(cancel)
         return due
@@ -181,14 +185,28 @@ class Run:
     async def work(self, delivery: _Delivery) -> None:
         command = decode(delivery.body)
         assert isinstance(command, Command)
-        scripted = self.outcomes.get((command.step, command.phase))
-        if scripted is not None and scripted.pending():
+        scripted = self.scripted(command.step, command.phase)
+        if scripted.pending():
             payload = scripted.take()
             if payload is None:
                 return  # lost: the attempt's timeout will fire
         else:
             payload = await self.handle(command, delivery.routing_key)
         self.wire.publish(reply_to(command, payload, self.wire.topology))
+
+    def scripted(self, key: str, phase: engine.Phase) -> _Scripted:
+        """The scripted replies of one step phase: its own copy of every line that names it
+        (by its key, or by its name for every map item), in script order."""
+        found = self.outcomes.get((key, phase))
+        if found is None:
+            found = self.outcomes[key, phase] = _Scripted(
+                deque(
+                    (reply, times)
+                    for selector, line_phase, reply, times in self.lines
+                    if line_phase is phase and names(selector, key)
+                )
+            )
+        return found
 
     async def handle(self, command: Command, pool: str) -> ReplyPayload:
         """Run the handler as the worker runtime does; no worker: an empty success."""
@@ -228,6 +246,11 @@ class Run:
     def result(self) -> SagaResult:
         state = self.state
         path = list(dict.fromkeys(e.step for e in self.history if e.type == "step_dispatched"))
+        cases = {
+            e.step: e.data["case"]
+            for e in self.history
+            if e.type == "case_chosen" and e.step is not None
+        }
         return SagaResult(
             instance_id=state.id,
             status=state.status,
@@ -237,6 +260,7 @@ class Run:
                 for e in self.history
                 if e.type == "compensation_succeeded" and e.step is not None
             ],
+            cases=cases,
             results=state.results(),
             attempts={name: state.steps[name].attempt for name in path if name is not None},
             failure=state.failure,
@@ -281,40 +305,77 @@ class _Scripted:
         return reply
 
 
-def _compile(
-    definition: Saga, script: Sequence[Outcome]
-) -> tuple[dict[tuple[str, engine.Phase], _Scripted], list[Cancel]]:
-    """Each step phase's scripted replies and the cancels; a line that names what the saga
+_Line = tuple[str, engine.Phase, ReplyPayload | None, int | None]
+"""A compiled script line: the step it names (a name or a key), the phase, the reply (None: no
+reply at all) and the attempts it answers (None: every one)."""
+
+
+def _compile(definition: Saga, script: Sequence[Outcome]) -> tuple[list[_Line], list[Cancel]]:
+    """The scripted replies, in script order, and the cancels; a line that names what the saga
     does not have is refused here."""
-    outcomes: dict[tuple[str, engine.Phase], _Scripted] = {}
+    lines: list[_Line] = []
     cancels: list[Cancel] = []
     for line in script:
-        step = _step(definition, line.step)
+        step = task_for(definition, line.step)
         if isinstance(line, Cancel):
             cancels.append(line)
             continue
         phase = engine.Phase.COMPENSATE if line.compensation else engine.Phase.FORWARD
         _check_phase(step, phase, line)
-        scripted = outcomes.setdefault((step.name, phase), _Scripted())
         if isinstance(line, FailForGood):
             failure = Failure(type=line.type, message=line.message, retryable=False)
-            scripted.lines.append((ReplyPayload(ok=False, failure=failure), 1))
+            lines.append((line.step, phase, ReplyPayload(ok=False, failure=failure), 1))
         elif isinstance(line, Fail):
             failure = Failure(type=line.type, message=line.message, retryable=True)
-            scripted.lines.append((ReplyPayload(ok=False, failure=failure), line.times))
+            lines.append((line.step, phase, ReplyPayload(ok=False, failure=failure), line.times))
         else:
-            scripted.lines.append((None, line.times))
-    return outcomes, cancels
+            lines.append((line.step, phase, None, line.times))
+    return lines, cancels
 
 
-def _step(definition: Saga, name: str) -> Task:
-    names = [step.name for step in definition.tasks]
-    if name not in names:
+def names(selector: str, key: str) -> bool:
+    """Does a script's step (a step's name, or a full key such as ``seats[1]/assign``) name
+    the step key `key`? A name names the step in every map item it runs in."""
+    return selector == key or ("/" not in selector and selector == node_name(key))
+
+
+def task_for(definition: Saga, selector: str) -> Task:
+    """The step (or child saga) a script line names: by its name, or, inside a map, by the
+    full key of one item's step (``seats[1]/assign``); HarnessError when the saga has none."""
+    forms = _key_forms(definition.steps)
+    *items, name = selector.split("/")
+    form = forms.get(name)
+    maps = [_ITEM.fullmatch(item) for item in items]
+    if form is None or (items and [m.group(1) if m else None for m in maps] != form):
         raise HarnessError(
-            f"the script names step {name!r}, which saga {definition.name!r} does not have "
-            f"(its steps: {', '.join(names)})"
+            f"the script names step {selector!r}, which saga {definition.name!r} does not have "
+            f"(its steps: {', '.join(step_names(definition))})"
         )
     return definition.step(name)
+
+
+def step_names(definition: Saga) -> list[str]:
+    """What a script may name, in definition order: each step's name, shown with the maps it
+    runs in (``seats[i]/assign_seat``)."""
+    return [
+        "".join(f"{map_name}[i]/" for map_name in maps) + name
+        for name, maps in _key_forms(definition.steps).items()
+    ]
+
+
+_ITEM = re.compile(r"([a-z][a-z0-9_.-]*)\[(0|[1-9][0-9]*)\]")  # an index as the engine writes it
+
+
+def _key_forms(nodes: Sequence[Node], maps: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Each step's (and child saga's) name, with the maps it runs inside, outermost first."""
+    forms: dict[str, list[str]] = {}
+    for node in nodes:
+        if isinstance(node, Step | ChildSaga):
+            forms[node.name] = list(maps)
+        inside = (*maps, node.name) if isinstance(node, Map) else maps
+        for _, inner in children_of(node):
+            forms |= _key_forms(inner, inside)
+    return forms
 
 
 def _check_phase(step: Task, phase: engine.Phase, line: Fail | FailForGood | TimeOut) -> None:
