@@ -6,9 +6,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from orchestrator.definitions.model import children_of
 from orchestrator.engine import walk
-from orchestrator.engine.state import NodeState
-from orchestrator.engine.vocabulary import Failure, FailureType, HistoryEventType, NodeStatus
+from orchestrator.engine.state import NodeState, task_keys
+from orchestrator.engine.vocabulary import (
+    Failure,
+    FailureType,
+    HistoryEventType,
+    NodeStatus,
+    StepStatus,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,9 +45,9 @@ def _choose(draft: Draft, node: Choice, scope: Scope, key: str) -> bool:
     data = draft.data(scope)
     for case in node.cases:
         if case.when.holds(data):
-            return _take(draft, key, case.name, f"{case.when.describe()} held")
+            return _take(draft, node, scope, case.name, f"{case.when.describe()} held")
     if node.default is not None:
-        return _take(draft, key, DEFAULT, "no case held")
+        return _take(draft, node, scope, DEFAULT, "no case held")
     conditions = "; ".join(case.when.describe() for case in node.cases)
     failure = Failure(
         type=FailureType.NO_CASE_MATCHED,
@@ -52,9 +59,14 @@ def _choose(draft: Draft, node: Choice, scope: Scope, key: str) -> bool:
     return False
 
 
-def _take(draft: Draft, key: str, case: str, reason: str) -> bool:
+def _take(draft: Draft, node: Choice, scope: Scope, case: str, reason: str) -> bool:
+    key = scope.key(node.name)
     draft.nodes[key] = NodeState(case=case)
     draft.record(HistoryEventType.CASE_CHOSEN, step=key, case=case, reason=reason)
+    for label, nodes in children_of(node):
+        if label != case:  # what the other cases hold never runs
+            for skipped in task_keys(nodes, scope.prefix):
+                draft.set_step(skipped, status=StepStatus.SKIPPED)
     return True
 
 

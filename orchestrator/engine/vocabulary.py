@@ -50,6 +50,8 @@ class StepStatus(StrEnum):
 
     PENDING = "pending"
     """Not started yet."""
+    SKIPPED = "skipped"
+    """In a case its choice did not take: it never runs."""
     SCHEDULED = "scheduled"
     """Next, but waiting for its delay: no command is out yet."""
     RUNNING = "running"
