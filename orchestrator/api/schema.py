@@ -15,6 +15,7 @@ from uuid import UUID
 
 import msgspec
 
+from orchestrator.definitions.graph import Graph, GraphEdge, GraphGroup, GraphNode
 from orchestrator.definitions.model import Version
 
 # The module itself, not the `orchestrator.messaging` package: only msgspec behind it.
@@ -34,6 +35,10 @@ __all__ = [
     "DefinitionSummary",
     "DefinitionVersions",
     "Failure",
+    "Graph",
+    "GraphEdge",
+    "GraphGroup",
+    "GraphNode",
     "HistoryPage",
     "HistoryRow",
     "InstanceList",
@@ -175,6 +180,11 @@ class StoredDefinition(msgspec.Struct, frozen=True, kw_only=True):
 class DefinitionVersions(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     versions: list[StoredDefinition]
+
+
+# A definition's graph (`GET /v1/definitions/{name}/{version}/graph`) is built in
+# orchestrator.definitions.graph, where its types live: `Graph`, `GraphNode`, `GraphEdge`,
+# `GraphGroup`, imported above for the client.
 
 
 class RegisterResponse(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
+from orchestrator.definitions import Saga
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
@@ -180,19 +182,18 @@ def definition(detail: DefinitionVersions) -> None:
             click.style(f"{detail.name} v{stored.version}", bold=True)
             + f"  {stored.content_hash[:12]}"
         )
-        rows = []
-        for step in stored.body["steps"]:
-            comp = step.get("compensation") or {}
-            rows.append(
-                [
-                    step["name"],
-                    step["pool"],
-                    step.get("command") or step["name"],
-                    comp.get("command", "") if comp else "",
-                    str(step["retry"]["max_attempts"]),
-                    str(step.get("timeout_seconds") or ""),
-                ]
-            )
+        saga = Saga.from_json(msgspec.json.encode(stored.body))
+        rows = [
+            [
+                task.name,
+                task.pool,
+                task.command_name,
+                task.compensation.command if task.compensation is not None else "",
+                str(task.retry.max_attempts),
+                f"{task.timeout_seconds:g}" if task.timeout_seconds is not None else "",
+            ]
+            for task in saga.tasks  # inside parallels, choices and maps too: see --graph
+        ]
         table(["STEP", "POOL", "COMMAND", "COMPENSATION", "ATTEMPTS", "TIMEOUT"], rows)
         click.echo()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import msgspec
 
 from orchestrator.definitions import (
@@ -228,3 +231,14 @@ def test_mermaid_text_cannot_break_out_of_its_quotes() -> None:
     [line] = [line for line in mermaid(build(saga)).splitlines() if line.startswith("    n1[")]
 
     assert line == ('    n1["a<br/>p: say #quot;hi#quot; #124; #lt;b#gt;#35;1#lt;/b#gt; next"]')
+
+
+def test_the_example_in_the_api_docs_is_what_the_builder_draws() -> None:
+    document = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    [code] = [b for b in re.findall(r"```python\n(.*?)```", document, re.S) if "drawing" in b]
+    [drawn] = re.findall(r"```mermaid\n(.*?)```", document, re.S)
+    namespace: dict[str, object] = {}
+
+    exec(compile(code, "docs/api.md", "exec"), namespace)
+
+    assert namespace["drawing"] == drawn
