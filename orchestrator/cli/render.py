@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
         HistoryRow,
         InstanceRow,
         InstanceView,
+        NodeView,
         PoolView,
     )
     from orchestrator.messaging.failure import Failure
@@ -98,8 +100,48 @@ def instance(view: InstanceView) -> None:
                 error,
             ]
         )
+    if view.parent is not None:
+        parent = view.parent
+        where = f"{parent.saga} v{parent.version}, step {parent.step}"
+        click.echo(f"child of {parent.instance_id}  {where}")
     click.echo()
     table(["STEP", "POOL", "STATUS", "ATTEMPTS", "FINISHED", "COMPENSATION", "ERROR"], rows)
+    if view.nodes:
+        click.echo()
+        headers = ["NODE", "KIND", "STATUS", "CASE / ITEMS", "STARTED", "BRANCHES / ITEMS"]
+        table(headers, [_node_row(n) for n in view.nodes])
+    if view.children:
+        click.echo()
+        table(
+            ["CHILD STEP", "SAGA", "STATUS", "INSTANCE"],
+            [
+                [
+                    c.step,
+                    f"{c.saga} v{c.version}" if c.version is not None else c.saga,
+                    status(c.status),
+                    str(c.instance_id or "-"),
+                ]
+                for c in view.children
+            ],
+        )
+
+
+def _node_row(node: NodeView) -> list[str]:
+    """A choice's case; a parallel's branches and a map's items: how many started, and where
+    each branch stands (how many items stand where)."""
+    if node.kind == "choice":
+        what, started = node.case or "-", ""
+    elif node.kind == "map":
+        what = "-" if node.items is None else f"{node.items} items"
+        started = "" if node.items is None else f"{node.started}/{node.items}"
+    else:
+        what, started = "", f"{node.started}/{node.branches}"
+    if node.kind == "map":  # items may be many: how many stand where
+        counts = Counter(p.status for p in node.parts)
+        parts = ", ".join(f"{count} {status(state)}" for state, count in counts.items())
+    else:
+        parts = ", ".join(f"{p.label} {status(p.status)}" for p in node.parts)
+    return [node.key, node.kind, status(node.status), what, started, parts]
 
 
 def history(rows: Sequence[HistoryRow]) -> None:

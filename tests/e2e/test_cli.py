@@ -183,15 +183,17 @@ async def test_operator_commands_and_their_errors(stack: Stack) -> None:
     assert "release_credit" in detail.stdout
 
 
-async def test_definitions_show_a_graph(stack: Stack) -> None:
+async def test_definitions_show_a_graph_and_status_shows_the_nodes(stack: Stack) -> None:
     await stack.api()
     registered = await stack.http.post("/v1/definitions", content=trip.to_json())
     assert registered.status_code == 201, registered.text
+    instance_id = await stack.start({"passengers": ["ann"], "method": "card"}, saga="trip")
 
     drawn = warren(stack, "definitions", "trip", "--graph")
     pinned = warren(stack, "definitions", "trip", "--version", "1", "--graph")
     as_json = warren(stack, "definitions", "trip", "--graph", "--json")
     table = warren(stack, "definitions", "trip")
+    status = warren(stack, "status", instance_id)
     no_name = warren(stack, "definitions", "--graph")
     no_version = warren(stack, "definitions", "trip", "--version", "7", "--graph")
     no_saga = warren(stack, "definitions", "nope", "--graph")
@@ -204,6 +206,11 @@ async def test_definitions_show_a_graph(stack: Stack) -> None:
     assert "seats" not in table.stdout  # the steps: inside the flows too, not the flows
     assert "assign" in table.stdout
     assert "saga:invoicing" in table.stdout
+    assert status.returncode == 0, status.stderr
+    assert "reserve" in status.stdout
+    assert "NODE" in status.stdout
+    assert "parallel" in status.stdout
+    assert "CHILD STEP" in status.stdout
     assert_refused(no_name, 2, "need a saga NAME")
     assert_refused(no_version, 1, "no version 7 of saga 'trip'")
     assert_refused(no_saga, 1, "no saga 'nope'")

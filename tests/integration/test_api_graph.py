@@ -1,24 +1,32 @@
-"""A definition's graph (JSON and Mermaid), on the real database and broker (in-process ASGI
-client)."""
+"""A definition's graph (JSON and Mermaid) and a flow instance's view, on the real database and
+broker (in-process ASGI client)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
+from uuid import UUID
 
 import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.api.app import create_app
-from orchestrator.api.schema import Graph
+from orchestrator.api.schema import Graph, InstanceView
 from orchestrator.config import Settings
 from orchestrator.definitions.graph import build, mermaid
+from orchestrator.engine import Phase, StepReply
+from orchestrator.messaging.topology import Topology
+from orchestrator.persistence.definitions import DefinitionCache
+from orchestrator.service import transitions
+from orchestrator.storage.database import transaction
 from tests.apps.sagas import trip
 
 pytestmark = pytest.mark.integration
 
 PROBLEM = "application/problem+json"
+TOPOLOGY = Topology(namespace="graph")  # the replies' commands stay in the outbox
 
 
 @pytest.fixture
@@ -102,3 +110,53 @@ async def test_the_route_is_documented_with_both_media_types(client: AsyncTestCl
     assert {"Graph", "GraphNode", "GraphEdge", "GraphGroup"} <= set(
         document["components"]["schemas"]
     )
+
+
+async def test_a_flow_instance_shows_its_nodes_branches_and_items(
+    client: AsyncTestClient[Any], engine: AsyncEngine
+) -> None:
+    started = await client.post(
+        "/v1/sagas/trip", json={"input": {"passengers": ["ann", "bob"], "method": "card"}}
+    )
+    assert started.status_code == 201, started.text
+    instance_id = UUID(started.json()["id"])
+    for step in ("reserve", "flight", "seats[0]/assign"):  # the replies, through the writer
+        reply = StepReply(step=step, phase=Phase.FORWARD, attempt=1, ok=True, result=step)
+        async with transaction(engine) as conn:
+            await transitions.apply_event(conn, DefinitionCache(), TOPOLOGY, instance_id, reply)
+
+    response = await client.get(f"/v1/instances/{instance_id}")
+
+    assert response.status_code == 200, response.text
+    view = msgspec.json.decode(response.content, type=InstanceView)
+    # definition order, a map's items in item order (jsonb gives the keys back in its own)
+    assert [(s.name, s.status) for s in view.steps] == [
+        ("reserve", "succeeded"),
+        ("flight", "succeeded"),
+        ("seats[0]/assign", "succeeded"),
+        ("seats[1]/assign", "running"),
+        ("charge", "pending"),
+        ("invoice", "pending"),
+    ]
+    book, seats, pay = view.nodes
+    assert (book.key, book.kind, book.status, book.branches, book.started) == (
+        "book",
+        "parallel",
+        "running",
+        2,
+        2,
+    )
+    assert [(p.label, p.status) for p in book.parts] == [
+        ("branch 1", "succeeded"),
+        ("branch 2", "running"),
+    ]
+    assert (seats.key, seats.kind, seats.items, seats.started) == ("seats", "map", 2, 2)
+    assert [(p.label, p.status) for p in seats.parts] == [
+        ("item 0", "succeeded"),
+        ("item 1", "running"),
+    ]
+    assert (pay.key, pay.kind, pay.status, pay.case) == ("pay", "choice", "pending", None)
+    assert [(c.step, c.saga, c.version, c.status) for c in view.children] == [
+        ("invoice", "invoicing", None, "pending")
+    ]
+    assert view.parent is None
