@@ -80,8 +80,9 @@ class _Views:
         started = found.started if found is not None else 0
         parts: list[PartView] = []
         if isinstance(node, Parallel):
+            prefix = key.removesuffix(node.name)  # a map's item's, when inside one
             for index, branch in enumerate(node.branches):
-                status = self.part_status(branch, "", index < started)
+                status = self.part_status(branch, prefix, index < started)
                 parts.append(PartView(label=f"branch {index + 1}", status=status))
         elif isinstance(node, Map) and found is not None:
             for index in range(len(found.items or ())):

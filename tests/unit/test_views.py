@@ -175,3 +175,42 @@ def test_children_and_parent() -> None:
     )
     assert view.nodes[1].items == 0
     assert view.nodes[2].case == "default"
+
+
+def test_a_parallel_inside_a_map_item_reads_that_items_steps() -> None:
+    nested = Saga(
+        name="legs",
+        version=1,
+        steps=[
+            Map(
+                name="legs",
+                items="input.legs",
+                steps=[
+                    Parallel(
+                        name="book",
+                        branches=[
+                            [Step(name="flight", pool="air")],
+                            [Step(name="car", pool="road")],
+                        ],
+                    )
+                ],
+            )
+        ],
+    )
+    run = Run(nested, {"legs": ["out", "back"]})
+    run.start()
+    run.send(ok("legs[1]/car"))
+
+    view = instance_view(nested, run.instance)
+
+    assert [n.key for n in view.nodes] == ["legs", "legs[0]/book", "legs[1]/book"]
+    assert [[p.status for p in n.parts] for n in view.nodes[1:]] == [
+        ["running", "running"],
+        ["running", "succeeded"],
+    ]
+    assert [s.name for s in view.steps] == [
+        "legs[0]/flight",
+        "legs[0]/car",
+        "legs[1]/flight",
+        "legs[1]/car",
+    ]
