@@ -38,6 +38,7 @@ STATUS_COLOURS = {
     "failed": "red",
     "compensation_failed": "red",
     "pending": "bright_black",
+    "skipped": "bright_black",
 }
 
 
