@@ -28,6 +28,7 @@ from orchestrator.api.schema import (
     DeadLetterList,
     DefinitionList,
     DefinitionVersions,
+    Graph,
     HistoryPage,
     InstanceList,
     InstanceView,
@@ -204,6 +205,15 @@ class WarrenClient:
 
     async def definition(self, name: str) -> DefinitionVersions:
         return await self._get(f"/v1/definitions/{name}", DefinitionVersions)
+
+    async def definition_graph(self, name: str, version: int) -> Graph:
+        """Version `version` of saga `name` as a graph: nodes, edges, compensation edges."""
+        return await self._get(f"/v1/definitions/{name}/{version}/graph", Graph)
+
+    async def definition_mermaid(self, name: str, version: int) -> str:
+        """The same graph as Mermaid text (a ``flowchart TD``)."""
+        path = f"/v1/definitions/{name}/{version}/graph"
+        return (await self._request("GET", path, params={"format": "mermaid"})).text
 
     async def register(self, saga: Saga) -> RegisterResponse:
         response = await self._request(

@@ -9,16 +9,17 @@ from uuid import UUID
 
 from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import State
+from litestar.enums import MediaType
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
 
 from orchestrator.api import schema
-from orchestrator.api.openapi import OptionalBody
+from orchestrator.api.openapi import AlsoPlainText, OptionalBody
 from orchestrator.api.problems import error_responses
 from orchestrator.api.views import instance_view
-from orchestrator.definitions import Saga
+from orchestrator.definitions import Saga, graph
 from orchestrator.definitions.model import MAX_INT4, NAME
 from orchestrator.engine import InstanceState, SagaStatus
 from orchestrator.errors import InstanceNotFound, SagaNotFound, WarrenError
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 POOL_WINDOW_SECONDS = 300
 
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size, 1 to 500.")]
+DefinitionVersion = Annotated[
+    int, PathParameter(ge=1, le=MAX_INT4, description="Definition version.")
+]
 LetterId = Annotated[int, PathParameter(ge=1, le=schema.MAX_ID, description="Dead letter id.")]
 Instant = Annotated[
     str | None,
@@ -295,6 +299,35 @@ class DefinitionController(Controller):
         if not found:
             raise SagaNotFound(f"no saga {name!r} is registered")
         return schema.DefinitionVersions(name=name, versions=found)
+
+    @get(
+        "/{name:str}/{version:int}/graph",
+        summary="One version of a saga as a graph",
+        responses=error_responses(400, 404, 422, UNAVAILABLE),
+        operation_class=AlsoPlainText,
+    )
+    async def graph(
+        self,
+        name: FromPath[str],
+        version: DefinitionVersion,
+        state: State,
+        format: Annotated[
+            Literal["json", "mermaid"],
+            QueryParameter(description="`json` (the graph) or `mermaid` (its text/plain drawing)."),
+        ] = "json",
+    ) -> Response[schema.Graph]:
+        """Its nodes (steps, child sagas, and the opening and closing node of each parallel,
+        choice and map), the edges between them (branches, cases with their conditions, map
+        items, joins), the compensation edges undo walks back along, and a group per flow. With
+        `format=mermaid`, the same as a Mermaid `flowchart TD`. 404 for an unknown name or
+        version."""
+        async with transaction(state.engine) as conn:
+            definition = await state.definitions.get(conn, _saga_name(name), version)
+        drawn = graph.build(definition)
+        if format == "mermaid":
+            text: Any = graph.mermaid(drawn)  # the other media type AlsoPlainText documents
+            return Response(text, media_type=MediaType.TEXT)
+        return Response(drawn)
 
     @post(
         "/",

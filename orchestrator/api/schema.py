@@ -15,6 +15,7 @@ from uuid import UUID
 
 import msgspec
 
+from orchestrator.definitions.graph import Graph, GraphEdge, GraphGroup, GraphNode
 from orchestrator.definitions.model import Version
 
 # The module itself, not the `orchestrator.messaging` package: only msgspec behind it.
@@ -25,6 +26,7 @@ __all__ = [
     "STORABLE_TEXT",
     "BreakerView",
     "CancelBody",
+    "ChildView",
     "CompensationView",
     "CorrelationKey",
     "DeadLetterDetail",
@@ -34,11 +36,18 @@ __all__ = [
     "DefinitionSummary",
     "DefinitionVersions",
     "Failure",
+    "Graph",
+    "GraphEdge",
+    "GraphGroup",
+    "GraphNode",
     "HistoryPage",
     "HistoryRow",
     "InstanceList",
     "InstanceRow",
     "InstanceView",
+    "NodeView",
+    "ParentView",
+    "PartView",
     "PoolList",
     "PoolView",
     "Readiness",
@@ -102,6 +111,61 @@ class StepView(msgspec.Struct, frozen=True, kw_only=True):
     compensation: CompensationView | None
 
 
+class PartView(msgspec.Struct, frozen=True, kw_only=True):
+    """One branch of a parallel or one item of a map."""
+
+    label: str
+    """``branch 1``, ``branch 2``… or ``item 0``, ``item 1``… (items count from 0, as in keys)."""
+    status: str
+    """`pending` until started; then its last node's status once that one started, else
+    `running` (`failed` when one of its nodes failed)."""
+
+
+class NodeView(msgspec.Struct, frozen=True, kw_only=True):
+    """A parallel, a choice or a map (steps and child sagas are in `steps`)."""
+
+    key: str
+    """Its name; ``seats[1]/name`` inside a map's item, like a step's."""
+    kind: str
+    """`parallel`, `choice` or `map`."""
+    status: str
+    """`pending` (its turn has not come), `running`, `succeeded` or `failed`."""
+    case: str | None = None
+    """The case a choice took (``default`` for its default)."""
+    branches: int | None = None
+    """A parallel's branches."""
+    items: int | None = None
+    """A map's items, once found."""
+    started: int = 0
+    """Branches or items started so far."""
+    parts: list[PartView] = []
+    """Each branch or item, in order."""
+
+
+class ParentView(msgspec.Struct, frozen=True, kw_only=True):
+    """The instance, and its `ChildSaga` step, that started this one."""
+
+    instance_id: UUID
+    saga: str
+    version: int
+    step: str
+
+
+class ChildView(msgspec.Struct, frozen=True, kw_only=True):
+    """A `ChildSaga` step of this instance: the saga it starts, and how that went."""
+
+    step: str
+    """Its key, as in `steps`."""
+    saga: str
+    version: int | None
+    """The version pinned in the definition; null for the newest when it starts."""
+    status: str
+    """The step's status: `succeeded` once the child completed (its results are the step's)."""
+    instance_id: UUID | None = None
+    """The child instance (read it with `GET /v1/instances/{id}`) once the order to start it
+    is out; null before."""
+
+
 class InstanceView(msgspec.Struct, frozen=True, kw_only=True):
     id: UUID
     saga: str
@@ -112,6 +176,12 @@ class InstanceView(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     steps: list[StepView]
+    """Every step and child saga by key, in definition order; a map's items' in item order."""
+    nodes: list[NodeView] = []
+    """Every parallel, choice and map by key, in the same order."""
+    parent: ParentView | None = None
+    """Set on a child saga's instance."""
+    children: list[ChildView] = []
 
 
 class InstanceRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -175,6 +245,11 @@ class StoredDefinition(msgspec.Struct, frozen=True, kw_only=True):
 class DefinitionVersions(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     versions: list[StoredDefinition]
+
+
+# A definition's graph (`GET /v1/definitions/{name}/{version}/graph`) is built in
+# orchestrator.definitions.graph, where its types live: `Graph`, `GraphNode`, `GraphEdge`,
+# `GraphGroup`, imported above for the client.
 
 
 class RegisterResponse(msgspec.Struct, frozen=True, kw_only=True):

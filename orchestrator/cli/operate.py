@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+import msgspec
 
 from orchestrator.cli import render
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from orchestrator.api.schema import InstanceView
+    from orchestrator.api.schema import DefinitionVersions, InstanceView
     from orchestrator.client import WarrenClient
 
 T = TypeVar("T")
@@ -247,15 +248,53 @@ def retry(instance_id: str, api_url: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("name", required=False)
+@click.option("--version", type=click.IntRange(1), help="Only this version of NAME.")
+@click.option(
+    "--graph",
+    is_flag=True,
+    help="NAME (its latest version, or --version) as a Mermaid flowchart; with --json, the graph.",
+)
 @api_url_option
 @json_option
-def definitions(name: str | None, api_url: str, as_json: bool) -> None:
-    """List saga definitions, or show every version of NAME."""
+def definitions(
+    name: str | None, version: int | None, graph: bool, api_url: str, as_json: bool
+) -> None:
+    """List saga definitions, or show every version of NAME (or one, or its graph)."""
     if name is None:
+        if version is not None or graph:
+            raise click.UsageError("--version and --graph need a saga NAME")
         found = _call(api_url, lambda c: c.definitions())
         _show(found, as_json, lambda listed: render.definitions(listed.items))
+    elif graph:
+        _show_graph(name, version, api_url, as_json)
     else:
-        _show(_call(api_url, lambda c: c.definition(name)), as_json, render.definition)
+        detail = _call(api_url, lambda c: c.definition(name))
+        if version is not None:
+            detail = _one_version(detail, version)
+        _show(detail, as_json, render.definition)
+
+
+def _one_version(detail: DefinitionVersions, version: int) -> DefinitionVersions:
+    kept = [stored for stored in detail.versions if stored.version == version]
+    if not kept:
+        raise click.ClickException(f"no version {version} of saga {detail.name!r} is registered")
+    return msgspec.structs.replace(detail, versions=kept)
+
+
+def _show_graph(name: str, version: int | None, api_url: str, as_json: bool) -> None:
+    async def action(client: WarrenClient) -> Any:
+        pinned = version
+        if pinned is None:  # the latest: the last of the versions, which come in order
+            pinned = (await client.definition(name)).versions[-1].version
+        if as_json:
+            return await client.definition_graph(name, pinned)
+        return await client.definition_mermaid(name, pinned)
+
+    drawn = _call(api_url, action)
+    if as_json:
+        render.emit_json(drawn)
+    else:
+        click.echo(drawn, nl=False)
 
 
 @click.command()

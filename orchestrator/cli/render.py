@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
+
+from orchestrator.definitions import Saga
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
         HistoryRow,
         InstanceRow,
         InstanceView,
+        NodeView,
         PoolView,
     )
     from orchestrator.messaging.failure import Failure
@@ -34,6 +38,7 @@ STATUS_COLOURS = {
     "failed": "red",
     "compensation_failed": "red",
     "pending": "bright_black",
+    "skipped": "bright_black",
 }
 
 
@@ -96,8 +101,48 @@ def instance(view: InstanceView) -> None:
                 error,
             ]
         )
+    if view.parent is not None:
+        parent = view.parent
+        where = f"{parent.saga} v{parent.version}, step {parent.step}"
+        click.echo(f"child of {parent.instance_id}  {where}")
     click.echo()
     table(["STEP", "POOL", "STATUS", "ATTEMPTS", "FINISHED", "COMPENSATION", "ERROR"], rows)
+    if view.nodes:
+        click.echo()
+        headers = ["NODE", "KIND", "STATUS", "CASE / ITEMS", "STARTED", "BRANCHES / ITEMS"]
+        table(headers, [_node_row(n) for n in view.nodes])
+    if view.children:
+        click.echo()
+        table(
+            ["CHILD STEP", "SAGA", "STATUS", "INSTANCE"],
+            [
+                [
+                    c.step,
+                    f"{c.saga} v{c.version}" if c.version is not None else c.saga,
+                    status(c.status),
+                    str(c.instance_id or "-"),
+                ]
+                for c in view.children
+            ],
+        )
+
+
+def _node_row(node: NodeView) -> list[str]:
+    """A choice's case; a parallel's branches and a map's items: how many started, and where
+    each branch stands (how many items stand where)."""
+    if node.kind == "choice":
+        what, started = node.case or "-", ""
+    elif node.kind == "map":
+        what = "-" if node.items is None else f"{node.items} items"
+        started = "" if node.items is None else f"{node.started}/{node.items}"
+    else:
+        what, started = "", f"{node.started}/{node.branches}"
+    if node.kind == "map":  # items may be many: how many stand where
+        counts = Counter(p.status for p in node.parts)
+        parts = ", ".join(f"{count} {status(state)}" for state, count in counts.items())
+    else:
+        parts = ", ".join(f"{p.label} {status(p.status)}" for p in node.parts)
+    return [node.key, node.kind, status(node.status), what, started, parts]
 
 
 def history(rows: Sequence[HistoryRow]) -> None:
@@ -180,19 +225,18 @@ def definition(detail: DefinitionVersions) -> None:
             click.style(f"{detail.name} v{stored.version}", bold=True)
             + f"  {stored.content_hash[:12]}"
         )
-        rows = []
-        for step in stored.body["steps"]:
-            comp = step.get("compensation") or {}
-            rows.append(
-                [
-                    step["name"],
-                    step["pool"],
-                    step.get("command") or step["name"],
-                    comp.get("command", "") if comp else "",
-                    str(step["retry"]["max_attempts"]),
-                    str(step.get("timeout_seconds") or ""),
-                ]
-            )
+        saga = Saga.from_json(msgspec.json.encode(stored.body))
+        rows = [
+            [
+                task.name,
+                task.pool,
+                task.command_name,
+                task.compensation.command if task.compensation is not None else "",
+                str(task.retry.max_attempts),
+                f"{task.timeout_seconds:g}" if task.timeout_seconds is not None else "",
+            ]
+            for task in saga.tasks  # inside parallels, choices and maps too: see --graph
+        ]
         table(["STEP", "POOL", "COMMAND", "COMPENSATION", "ATTEMPTS", "TIMEOUT"], rows)
         click.echo()
 

@@ -5,6 +5,8 @@ from orchestrator.definitions import (
     ChildSaga,
     Choice,
     Compensation,
+    Map,
+    Parallel,
     RetryPolicy,
     Saga,
     Step,
@@ -136,5 +138,39 @@ waits_for_slow_kid = Saga(
             compensation=Compensation(command="give_back"),
         ),
         ChildSaga(name="run_slow_kid", saga="slow-kid"),
+    ],
+)
+
+
+# ---- every flow node kind, nested: the graph and instance view tests ------------------------
+trip = Saga(
+    name="trip",
+    version=1,
+    steps=[
+        Step(name="reserve", pool="payments", compensation=Compensation(command="release")),
+        Parallel(
+            name="book",
+            branches=[
+                [Step(name="flight", pool="air", compensation=Compensation(command="cancel"))],
+                [
+                    Map(
+                        name="seats",
+                        items="input.passengers",
+                        steps=[Step(name="assign", pool="air")],
+                    )
+                ],
+            ],
+        ),
+        Choice(
+            name="pay",
+            cases=[
+                Case(
+                    name="card",
+                    when=field("input.method") == "card",
+                    steps=[Step(name="charge", pool="payments")],
+                )
+            ],
+            default=[ChildSaga(name="invoice", saga="invoicing")],
+        ),
     ],
 )

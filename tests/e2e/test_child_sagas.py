@@ -42,6 +42,17 @@ async def test_a_child_saga_runs_and_its_results_become_the_nodes_result(stack: 
     body = (await stack.http.get(f"/v1/instances/{parent_id}")).json()
     run_kid = next(s for s in body["steps"] if s["name"] == "run_kid")
     assert run_kid["result"] == {"take": {"done": "take"}}
+    # each view names the other: the parent its child, the child its parent and the node
+    assert [(c["step"], c["saga"], c["status"], c["instance_id"]) for c in body["children"]] == [
+        ("run_kid", "kid", "succeeded", str(child_id))
+    ]
+    assert child["parent"] == {
+        "instance_id": parent_id,
+        "saga": "parent",
+        "version": 1,
+        "step": "run_kid",
+    }
+    assert [(n["key"], n["case"]) for n in body["nodes"]] == [("then", "default")]
 
 
 async def test_compensating_the_parent_undoes_the_child_that_completed(stack: Stack) -> None:

@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from orchestrator.api.schema import Graph
 from orchestrator.cli import main
+from orchestrator.definitions.graph import build, mermaid
+from tests.apps.sagas import trip
 from tests.conftest import Stack
 from tests.support.processes import assert_refused, run_warren
 
@@ -177,6 +181,39 @@ async def test_operator_commands_and_their_errors(stack: Stack) -> None:
     }
     assert "order" in definitions.stdout
     assert "release_credit" in detail.stdout
+
+
+async def test_definitions_show_a_graph_and_status_shows_the_nodes(stack: Stack) -> None:
+    await stack.api()
+    registered = await stack.http.post("/v1/definitions", content=trip.to_json())
+    assert registered.status_code == 201, registered.text
+    instance_id = await stack.start({"passengers": ["ann"], "method": "card"}, saga="trip")
+
+    drawn = warren(stack, "definitions", "trip", "--graph")
+    pinned = warren(stack, "definitions", "trip", "--version", "1", "--graph")
+    as_json = warren(stack, "definitions", "trip", "--graph", "--json")
+    table = warren(stack, "definitions", "trip")
+    status = warren(stack, "status", instance_id)
+    no_name = warren(stack, "definitions", "--graph")
+    no_version = warren(stack, "definitions", "trip", "--version", "7", "--graph")
+    no_saga = warren(stack, "definitions", "nope", "--graph")
+
+    assert drawn.returncode == 0, drawn.stderr
+    assert drawn.stdout == mermaid(build(trip))
+    assert pinned.stdout == drawn.stdout
+    assert msgspec.json.decode(as_json.stdout, type=Graph) == build(trip)
+    assert table.returncode == 0, table.stderr
+    assert "seats" not in table.stdout  # the steps: inside the flows too, not the flows
+    assert "assign" in table.stdout
+    assert "saga:invoicing" in table.stdout
+    assert status.returncode == 0, status.stderr
+    assert "reserve" in status.stdout
+    assert "NODE" in status.stdout
+    assert "parallel" in status.stdout
+    assert "CHILD STEP" in status.stdout
+    assert_refused(no_name, 2, "need a saga NAME")
+    assert_refused(no_version, 1, "no version 7 of saga 'trip'")
+    assert_refused(no_saga, 1, "no saga 'nope'")
 
 
 def test_every_command_has_help() -> None:
