@@ -275,6 +275,22 @@ def test_a_map_runs_its_steps_per_item_and_gathers_results_in_item_order() -> No
     }
 
 
+def test_a_map_over_no_items_succeeds_with_an_empty_list_of_results() -> None:
+    mapped = Map(name="seats", items="input", steps=[step("book")])
+    counted = Choice(
+        name="any",
+        cases=[Case(name="some", when=field("results.seats[0]").exists(), steps=[step("x")])],
+        default=[step("notify", input_map={"seats": "results.seats"})],
+    )
+    run = Run(saga(mapped, counted), [])
+
+    t = run.start()
+
+    assert types(t)[:3] == ["saga_started", "items_found", "node_succeeded"]
+    assert run.instance.results() == {"seats": []}
+    assert [(d.step, d.input) for d in t.dispatches] == [("notify", {"seats": []})]
+
+
 def test_an_input_map_gives_the_command_its_input_and_no_results() -> None:
     book = step("book", input_map={"who": "item.name", "at": "index", "order": "input.order"})
     input = {"order": 7, "passengers": [{"name": "ann"}, {"name": "bob"}]}
