@@ -199,13 +199,13 @@ class FailureType(StrEnum):
     CANCELLED = "Cancelled"
     """An operator or client cancelled the instance."""
     DEADLINE_EXCEEDED = "DeadlineExceeded"
+    """The saga ran past its deadline."""
     NO_CASE_MATCHED = "NoCaseMatched"
     """A choice found no case that held, and has no default."""
     INVALID_ITEMS = "InvalidItems"
     """A map's items were not a list, or more than its max_items."""
     CHILD_FAILED = "ChildFailed"
     """A child saga compensated or failed instead of completing."""
-    """The saga ran past its deadline."""
 
 
 class Failure(msgspec.Struct, frozen=True, kw_only=True):
