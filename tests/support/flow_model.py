@@ -56,6 +56,7 @@ MAX_DEPTH = 3
 MAX_DUPLICATES = 6
 MAX_STALE = 3
 MAX_RESUMES = 2
+MAX_DEAD_LETTERS = 2
 Outcome = Literal["ok", "retryable", "business"]
 # Success is likelier, so that deep graphs get far enough to have something to compensate.
 WEIGHTED_OUTCOMES: tuple[Outcome, ...] = ("ok", "ok", "ok", "ok", "retryable", "business")
@@ -520,7 +521,14 @@ def event_bound(graph: Graph) -> int:
     a timeout, a retry timer and a delay; plus duplicates, stale replies, cancel, deadline and
     resumes."""
     tasks = task_count_bound(graph.saga.steps, len(graph.input["xs"]))
-    return 2 + tasks * 2 * 3 * 4 + MAX_DUPLICATES + MAX_STALE + MAX_RESUMES * (1 + 12)
+    return (
+        2
+        + tasks * 2 * 3 * 4
+        + MAX_DUPLICATES
+        + MAX_STALE
+        + MAX_DEAD_LETTERS
+        + MAX_RESUMES * (1 + 12)
+    )
 
 
 # ---- the driver -----------------------------------------------------------------------------
@@ -544,6 +552,7 @@ class Sim:
     duplicates: int = 0
     stale: int = 0
     resumes: int = 0
+    dead_lettered: list[Dispatch] = field(default_factory=list)
     cancelled: bool = False
 
     def apply(self, event: Event) -> Transition:
@@ -609,6 +618,12 @@ class Sim:
         self.duplicates += 1
         assert [h.type for h in self.apply(reply).history] == ["reply_ignored"]
 
+    def dead_letter(self, d: Dispatch) -> None:
+        """The command was dead-lettered: the shell fails its attempt (DeadLettered, not
+        retryable). A replay may still run it, so it stays outstanding."""
+        self.dead_lettered.append(d)
+        self.apply(fail(d.step, d.attempt, d.phase, retryable=False, type="DeadLettered"))
+
     def stale_failure(self, key: str, attempt: int) -> None:
         """A failure of an attempt that is over (a retry is out or waiting) changes nothing."""
         self.stale += 1
@@ -656,6 +671,10 @@ def drive(graph: Graph, data: st.DataObject) -> Sim:
             retried = [k for k, s in sim.run.instance.steps.items() if s.attempt >= 2]
             if retried and sim.stale < MAX_STALE:
                 choices.append("stale")
+            letters = [d for d in sim.outstanding if d not in sim.dead_lettered]
+            rare = len(sim.dead_lettered) < MAX_DEAD_LETTERS
+            if letters and rare and data.draw(st.integers(0, 9), label="dead?") == 0:
+                choices.append("dead letter")
             if may_cancel and not sim.cancelled and data.draw(st.integers(0, 3)) == 0:
                 choices.append("cancel")
         action = data.draw(st.sampled_from(choices), label="action")
@@ -669,6 +688,9 @@ def drive(graph: Graph, data: st.DataObject) -> Sim:
         elif action == "duplicate":
             index = data.draw(st.integers(0, len(sim.replies) - 1), label="duplicate of")
             sim.duplicate(sim.replies[index])
+        elif action == "dead letter":
+            index = data.draw(st.integers(0, len(letters) - 1), label="dead letter")
+            sim.dead_letter(letters[index])
         elif action == "stale":
             key = data.draw(st.sampled_from(retried), label="stale step")
             attempt = data.draw(st.integers(1, sim.run.instance.steps[key].attempt - 1))
