@@ -218,7 +218,7 @@ def flows(draw: st.DrawFn) -> Graph:
             )
         return Map(
             name=names.next("m"),
-            items=draw(st.sampled_from(["input.xs"] * 5 + ["input.a"])),
+            items=draw(st.sampled_from(["input.xs"] * 5 + ["input.a"] + ["item.ys"] * 3 * in_map)),
             steps=sequence(depth + 1, in_map=True),
             max_concurrency=draw(st.sampled_from([None, 1, 2])),
             max_items=draw(st.sampled_from([100] * 4 + [2])),
@@ -233,7 +233,10 @@ def flows(draw: st.DrawFn) -> Graph:
     input: dict[str, Any] = {
         "a": draw(st.integers(0, 2)),
         "b": draw(st.integers(0, 2)),
-        "xs": [{"i": i} for i in range(draw(st.integers(0, 3)))],
+        "xs": [
+            {"i": i, "ys": list(range(draw(st.integers(0, 2))))}
+            for i in range(draw(st.integers(0, 3)))
+        ],
     }
     if draw(st.booleans()):
         input["c"] = None
@@ -402,7 +405,7 @@ class Checker:
         elif h.type == "items_found":
             node = self.saga.node(key)
             assert isinstance(node, Map)
-            items = self.graph.input.get(node.items.removeprefix("input."))
+            items = self.items_of(node, split_key(key)[0])
             assert isinstance(items, list)
             assert len(items) <= node.max_items
             assert h.data["items"] == len(items)
@@ -413,7 +416,7 @@ class Checker:
                 assert self.expected_case(key) is None
             else:
                 assert isinstance(node, Map)
-                items = self.graph.input.get(node.items.removeprefix("input."))
+                items = self.items_of(node, split_key(key)[0])
                 assert not isinstance(items, list) or len(items) > node.max_items
             facts.failed_nodes.add(key)
         elif h.type == "step_dispatched":
@@ -480,6 +483,27 @@ class Checker:
                 ]
         return out
 
+    def item_at(self, prefix: str) -> Any:
+        """The item a map item's prefix (``m1[0]/m2[1]/``) runs over, found from the input."""
+        item: Any = None
+        parts = prefix.split("/")[:-1]
+        for depth, part in enumerate(parts):
+            name, index = part[:-1].split("[")
+            node = self.saga.node(name)
+            assert isinstance(node, Map)
+            outer = "".join(f"{p}/" for p in parts[:depth])
+            found = self.items_of(node, outer, item)
+            item = found[int(index)]
+        return item
+
+    def items_of(self, node: Map, prefix: str, item: Any = None) -> Any:
+        """What the map's items path finds at `prefix` (where the enclosing item is `item`,
+        found from the prefix when not given)."""
+        if node.items == "item.ys":  # an item of ys is a number: it has no ys
+            item = item if item is not None else self.item_at(prefix)
+            return item.get("ys") if isinstance(item, dict) else None
+        return self.graph.input.get(node.items.removeprefix("input."))
+
     def expected_case(self, key: str) -> str | None:
         _, name = split_key(key)
         for case, cond in self.graph.cases[name]:
@@ -520,7 +544,7 @@ def event_bound(graph: Graph) -> int:
     """Events a complete run can need: per task attempt (3 at most, forward and undo) a reply,
     a timeout, a retry timer and a delay; plus duplicates, stale replies, cancel, deadline and
     resumes."""
-    tasks = task_count_bound(graph.saga.steps, len(graph.input["xs"]))
+    tasks = task_count_bound(graph.saga.steps, max(len(graph.input["xs"]), 2))
     return (
         2
         + tasks * 2 * 3 * 4
@@ -598,8 +622,8 @@ class Sim:
                 expected["result"] = self.run.instance.steps[d.step].result
             assert (d.input, d.with_results) == (expected, False)
         elif "/" in d.step:
-            index = int(d.step.rsplit("[", 1)[1].split("]")[0])
-            assert (d.input, d.with_results) == (self.graph.input["xs"][index], True)
+            item = self.checker.item_at(split_key(d.step)[0])
+            assert (d.input, d.with_results) == (item, True)
         else:
             assert (d.input, d.with_results) == (msgspec.UNSET, True)
 
