@@ -316,7 +316,6 @@ class Checker:
         self.left_running_at: int | None = None
         self.children_to_stop: set[str] = set()
         """The child sagas running when the saga stopped going forward."""
-        self.limits_checked = 0
 
     # -- done and started, from the facts --
 
@@ -384,7 +383,6 @@ class Checker:
                 if self.started(nodes[0], p) and not self.sequence_done(nodes, p)
             ]
             if node.max_concurrency is not None:
-                self.limits_checked += 1
                 assert len(unfinished) <= node.max_concurrency, f"{prefix}{node.name} over limit"
             for inner, p in sequences:
                 self.check_limits(inner, p)
