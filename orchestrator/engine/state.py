@@ -135,8 +135,9 @@ class InstanceState(msgspec.Struct, frozen=True, kw_only=True):
     """The snapshot's shape (`SNAPSHOT_FORMAT` when written now; absent, so 1, before)."""
 
     def results(self) -> dict[str, Any]:
-        """The results so far, by node name; a map's as a list of its items' results (each by
-        node name), in item order; a step inside a map's item only in that list."""
+        """The results so far, by node name; a map's, once it found its items, as a list of
+        its items' results (each by node name), in item order, empty for no items; a step
+        inside a map's item only in that list."""
         return gather_results(self.completed, self.steps, self.nodes)
 
 
@@ -166,13 +167,20 @@ def gather_results(
         return {name: steps[name].result for name in completed}
     out: dict[str, Any] = {}
     for key in completed:
-        _put(out, key, steps[key].result, nodes)
+        *items, name = key.split("/")
+        _item_results(out, items, nodes)[name] = steps[key].result
+    for key, node in nodes.items():
+        if node.items is not None:  # a map that found its items has its list, even empty
+            *items, name = key.split("/")
+            _item_results(out, items, nodes).setdefault(name, [{} for _ in node.items])
     return out
 
 
-def _put(out: dict[str, Any], key: str, value: Any, nodes: dict[str, NodeState]) -> None:
-    """Place one step's result under its key (``seats[1]/assign``) in the nested results."""
-    *items, name = key.split("/")
+def _item_results(
+    out: dict[str, Any], items: list[str], nodes: dict[str, NodeState]
+) -> dict[str, Any]:
+    """The results of the map item a key's prefix names (``seats[1]``…), made as needed;
+    `out` itself for a key at the top."""
     here, prefix = out, ""
     for item in items:
         map_name, index = item[:-1].split("[")
@@ -181,7 +189,7 @@ def _put(out: dict[str, Any], key: str, value: Any, nodes: dict[str, NodeState])
         gathered = here.setdefault(map_name, [{} for _ in range(size)])
         here = gathered[int(index)]
         prefix += item + "/"
-    here[name] = value
+    return here
 
 
 # ---- inputs ---------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from orchestrator.definitions import Compensation, RetryPolicy, Saga, Step
+from orchestrator.definitions import CHILD_POOL, Compensation, RetryPolicy, Saga, Step
+from orchestrator.definitions.model import CANCEL_CHILD_COMMAND
 from orchestrator.engine import (
     Dispatch,
     Event,
@@ -124,15 +125,22 @@ def check_transition(before: InstanceState, transition: Transition) -> None:
     by_seq = {h.seq: h for h in transition.history}
     for dispatch in transition.dispatches:
         event = by_seq[dispatch.seq]
-        expected = "step_dispatched" if dispatch.phase is FORWARD else "compensation_dispatched"
-        assert event.type == expected
         assert (event.step, event.phase, event.attempt) == (
             dispatch.step,
             dispatch.phase,
             dispatch.attempt,
         )
-        assert event.data["command"] == dispatch.command
         assert event.pool == dispatch.pool
+        if dispatch.command == CANCEL_CHILD_COMMAND:  # a parent stopping its child saga
+            assert (event.type, dispatch.phase, dispatch.pool) == (
+                "child_cancel_sent",
+                FORWARD,
+                CHILD_POOL,
+            )
+            continue
+        expected = "step_dispatched" if dispatch.phase is FORWARD else "compensation_dispatched"
+        assert event.type == expected
+        assert event.data["command"] == dispatch.command
     assert transition.instance.id == before.id
     assert transition.instance.version == before.version
 
