@@ -133,10 +133,11 @@ def ledger_problems(status: str, rows: list[Row], paths: list[list[str]]) -> lis
     if status == "completed" and undos:
         problems.append(f"completed, yet undid {sorted(undos)}")
     if status == "compensated":
-        if set(effects) != set(undos):
-            problems.append(f"compensated, yet left {sorted(set(effects) - set(undos))}")
+        left = set(effects) - set(undos)
+        if left:
+            problems.append(f"compensated, yet left {sorted(left)}")
         for path in paths:
-            order = [undos[step].id for step in path if step in undos]
+            order = [undos[step].id for step in path if step in undos and step in effects]
             if order != sorted(order, reverse=True):
                 problems.append(f"undone out of order along {path}")
     return problems
