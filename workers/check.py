@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from sqlalchemy import exc as sa_exc
 
+from orchestrator.definitions import Step
 from orchestrator.errors import StorageError
 from orchestrator.persistence.definitions import load_latest
 from orchestrator.storage.database import create_engine, translate_errors
@@ -74,7 +75,8 @@ def check(
     commands: list[CommandCheck] = []
     used: set[tuple[str, str]] = set()
     for saga in sagas:
-        for step in saga.tasks:
+        # A child saga's orders go to the orchestrators, not to a worker app: not checked.
+        for step in (task for task in saga.tasks if isinstance(task, Step)):
             sends = [("forward", step.pool, step.command_name)]
             if step.compensation is not None:
                 sends.append(("compensate", step.compensation_pool, step.compensation.command))

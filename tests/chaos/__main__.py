@@ -44,6 +44,12 @@ def parse(argv: list[str] | None = None) -> Config:
         "--pause", default="5,20", help="min,max seconds a SIGSTOPped process stays stopped"
     )
     parser.add_argument("--drain-timeout", type=float, default=150.0)
+    parser.add_argument(
+        "--travel-every",
+        type=int,
+        default=4,
+        help="every Nth saga is a travel saga, the others orders (default 4; 0: orders only)",
+    )
     parser.add_argument("--log-dir", type=Path, default=None, help="keep process logs here")
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the log directory even when all passed"
@@ -65,6 +71,7 @@ def parse(argv: list[str] | None = None) -> Config:
         concurrency=args.concurrency,
         pauses=(low, high),
         drain_timeout=args.drain_timeout,
+        travel_every=args.travel_every,
         log_dir=args.log_dir,
         keep_logs=args.keep_logs or args.log_dir is not None,
     )

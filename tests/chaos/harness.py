@@ -1,8 +1,11 @@
 """The chaos run: private servers, proxies, Warren's real processes, load, faults, verdict.
 
     private Postgres  ◀── pg proxy ◀──┐
-                                      ├── api, 2 orchestrators, 2 workers per pool
+                                      ├── api, 2 orchestrators, 2 workers per role
     private RabbitMQ  ◀── amqp proxy ◀┘      (separate OS processes, `warren …`)
+
+The load mixes the order saga with the travel saga (every `travel_every`th start); each worker
+role serves a pool of each (`POOLS`), so both meet the same faults.
 
 The harness itself talks to the private servers directly (its probes must not suffer the
 faults it injects) and to the API over HTTP.
@@ -28,15 +31,23 @@ import httpx
 
 from examples.orders.saga import STEP_NAMES
 from orchestrator.config import Settings
+from orchestrator.definitions import CHILD_POOL
 from tests.chaos import invariants
 from tests.chaos.proxy import FaultyProxy
 from tests.chaos.schedule import ALL_KINDS, ROLES, Fault, Kind, build
 from tests.chaos.servers import Cleanup, PrivatePostgres, PrivateRabbitMQ
 from tests.support.processes import Proc, Processes, free_port, run_warren, settings_env
+from tests.support.travel import BOOKINGS, Trip, name_of
 
 DATABASE = "warren"
-POOLS = ROLES[1:]
-APP = "examples.orders.workers:worker"
+POOLS = {
+    "payments": ("payments", "billing"),
+    "inventory": ("inventory", "bookings"),
+    "shipping": ("shipping", "seating"),
+}
+"""The pools each worker role serves: one of the order saga's, one of the travel saga's."""
+APP = "tests.chaos.app:worker"
+SAGAS = ("examples.orders.saga:order_saga", "examples.travel.saga:sagas")
 START_SLOTS = 16
 """Start requests in flight at once."""
 DUPLICATE_COMMAND = re.compile(r"duplicate command \S+ dropped")
@@ -60,6 +71,8 @@ class Config:
     outbox_bound: float = 30.0
     log_dir: Path | None = None
     keep_logs: bool = False
+    travel_every: int = 4
+    """Every this many sagas, one is a travel saga (with its child payment saga); 0: none."""
 
 
 @dataclass
@@ -67,6 +80,8 @@ class Run:
     """What happened, as the harness saw it."""
 
     started: dict[str, str | None] = field(default_factory=dict)
+    """Orders, by id: where each was asked to fail."""
+    trips: dict[str, Trip] = field(default_factory=dict)
     start_failures: list[str] = field(default_factory=list)
     applied: list[dict[str, Any]] = field(default_factory=list)
     poison: set[str] = field(default_factory=set)
@@ -138,7 +153,7 @@ class Harness:
         )
         self.topology = self.settings.topology
         env = settings_env(self.settings)
-        for args in (["migrate"], ["register", "examples.orders.saga:order_saga"]):
+        for args in (["migrate"], *(["register", sagas] for sagas in SAGAS)):
             done = await asyncio.to_thread(run_warren, env, *args)
             if done.returncode != 0:
                 raise RuntimeError(f"warren {args[0]} failed: {done.stdout}{done.stderr}")
@@ -175,7 +190,7 @@ class Harness:
         if role == "orchestrator":
             proc = self.procs.orchestrator()
         else:
-            proc = self.procs.worker(APP, role, concurrency=self.config.concurrency)
+            proc = self.procs.worker(APP, *POOLS[role], concurrency=self.config.concurrency)
         proc.name = slot
         self.slots[slot] = proc
 
@@ -183,9 +198,11 @@ class Harness:
         expected = {
             self.topology.orchestrator_queue: self.config.orchestrators,
             self.topology.dead_letter_queue: self.config.orchestrators,
+            self.topology.pool_queue(CHILD_POOL): self.config.orchestrators,
         }
-        for pool in POOLS:
-            expected[self.topology.pool_queue(pool)] = self.config.workers_per_pool
+        for pools in POOLS.values():
+            for pool in pools:
+                expected[self.topology.pool_queue(pool)] = self.config.workers_per_pool
         return expected
 
     async def _queues(self) -> dict[str, tuple[int, int, int]]:
@@ -217,6 +234,9 @@ class Harness:
 
     async def _load(self) -> None:
         rng = random.Random(self.config.seed * 7919 + 1)
+        # Trips draw from their own generator: the orders draw as they did before trips.
+        trips = random.Random(self.config.seed * 7919 + 2)
+        every = self.config.travel_every
         interval = self.config.duration * 0.9 / max(self.config.sagas, 1)
         # Bounded, like a real client pool: during an outage the starts wait their turn
         # instead of piling up by the thousand (which starved this process, and with it the
@@ -225,18 +245,26 @@ class Harness:
         starts: list[asyncio.Task[None]] = []
         for n in range(self.config.sagas):
             fail_at = None if rng.random() < 0.5 else rng.choice(STEP_NAMES)
+            plan: str | Trip | None = fail_at
+            if every and n % every == every - 1:
+                plan = _draw_trip(trips)
             await _sleep_until(self.t0 + n * interval)
-            starts.append(asyncio.create_task(self._start_when_free(slots, n, fail_at)))
+            starts.append(asyncio.create_task(self._start_when_free(slots, n, plan)))
         await asyncio.gather(*starts)
 
-    async def _start_when_free(self, slots: asyncio.Semaphore, n: int, fail_at: str | None) -> None:
+    async def _start_when_free(
+        self, slots: asyncio.Semaphore, n: int, plan: str | Trip | None
+    ) -> None:
         async with slots:
-            await self._start_one(n, fail_at)
+            await self._start_one(n, plan)
 
-    async def _start_one(self, n: int, fail_at: str | None) -> None:
-        saga_input: dict[str, Any] = {"order_id": f"chaos-{n}", "amount": 10}
-        if fail_at is not None:
-            saga_input["fail_at"] = fail_at
+    async def _start_one(self, n: int, plan: str | Trip | None) -> None:
+        """Start order `n`, asked to fail at `plan` (a step name or None), or a trip."""
+        saga, saga_input = "order", {"order_id": f"chaos-{n}", "amount": 10}
+        if isinstance(plan, Trip):
+            saga, saga_input = "travel", plan.input(f"chaos-{n}")
+        elif plan is not None:
+            saga_input["fail_at"] = plan
         key = f"chaos-{self.config.seed}-{n}"
         deadline = time.monotonic() + 120
         pause = 0.5
@@ -244,10 +272,16 @@ class Harness:
         while time.monotonic() < deadline:
             try:
                 response = await self.http.post(
-                    "/v1/sagas/order", json={"input": saga_input}, headers={"Idempotency-Key": key}
+                    f"/v1/sagas/{saga}",
+                    json={"input": saga_input},
+                    headers={"Idempotency-Key": key},
                 )
                 if response.status_code in (200, 201):
-                    self.run_state.started[response.json()["id"]] = fail_at
+                    instance_id = response.json()["id"]
+                    if isinstance(plan, Trip):
+                        self.run_state.trips[instance_id] = plan
+                    else:
+                        self.run_state.started[instance_id] = plan
                     return
                 last = f"{response.status_code} {response.text[:200]}"
                 if response.status_code < 500:
@@ -418,7 +452,7 @@ class Harness:
         except (OSError, asyncpg.PostgresError):
             return False
         try:
-            ids = list(self.run_state.started)
+            ids = [*self.run_state.started, *self.run_state.trips]
             unfinished = await conn.fetchval(
                 "SELECT count(*) FROM warren.instances WHERE status NOT IN "
                 "('completed', 'compensated', 'failed')"
@@ -475,7 +509,7 @@ class Harness:
         state = self.run_state
         facts = await invariants.gather_facts(self.dsn)
         queues = await self._queues()
-        sagas = invariants.check_sagas(state.started, facts)
+        sagas = invariants.check_sagas(state.started, state.trips, facts)
         hung = await self._stop_gracefully()
         problems = [*state.problems, *hung, *state.unexpected_exits]
         checks = [
@@ -500,7 +534,8 @@ class Harness:
             "ok": ok,
             "seed": self.config.seed,
             "sagas_requested": self.config.sagas,
-            "sagas_started": len(state.started),
+            "sagas_started": len(state.started) + len(state.trips),
+            "trips_started": len(state.trips),
             "start_failures": len(state.start_failures),
             "by_status": sagas.by_status,
             "deviations_from_input": sagas.deviations,
@@ -520,6 +555,16 @@ class Harness:
             "unexpected_exits": len(state.unexpected_exits),
             "invariants": {check.name: check.as_json() for check in checks},
         }
+
+
+def _draw_trip(rng: random.Random) -> Trip:
+    """A trip paid by card or invoice, for 1 to 3 passengers; half of them fail at a step
+    drawn from those it runs (a seat by its key: one passenger's)."""
+    trip = Trip(rng.choice(["card", "invoice"]), passengers=rng.randint(1, 3))
+    if rng.random() < 0.5:
+        return trip
+    steps = [*BOOKINGS, *(name_of(step) for step in trip.pay_steps), *trip.seats]
+    return Trip(trip.payment, fail_at=rng.choice(steps), passengers=trip.passengers)
 
 
 async def _sleep_until(moment: float) -> None:

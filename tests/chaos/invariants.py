@@ -1,7 +1,8 @@
 """The checks after a chaos run (issue 7), on the private Postgres and RabbitMQ.
 
-The example's ledger has no unique constraint: a second effect is a second row. Its rows are
-compared with what the plan asked for (`fail_at`) and with what the history says happened.
+The examples' ledgers have no unique constraint: a second effect is a second row. Their rows
+are compared with what the plan asked for (an order's `fail_at`, a trip's input) and with what
+the history says happened. A trip's rows include those of its child payment saga.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from examples.orders.saga import STEP_NAMES
+from tests.support.travel import CHILD, Trip, child_of, ledger_problems, trip_rows
 
 COMPENSATION_OF = {
     "reserve_credit": "release_credit",
@@ -21,6 +23,8 @@ COMPENSATION_OF = {
     "charge": "refund",
 }
 TERMINAL = {"completed", "compensated", "failed"}
+PLANNED_FAILURES = {"TripRejected", "ChildFailed"}
+"""The failures a trip's input asks for (`fail_at`), and its node's when the child's step fails."""
 
 
 def expected_ledger(fail_at: str | None) -> list[tuple[str, str]]:
@@ -55,6 +59,8 @@ class Facts:
 
     statuses: dict[str, str]
     ledger: dict[str, list[tuple[str, str]]]
+    travel_ledger: dict[str, list[tuple[int, str, str, str, str]]]
+    """The travel example's rows (id, instance id, step, action, ref), by instance id."""
     history: dict[str, list[dict[str, Any]]]
     outbox_rows: int
     outbox_oldest_seconds: float
@@ -77,6 +83,12 @@ async def gather_facts(dsn: str) -> Facts:
             "SELECT instance_id, step, action FROM orders_example.ledger ORDER BY id"
         ):
             ledger[str(r["instance_id"])].append((r["step"], r["action"]))
+        travel: dict[str, list[tuple[int, str, str, str, str]]] = collections.defaultdict(list)
+        for r in await conn.fetch(
+            "SELECT id, instance_id::text AS instance_id, step, action, ref "
+            "FROM travel_example.ledger"
+        ):
+            travel[r["instance_id"]].append(tuple(r))
         history: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
         for r in await conn.fetch(
             "SELECT instance_id, seq, type, step, phase, attempt, data FROM warren.history "
@@ -89,6 +101,7 @@ async def gather_facts(dsn: str) -> Facts:
         return Facts(
             statuses=statuses,
             ledger=dict(ledger),
+            travel_ledger=dict(travel),
             history=dict(history),
             outbox_rows=await conn.fetchval("SELECT count(*) FROM warren.outbox"),
             outbox_oldest_seconds=float(oldest or 0),
@@ -143,76 +156,175 @@ def _first_failure(history: list[dict[str, Any]]) -> str:
     return "unknown"
 
 
-def check_sagas(started: dict[str, str | None], facts: Facts) -> Verdict:
-    """Invariants 1 and 2 (and 3's consistency of history and ledger)."""
-    ended = Check("1. every started saga ended completed or compensated")
-    exact = Check("2. each effect and each compensation exactly once, in reverse order")
-    consistent = Check("3b. ledger, history and step results agree")
-    lost = 0
-    double = 0
-    by_status: collections.Counter[str] = collections.Counter()
-    deviations: collections.Counter[str] = collections.Counter()
+ENDED = "1. every started saga ended completed or compensated"
+EXACT = "2. each effect and each compensation exactly once, in reverse order"
+CONSISTENT = "3b. ledger, history and step results agree"
 
-    for instance_id, fail_at in started.items():
-        status = facts.statuses.get(instance_id)
-        by_status[status or "missing"] += 1
-        if status not in TERMINAL:
-            lost += 1
-            ended.fail(f"{instance_id} (fail_at={fail_at}) is {status or 'missing'}")
-            continue
-        history = facts.history.get(instance_id, [])
-        if status == "failed":
-            if not any(e["type"] == "compensation_failed" for e in history):
-                ended.fail(f"{instance_id} failed without a failed compensation")
-            deviations["failed:compensation_failed"] += 1
-        rows = facts.ledger.get(instance_id, [])
-        counts = collections.Counter(rows)
-        twice = {row: n for row, n in counts.items() if n > 1}
-        if twice:
-            double += sum(n - 1 for n in twice.values())
-            exact.fail(f"{instance_id}: applied more than once: {twice}")
-        expected_status = "completed" if fail_at is None else "compensated"
-        if status == expected_status and rows == expected_ledger(fail_at):
-            pass
-        elif status == expected_status:
-            exact.fail(f"{instance_id} ({status}, fail_at={fail_at}): ledger {rows}")
-        else:
-            deviations[f"{status}:{_first_failure(history)}"] += 1
-        # Whatever the outcome: the ledger is what the history says, compensations reversed.
-        forward, undone = _applied_in_history(history)
-        ledger_forward = [step for step, action in rows if action == step]
-        ledger_undone = [step for step, action in rows if action != step]
-        if sorted(ledger_forward) != sorted(forward) or sorted(ledger_undone) != sorted(undone):
-            consistent.fail(f"{instance_id}: ledger {rows} but history applied {forward}/{undone}")
-        if any(step not in ledger_forward for step in ledger_undone):
-            exact.fail(f"{instance_id}: compensated a step never applied: {rows}")
-        must_undo = [s for s in reversed(ledger_forward) if s in COMPENSATION_OF]
-        if status == "compensated" and ledger_undone != must_undo:
-            exact.fail(f"{instance_id}: compensations {ledger_undone}, expected {must_undo}")
-        if status == "completed" and (ledger_undone or ledger_forward != STEP_NAMES):
-            exact.fail(f"{instance_id}: completed with ledger {rows}")
+
+@dataclass
+class _Tally:
+    """The saga checks, filled in instance by instance."""
+
+    ended: Check = field(default_factory=lambda: Check(ENDED))
+    exact: Check = field(default_factory=lambda: Check(EXACT))
+    consistent: Check = field(default_factory=lambda: Check(CONSISTENT))
+    lost: int = 0
+    double: int = 0
+    by_status: collections.Counter[str] = field(default_factory=collections.Counter)
+    deviations: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def ended_well(
+        self, instance_id: str, status: str | None, plan: object, *, count: bool = True
+    ) -> bool:
+        """Count its status (unless told not to: a child saga); a saga not ended is lost."""
+        if count:
+            self.by_status[status or "missing"] += 1
+        if status in TERMINAL:
+            return True
+        self.lost += 1
+        self.ended.fail(f"{instance_id} ({plan}) is {status or 'missing'}")
+        return False
+
+    def failed_only_by_compensation(
+        self, instance_id: str, *histories: list[dict[str, Any]]
+    ) -> None:
+        if not any(e["type"] == "compensation_failed" for h in histories for e in h):
+            self.ended.fail(f"{instance_id} failed without a failed compensation")
+        self.deviations["failed:compensation_failed"] += 1
+
+    def seq_contiguous(self, instance_id: str, history: list[dict[str, Any]]) -> None:
         seqs = [e["seq"] for e in history]
         if seqs != list(range(1, len(seqs) + 1)):
-            consistent.fail(f"{instance_id}: history seq has gaps: {seqs}")
+            self.consistent.fail(f"{instance_id}: history seq has gaps: {seqs}")
+
+
+def check_sagas(started: dict[str, str | None], trips: dict[str, Trip], facts: Facts) -> Verdict:
+    """Invariants 1 and 2 (and 3's consistency of history and ledger), for the orders started
+    (by id: where each was asked to fail) and the trips."""
+    tally = _Tally()
+    for instance_id, fail_at in started.items():
+        _check_order(tally, instance_id, fail_at, facts)
+    for trip_id, trip in trips.items():
+        _check_trip(tally, trip_id, trip, facts)
 
     ledger_rows = sum(len(rows) for rows in facts.ledger.values())
+    ledger_rows += sum(len(rows) for rows in facts.travel_ledger.values())
     if facts.step_results != ledger_rows:
-        consistent.fail(
+        tally.consistent.fail(
             f"{facts.step_results} step results recorded, {ledger_rows} ledger rows written"
         )
     if facts.worker_inbox < ledger_rows:
-        consistent.fail(f"worker inboxes hold {facts.worker_inbox} < {ledger_rows} ledger rows")
-    strays = set(facts.ledger) - set(started)
+        tally.consistent.fail(
+            f"worker inboxes hold {facts.worker_inbox} < {ledger_rows} ledger rows"
+        )
+    seen = {*started, *trips, *(child_of(trip_id) for trip_id in trips)}
+    strays = (set(facts.ledger) | set(facts.travel_ledger)) - seen
     extra = [i for i in strays if facts.statuses.get(i) not in TERMINAL]
     if extra:
-        ended.fail(f"instances the load did not see started and not ended: {extra[:5]}")
+        tally.ended.fail(f"instances the load did not see started and not ended: {extra[:5]}")
     return Verdict(
-        checks=[ended, exact, consistent],
-        double_applied=double,
-        lost=lost,
-        by_status=dict(by_status),
-        deviations=dict(deviations),
+        checks=[tally.ended, tally.exact, tally.consistent],
+        double_applied=tally.double,
+        lost=tally.lost,
+        by_status=dict(tally.by_status),
+        deviations=dict(tally.deviations),
     )
+
+
+def _check_order(tally: _Tally, instance_id: str, fail_at: str | None, facts: Facts) -> None:
+    status = facts.statuses.get(instance_id)
+    if not tally.ended_well(instance_id, status, f"fail_at={fail_at}"):
+        return
+    exact, consistent = tally.exact, tally.consistent
+    history = facts.history.get(instance_id, [])
+    if status == "failed":
+        tally.failed_only_by_compensation(instance_id, history)
+    rows = facts.ledger.get(instance_id, [])
+    counts = collections.Counter(rows)
+    twice = {row: n for row, n in counts.items() if n > 1}
+    if twice:
+        tally.double += sum(n - 1 for n in twice.values())
+        exact.fail(f"{instance_id}: applied more than once: {twice}")
+    expected_status = "completed" if fail_at is None else "compensated"
+    if status == expected_status and rows == expected_ledger(fail_at):
+        pass
+    elif status == expected_status:
+        exact.fail(f"{instance_id} ({status}, fail_at={fail_at}): ledger {rows}")
+    else:
+        tally.deviations[f"{status}:{_first_failure(history)}"] += 1
+    # Whatever the outcome: the ledger is what the history says, compensations reversed.
+    forward, undone = _applied_in_history(history)
+    ledger_forward = [step for step, action in rows if action == step]
+    ledger_undone = [step for step, action in rows if action != step]
+    if sorted(ledger_forward) != sorted(forward) or sorted(ledger_undone) != sorted(undone):
+        consistent.fail(f"{instance_id}: ledger {rows} but history applied {forward}/{undone}")
+    if any(step not in ledger_forward for step in ledger_undone):
+        exact.fail(f"{instance_id}: compensated a step never applied: {rows}")
+    must_undo = [s for s in reversed(ledger_forward) if s in COMPENSATION_OF]
+    if status == "compensated" and ledger_undone != must_undo:
+        exact.fail(f"{instance_id}: compensations {ledger_undone}, expected {must_undo}")
+    if status == "completed" and (ledger_undone or ledger_forward != STEP_NAMES):
+        exact.fail(f"{instance_id}: completed with ledger {rows}")
+    tally.seq_contiguous(instance_id, history)
+
+
+def _check_trip(tally: _Tally, trip_id: str, trip: Trip, facts: Facts) -> None:
+    """A trip and its child payment saga (when it ran): the ledger as its input asked, or as
+    an unplanned failure explains; whatever the outcome, each effect and undo once, every
+    undo of what happened, newest first along each path, and as the histories say."""
+    status = facts.statuses.get(trip_id)
+    if not tally.ended_well(trip_id, status, trip):
+        return
+    assert status is not None
+    child = child_of(trip_id)
+    child_status = facts.statuses.get(child)
+    if child_status is not None and not tally.ended_well(child, child_status, "child", count=False):
+        return
+    history, child_history = facts.history.get(trip_id, []), facts.history.get(child, [])
+    if status == "failed":
+        tally.failed_only_by_compensation(trip_id, history, child_history)
+    rows = trip_rows(
+        trip_id, facts.travel_ledger.get(trip_id, []) + facts.travel_ledger.get(child, [])
+    )
+    twice = collections.Counter((row.step, row.action) for row in rows)
+    tally.double += sum(n - 1 for n in twice.values() if n > 1)
+    for problem in ledger_problems(status, rows, trip.paths()):
+        tally.exact.fail(f"trip {trip_id} ({status}, {trip}): {problem}")
+    effects = {row.step for row in rows if not row.undoes}
+    if status != trip.status or effects != trip.effects():
+        cause = _unplanned_failure([*history, *child_history])
+        if cause is None:
+            tally.exact.fail(f"trip {trip_id} ({status}, {trip}) went otherwise: {rows}")
+        else:
+            tally.deviations[f"trip {status}:{cause}"] += 1
+    # The ledger is what the histories say: the trip's own steps, and its child's under
+    # the child's node (whose own events are the child's start and undo, not effects).
+    forward, undone = _applied_in_history(history)
+    child_forward, child_undone = _applied_in_history(child_history)
+    said = sorted(
+        [(s, False) for s in forward if s != CHILD]
+        + [(s, True) for s in undone if s != CHILD]
+        + [(f"{CHILD}/{s}", False) for s in child_forward]
+        + [(f"{CHILD}/{s}", True) for s in child_undone]
+    )
+    if sorted((row.step, row.undoes) for row in rows) != said:
+        tally.consistent.fail(f"trip {trip_id}: ledger {rows} but the histories say {said}")
+    tally.seq_contiguous(trip_id, history)
+    tally.seq_contiguous(child, child_history)
+
+
+def _unplanned_failure(history: list[dict[str, Any]]) -> str | None:
+    """The first failure in `history` that no input asked for (a timeout, say), if any."""
+    for event in history:
+        if event["type"] in ("step_failed", "attempt_timed_out", "attempt_failed"):
+            data = event.get("data") or {}
+            failure = data.get("failure") if isinstance(data, dict) else None
+            kind = failure.get("type") if isinstance(failure, dict) else None
+            if kind not in PLANNED_FAILURES:
+                return f"{event['type']}:{kind or '?'}"
+        elif event["type"] == "saga_deadline_exceeded":
+            return "saga_deadline_exceeded"
+    return None
 
 
 def check_outbox(facts: Facts, bound_seconds: float) -> Check:

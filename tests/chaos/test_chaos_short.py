@@ -1,4 +1,5 @@
-"""The short chaos run of CI: a few hundred sagas, every fault kind at least once, seeded.
+"""The short chaos run of CI: a few hundred sagas (one in four a travel saga, with its child
+payment saga), every fault kind at least once, seeded.
 
 It runs `python -m tests.chaos` as a subprocess on private Postgres and RabbitMQ servers (the
 shared ones are never restarted). The subprocess tears its servers down on exit, on errors and on
@@ -59,5 +60,6 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert summary["effects_double_applied"] == 0
     assert summary["sagas_lost"] == 0
     assert summary["sagas_started"] == 240
+    assert summary["trips_started"] == 60  # every 4th: the travel saga is checked too
     assert set(summary["faults_by_kind"]) == {kind.value for kind in ALL_KINDS}, summary
     assert proc.returncode == 0

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.definitions import Saga, Step
+from orchestrator.definitions import ChildSaga, Saga, Step
 from workers import HandlerError, StepContext, Worker
 from workers.check import check, missing_message
 
@@ -95,3 +95,22 @@ def test_the_check_keeps_to_the_pools_given_and_points_at_a_pool_typo() -> None:
     assert "(it has one on pool(s) payment: is the pool name right?)" in missing_message(
         payments_only.missing[0], "billing"
     )
+
+
+def test_the_check_leaves_child_sagas_to_the_orchestrators() -> None:
+    worker = Worker("trips")
+
+    @worker.handler("book", pool="bookings")
+    async def book(ctx: StepContext) -> None:
+        return None
+
+    saga = Saga(
+        name="trip",
+        version=1,
+        steps=[Step(name="book", pool="bookings"), ChildSaga(name="pay", saga="payment")],
+    )
+
+    report = check([saga], worker)
+
+    assert [(c.command, c.handled) for c in report.commands] == [("book", True)]
+    assert report.missing == []
