@@ -40,14 +40,14 @@ def simulate(saga_ref: str, fail_at: str | None, input_: str, as_json: bool) -> 
     from orchestrator.cli import _user_errors
     from orchestrator.service.registry import import_sagas
     from workers.testing import FailForGood, HarnessError, SagaHarness
-    from workers.testing._run import step_names, task_for
+    from workers.testing._run import step_names, tasks_for
 
     payload = _read_input(input_)
     with _user_errors():
         saga = _one(saga_ref, import_sagas(saga_ref))
     if fail_at is not None:
         try:
-            task_for(saga, fail_at)
+            tasks_for(saga, fail_at)
         except HarnessError:
             known = ", ".join(step_names(saga))
             raise click.BadParameter(
