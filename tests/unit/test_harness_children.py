@@ -273,3 +273,28 @@ def test_a_worker_needs_no_handler_for_the_child_node_s_orders() -> None:
 
     with pytest.raises(HarnessError, match="'hold_funds'"):
         SagaHarness(order, Worker("empty"), sagas=[payment])
+
+
+async def test_the_travel_example_s_card_payment_is_undone_when_a_seat_fails() -> None:
+    """examples/travel, as registered: the `card` case runs the child payment saga (its input
+    checked against its schema); a failing seat undoes it, newest first, before the bookings."""
+    from examples.travel.saga import sagas, travel_saga
+
+    trip = {
+        "trip": "T-2",
+        "amount": 420,
+        "payment": "card",
+        "passengers": [{"name": "Ann"}, {"name": "Bob"}],
+    }
+    harness = SagaHarness(travel_saga, sagas=sagas)
+
+    booked = await harness.run(input=trip)
+    failed = await harness.run(input=trip, script=[FailForGood(step="seats[1]/assign_seat")])
+
+    assert booked.status == "completed"
+    assert booked.cases == {"pay": "card"}
+    assert booked.children["pay_by_card"].path == ["authorize", "capture"]
+    assert failed.status == "compensated"
+    assert failed.compensated[:2] == ["seats[0]/assign_seat", "pay_by_card"]
+    assert set(failed.compensated[2:]) == {"book_flight", "book_hotel", "book_car"}
+    assert failed.children["pay_by_card"].compensated == ["capture", "authorize"]

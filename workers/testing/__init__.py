@@ -243,11 +243,10 @@ def _refuse_ambiguous_sagas(sagas: Sequence[Saga]) -> None:
 
 
 def _check_handlers(sagas: Sequence[Saga], worker: Worker) -> None:
-    """Every command the sagas send has a handler: say which do not now, not mid-run. (A child
-    saga node's orders are the orchestrators', served by the harness.)"""
-    from orchestrator.definitions import CHILD_POOL
+    """Every command the sagas send has a handler: say which do not now, not mid-run (a child
+    saga node's orders are the orchestrators', which the harness serves itself)."""
     from workers.check import check, missing_message
 
-    missing = [found for found in check(sagas, worker).missing if found.pool != CHILD_POOL]
+    missing = check(sagas, worker).missing
     if missing:
         raise HarnessError("; ".join(missing_message(found, worker.name) for found in missing))
