@@ -4,13 +4,15 @@ No servers, no workers: the test harness (`workers.testing`) runs the definition
 step succeeding with an empty result, except the --fail-at step, which fails for good. In a
 flow, --fail-at takes what a harness script takes: a step's name (inside a map: in every item)
 or one map item's step key (``seats[1]/assign_seat``); the path shows which case each choice
-took, inline, and each map item's steps by key.
+took, inline, and each map item's steps by key. A `ChildSaga` node runs the saga it names
+when --saga gives it (repeatable: each saga a child node may start); its path is shown under
+the parent's; a child saga not given fails its node, as an unregistered one would.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -33,23 +35,34 @@ if TYPE_CHECKING:
 @click.option(
     "--input", "input_", default="{}", show_default=True, help="JSON input, or @file.json."
 )
+@click.option(
+    "--saga",
+    "child_refs",
+    metavar="MODULE:ATTR",
+    multiple=True,
+    help="A saga (or list) the ChildSaga nodes may start; repeatable.",
+)
 @json_option
-def simulate(saga_ref: str, fail_at: str | None, input_: str, as_json: bool) -> None:
+def simulate(
+    saga_ref: str, fail_at: str | None, input_: str, child_refs: tuple[str, ...], as_json: bool
+) -> None:
     """Print the path the saga SAGA_REF (MODULE:ATTR) would take: its steps, its compensations
-    and its history, with every step succeeding unless --fail-at names it."""
+    and its history, with every step succeeding unless --fail-at names it; its child sagas'
+    paths too, for those --saga gives."""
     from orchestrator.cli import _user_errors
     from orchestrator.service.registry import import_sagas
     from workers.testing import FailForGood, HarnessError, SagaHarness
-    from workers.testing._run import step_names, task_for
+    from workers.testing._run import step_names, tasks_for
 
     payload = _read_input(input_)
     with _user_errors():
         saga = _one(saga_ref, import_sagas(saga_ref))
+        children = [child for ref in child_refs for child in import_sagas(ref)]
     if fail_at is not None:
         try:
-            task_for(saga, fail_at)
+            tasks_for(saga, fail_at, children)
         except HarnessError:
-            known = ", ".join(step_names(saga))
+            known = ", ".join(step_names(saga, children))
             raise click.BadParameter(
                 f"saga {saga.name!r} has no step {fail_at!r} (its steps: {known})",
                 param_hint="--fail-at",
@@ -60,22 +73,27 @@ def simulate(saga_ref: str, fail_at: str | None, input_: str, as_json: bool) -> 
         else []
     )
     with _user_errors():
-        result = asyncio.run(SagaHarness(saga).run(input=payload, script=script))
+        harness = SagaHarness(saga, sagas=children)
+        result = asyncio.run(harness.run(input=payload, script=script))
     if as_json:
-        render.emit_json(
-            {
-                "saga": saga.name,
-                "version": saga.version,
-                "status": result.status,
-                "path": result.path,
-                "cases": result.cases,
-                "compensated": result.compensated,
-                "failure": result.failure,
-                "history": result.events,
-            }
-        )
+        render.emit_json(_as_json(result))
         return
     _show(saga, result)
+
+
+def _as_json(result: SagaResult) -> dict[str, Any]:
+    """The run as --json prints it; each child saga's the same way, by node key."""
+    return {
+        "saga": result.instance.saga,
+        "version": result.instance.version,
+        "status": result.status,
+        "path": result.path,
+        "cases": result.cases,
+        "compensated": result.compensated,
+        "failure": result.failure,
+        "history": result.events,
+        "children": {key: _as_json(child) for key, child in result.children.items()},
+    }
 
 
 def _one(reference: str, sagas: list[Saga]) -> Saga:
@@ -109,6 +127,16 @@ def _path(result: SagaResult) -> list[str]:
     return shown
 
 
+def _show_children(result: SagaResult, indent: str = "") -> None:
+    """Each child saga's end, path and compensations, under its node, nested as it ran."""
+    for key, child in result.children.items():
+        saga = f"{child.instance.saga} v{child.instance.version}"
+        click.echo(f"{indent}child {key}: {saga}  {render.status(child.status)}")
+        click.echo(f"{indent}  path: {' → '.join(_path(child)) or '-'}")
+        click.echo(f"{indent}  compensated: {' → '.join(child.compensated) or '-'}")
+        _show_children(child, indent + "  ")
+
+
 def _show(saga: Saga, result: SagaResult) -> None:
     from orchestrator.api.schema import HistoryRow
 
@@ -120,6 +148,7 @@ def _show(saga: Saga, result: SagaResult) -> None:
         if event.type == "case_chosen":
             click.echo(f"case: {event.step} → {event.data['case']} ({event.data['reason']})")
     click.echo(f"compensated: {' → '.join(result.compensated) or '-'}")
+    _show_children(result)
     click.echo()
     render.history(
         [

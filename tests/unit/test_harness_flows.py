@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import Case, ChildSaga, Choice, Compensation, Map, Parallel, Saga, Step, field
+from orchestrator import Case, Choice, Compensation, Map, Parallel, Saga, Step, field
 from workers import StepContext, Worker
 from workers.testing import Cancel, Fail, FailForGood, HarnessError, SagaHarness
 
@@ -252,16 +252,3 @@ async def test_a_script_naming_no_step_of_the_saga_is_refused(named: str, listed
         await SagaHarness(seats).run(input=THREE, script=[Fail(step=named)])
 
     assert listed in str(refused.value)
-
-
-def test_a_saga_with_a_child_saga_is_refused_with_what_to_do() -> None:
-    parent = Saga(
-        name="parent",
-        version=1,
-        steps=[step("first"), ChildSaga(name="pay", saga="payment")],
-    )
-
-    with pytest.raises(HarnessError, match="cannot run yet") as refused:
-        SagaHarness(parent)
-
-    assert "'pay' (saga 'payment')" in str(refused.value)

@@ -135,11 +135,33 @@ def test_a_flow_refuses_what_it_cannot_simulate_in_one_line(tmp_path: Path) -> N
     wrong_key = run_warren(
         {}, "simulate", "flows:trip", "--fail-at", "book[0]/assign_seat", cwd=tmp_path
     )
-    child = run_warren({}, "simulate", "flows:parent", cwd=tmp_path)
 
     assert_refused(
         wrong_key,
         2,
         "(its steps: hold, flight, hotel, charge, invoice, seats[i]/assign_seat, confirm)",
     )
-    assert_refused(child, 1, "starts child sagas ('pay' (saga 'trip')), which the test harness")
+
+
+def test_a_child_saga_runs_when_saga_gives_it_and_fails_its_node_otherwise(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "flows.py").write_text(FLOWS)
+    parent = ("simulate", "flows:parent", "--input", TWO)
+
+    alone = run_warren({}, *parent, "--json", cwd=tmp_path)
+    given = run_warren(
+        {}, *parent, "--saga", "flows:trip", "--fail-at", "pay/confirm", cwd=tmp_path
+    )
+    as_json = run_warren({}, *parent, "--saga", "flows:trip", "--json", cwd=tmp_path)
+
+    assert alone.returncode == 0, alone.stderr
+    out = json.loads(alone.stdout)
+    assert out["failure"]["type"] == "SagaNotFound"
+    assert (out["status"], out["compensated"], out["children"]) == ("compensated", ["hold"], {})
+    assert given.returncode == 0, given.stderr
+    assert "parent v1  compensated" in given.stdout
+    assert "child pay: trip v1  compensated" in given.stdout
+    assert "  compensated: seats[1]/assign_seat → seats[0]/assign_seat → charge" in given.stdout
+    child = json.loads(as_json.stdout)["children"]["pay"]
+    assert (child["saga"], child["status"], child["path"][-1]) == ("trip", "completed", "confirm")

@@ -19,8 +19,16 @@ A *script* changes what happens without touching handler code: `Fail` (retryable
 step or (``compensation=True``) its compensation, and `Cancel` (an operator's cancel at a
 given point). A line names a step by its name; inside a `Map` the name stands for the step in
 every item (each item gets its own copy of the line), and the full key of one item's step,
-``seats[1]/assign_seat``, names that item's alone. A saga with a `ChildSaga` node is refused:
-the harness cannot run child sagas yet.
+``seats[1]/assign_seat``, names that item's alone.
+
+A `ChildSaga` node runs in the same run: give the harness the sagas its nodes may start
+(``SagaHarness(order, worker, sagas=[payment])``; the pinned version, or the newest given) and
+each child runs as its own instance, on the same transport and clock, as the orchestrators run
+it. A script's step name names the step in the saga and in every child saga; a key prefixed
+with the child node's key (``pay/hold_funds``) names it in that child alone; `FailForGood` on
+the node itself answers for the child (it never starts, or its undo fails). `Cancel` always
+cancels the saga under test (which cancels a running child), whichever saga's step it names.
+The result has each child's own result, by node key (`SagaResult.children`).
 
 Handlers registered as transactional get ``ctx.session`` on a real database when the harness
 is given ``database_url=``: one transaction per handler call, committed when it succeeds and
@@ -32,7 +40,7 @@ free of the orchestrator's engine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
@@ -158,7 +166,12 @@ class SagaResult:
     instance: InstanceState
     """The final snapshot, as Warren would store it."""
     elapsed_seconds: float
-    """Virtual time the run took: retry delays, timeouts and step delays add up here."""
+    """Virtual time the run took: retry delays, timeouts and step delays add up here (a
+    child's: from its start to its last change)."""
+    children: dict[str, SagaResult] = field(default_factory=dict)
+    """The child sagas its `ChildSaga` nodes started, by node key (``pay``, inside a map's
+    item ``seats[1]/pay``); each with its own path, compensations and children. The node itself
+    is in `path` and `compensated` as a step is."""
 
 
 # ---- the harness --------------------------------------------------------------------------------
@@ -168,7 +181,9 @@ class SagaHarness:
     """Runs one saga definition against a `Worker`'s handlers, in memory.
 
     `worker` None runs the definition alone: every command succeeds with an empty result
-    unless the script says otherwise (`warren simulate` does this). `database_url` (a
+    unless the script says otherwise (`warren simulate` does this). `sagas` are the sagas its
+    `ChildSaga` nodes may start (and theirs): a node whose saga is not among them fails as an
+    unregistered one does on the servers (``SagaNotFound``). `database_url` (a
     ``postgresql://`` URL of a database where the handlers' tables exist) gives transactional
     handlers a real ``ctx.session``; without it, a handler that uses the session stops the run
     with a `HarnessError` saying so. `start` is the virtual clock's first reading (now, by
@@ -180,16 +195,18 @@ class SagaHarness:
         saga: Saga,
         worker: Worker | None = None,
         *,
+        sagas: Sequence[Saga] = (),
         database_url: str | None = None,
         start: datetime | None = None,
     ) -> None:
         self.saga = saga
         self.worker = worker
+        self.sagas = tuple(sagas)
         self.database_url = database_url
         self.start = start
-        _refuse_child_sagas(saga)
+        _refuse_ambiguous_sagas(self.sagas)
         if worker is not None:
-            _check_handlers(saga, worker)
+            _check_handlers([saga, *self.sagas], worker)
 
     async def run(
         self,
@@ -205,30 +222,31 @@ class SagaHarness:
             self.saga,
             self.worker,
             script,
+            sagas=self.sagas,
             database_url=self.database_url,
             now=self.start or datetime.now(UTC),
         )
         return await run.to_the_end(input, instance_id)
 
 
-def _refuse_child_sagas(saga: Saga) -> None:
-    """A child saga runs on the orchestrators, which the harness does not have (yet)."""
-    from orchestrator.definitions import ChildSaga
+def _refuse_ambiguous_sagas(sagas: Sequence[Saga]) -> None:
+    """Two different definitions under one name and version: which one a child runs would be
+    a guess (the registry refuses this too)."""
+    seen: dict[tuple[str, int], Saga] = {}
+    for saga in sagas:
+        earlier = seen.setdefault((saga.name, saga.version), saga)
+        if earlier is not saga and earlier != saga:
+            raise HarnessError(
+                f"sagas= has two different definitions of saga {saga.name!r} version "
+                f"{saga.version}: give each version once"
+            )
 
-    children = [task for task in saga.tasks if isinstance(task, ChildSaga)]
-    if children:
-        listed = ", ".join(f"{child.name!r} (saga {child.saga!r})" for child in children)
-        raise HarnessError(
-            f"saga {saga.name!r} starts child sagas ({listed}), which the test harness cannot "
-            "run yet: test the child saga on its own, and the parent against a running Warren "
-            "(warren dev)"
-        )
 
-
-def _check_handlers(saga: Saga, worker: Worker) -> None:
-    """Every command the saga sends has a handler: say which do not now, not mid-run."""
+def _check_handlers(sagas: Sequence[Saga], worker: Worker) -> None:
+    """Every command the sagas send has a handler: say which do not now, not mid-run (a child
+    saga node's orders are the orchestrators', which the harness serves itself)."""
     from workers.check import check, missing_message
 
-    missing = check([saga], worker).missing
+    missing = check(sagas, worker).missing
     if missing:
         raise HarnessError("; ".join(missing_message(found, worker.name) for found in missing))

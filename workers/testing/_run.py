@@ -6,6 +6,11 @@ transition's dispatches into commands with the shell's builder (`messaging.outgo
 keeps its timers; the worker side decodes a command, runs the handler as `workers.runtime` does
 and builds the reply with the runtime's builder; the orchestrator decodes the reply and applies
 it. When nothing is in flight, the clock jumps to the next timer.
+
+A `ChildSaga` node's orders (pool ``warren.children``) are served here as the orchestrators'
+`service.children` serves them: the start creates the child's instance, linked to its parent,
+and runs it on the same wire and clock; the undo and the cancel are applied to it; the child's
+end goes back to the parent's node as a reply (`outgoing.reply_to_parent`).
 """
 
 from __future__ import annotations
@@ -18,14 +23,17 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import jsonschema
+import referencing
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator import engine
-from orchestrator.definitions import ChildSaga, Map, Step
-from orchestrator.definitions.model import children_of, node_name
+from orchestrator.definitions import CHILD_POOL, ChildSaga, Map, Step
+from orchestrator.definitions.model import CANCEL_CHILD_COMMAND, children_of, node_name
+from orchestrator.engine.state import child_instance_id
 from orchestrator.messaging.envelope import Command, Reply, ReplyPayload, decode, new_message_id
 from orchestrator.messaging.failure import Failure
-from orchestrator.messaging.outgoing import command_for, reply_to
+from orchestrator.messaging.outgoing import command_for, reply_to, reply_to_parent
 from orchestrator.messaging.topology import Topology
 from orchestrator.service.transitions import reply_event
 from orchestrator.storage.database import create_engine
@@ -77,8 +85,24 @@ class _Wire:
         self.queue.append(_Delivery(message.exchange, message.routing_key, message.body))
 
 
+@dataclass(slots=True)
+class _Instance:
+    """One saga instance of a run: the saga under test, or a child one of its nodes started."""
+
+    definition: Saga
+    state: InstanceState
+    prefix: str
+    """What a script puts before its step keys: "" for the saga under test, the path of child
+    nodes that started it otherwise (``pay/``)."""
+    started_at: datetime
+    history: list[HistoryEvent] = field(default_factory=list)
+    children: dict[str, UUID] = field(default_factory=dict)
+    """The children its nodes started, by node key."""
+
+
 class Run:
-    """One instance of one saga, from its start until nothing is left to do."""
+    """One instance of one saga, and the child sagas it starts, from its start until nothing is
+    left to do."""
 
     def __init__(
         self,
@@ -86,39 +110,44 @@ class Run:
         worker: Worker | None,
         script: Sequence[Outcome],
         *,
+        sagas: Sequence[Saga] = (),
         database_url: str | None,
         now: datetime,
     ) -> None:
         self.definition = definition
         self.worker = worker
+        self.sagas = sagas
         self.database_url = database_url
         self.database: AsyncEngine | None = None
-        self.started_at = self.now = now
+        self.now = now
         self.wire = _Wire(Topology(namespace="harness"))
-        self.timers: list[tuple[datetime, int, ScheduleTimer]] = []
-        self.order = itertools.count()  # timers due at once fire in the order they were set
-        self.history: list[HistoryEvent] = []
-        self.state: InstanceState
-        self.lines, self.cancels = _compile(definition, script)
+        self.instances: dict[UUID, _Instance] = {}
+        self.root: _Instance
+        # (due, order, instance, timer): timers due at once fire in the order they were set
+        self.timers: list[tuple[datetime, int, UUID, ScheduleTimer]] = []
+        self.timer_order = itertools.count()
+        self.lines, self.cancels = _compile(definition, script, sagas)
         self.outcomes: dict[tuple[str, engine.Phase], _Scripted] = {}
         # The app's middlewares run around its handlers here as in a worker.
         self.chain = handler_chain(worker) if worker is not None else None
 
     async def to_the_end(self, input: Any, instance_id: UUID | None) -> SagaResult:
-        self.state = engine.new_instance(
+        state = engine.new_instance(
             self.definition, instance_id or new_message_id(), input, self.now
         )
+        self.root = self.instances[state.id] = _Instance(self.definition, state, "", self.now)
         try:
-            await self.apply(engine.Start(input=input))
+            await self.apply(self.root, engine.Start(input=input))
             for _ in range(_MAX_EVENTS):
                 if not await self.step():
-                    return self.result()
+                    return self.result(self.root, self.now)
         finally:
             if self.database is not None:
                 await self.database.dispose()
         raise HarnessError(
             f"saga {self.definition.name!r} was still going after {_MAX_EVENTS} messages and "
-            "timers: does the script fail a step forever with a retry policy that never ends?"
+            "timers: does the script fail a step forever with a retry policy that never ends "
+            "(or does a saga start itself as a child, endlessly)?"
         )
 
     async def step(self) -> bool:
@@ -127,76 +156,153 @@ class Run:
         if self.wire.queue:
             delivery = self.wire.queue.popleft()
             if delivery.exchange == self.wire.topology.commands_exchange:
-                await self.work(delivery)
+                command = decode(delivery.body)
+                assert isinstance(command, Command)
+                if delivery.routing_key == CHILD_POOL:
+                    await self.child_order(command)
+                else:
+                    await self.work(command, delivery.routing_key)
             else:
                 reply = decode(delivery.body)
                 assert isinstance(reply, Reply)
-                await self.apply(reply_event(reply), causation_id=reply.id)
+                instance = self.instances[reply.instance_id]
+                await self.apply(instance, reply_event(reply), causation_id=reply.id)
             return True
-        if self.state.status.terminal or not self.timers:
-            return False  # a finished saga's timers would change nothing
-        due, _, timer = heapq.heappop(self.timers)
-        self.now = max(self.now, due)
-        event = engine.TimerFired(
-            kind=timer.kind, step=timer.step, phase=timer.phase, attempt=timer.attempt
-        )
-        await self.apply(event)
-        return True
+        while self.timers:
+            due, _, instance_id, timer = heapq.heappop(self.timers)
+            instance = self.instances[instance_id]
+            if instance.state.status.terminal:
+                continue  # a finished saga's timers would change nothing
+            self.now = max(self.now, due)
+            event = engine.TimerFired(
+                kind=timer.kind, step=timer.step, phase=timer.phase, attempt=timer.attempt
+            )
+            await self.apply(instance, event)
+            return True
+        return False
 
     # ---- the orchestrator's side --------------------------------------------------------------
 
-    async def apply(self, event: Event, *, causation_id: UUID | None = None) -> None:
-        transition = engine.decide(self.definition, self.state, event, self.now)
-        self.state = transition.instance
-        self.history += transition.history
+    async def apply(
+        self, instance: _Instance, event: Event, *, causation_id: UUID | None = None
+    ) -> None:
+        transition = engine.decide(instance.definition, instance.state, event, self.now)
+        instance.state = transition.instance
+        instance.history += transition.history
         if isinstance(event, engine.StepReply):
             # As the shell does: the attempt replied, its timeout has nothing left to do.
             self.timers = [
                 item
                 for item in self.timers
                 if not (
-                    item[2].kind is engine.TimerKind.TIMEOUT
-                    and (item[2].step, item[2].phase, item[2].attempt)
+                    item[2] == instance.state.id
+                    and item[3].kind is engine.TimerKind.TIMEOUT
+                    and (item[3].step, item[3].phase, item[3].attempt)
                     == (event.step, event.phase, event.attempt)
                 )
             ]
             heapq.heapify(self.timers)
         for timer in transition.timers:
-            heapq.heappush(self.timers, (timer.due_at, next(self.order), timer))
+            entry = (timer.due_at, next(self.timer_order), instance.state.id, timer)
+            heapq.heappush(self.timers, entry)
         for dispatch in transition.dispatches:
             self.wire.publish(
-                command_for(self.state, dispatch, self.wire.topology, causation_id=causation_id)
+                command_for(instance.state, dispatch, self.wire.topology, causation_id=causation_id)
             )
-        for cancel in self.cancels_due(transition.history):
-            await self.apply(engine.Cancel(reason=cancel.reason))
+        if transition.parent_reply is not None:
+            self.wire.publish(
+                reply_to_parent(
+                    transition.parent_reply, self.wire.topology, causation_id=causation_id
+                )
+            )
+        for cancel in self.cancels_due(instance, transition.history):
+            await self.apply(self.root, engine.Cancel(reason=cancel.reason))
 
-    def cancels_due(self, history: Sequence[HistoryEvent]) -> list[Cancel]:
+    def cancels_due(self, instance: _Instance, history: Sequence[HistoryEvent]) -> list[Cancel]:
         due = []
         for event in history:
             at = {"step_dispatched": "dispatched", "step_succeeded": "succeeded"}.get(event.type)
+            if at is None or event.step is None:
+                continue
             for cancel in list(self.cancels):
-                if at == cancel.at and event.step is not None and names(cancel.step, event.step):
+                if at == cancel.at and names(cancel.step, instance.prefix + event.step):
                     self.cancels.remove(cancel)
                     due.append(cancel)
         return due
 
+    async def child_order(self, order: Command) -> None:
+        """An order of a parent's `ChildSaga` node, served as `service.children` serves it:
+        start the child, undo it, or cancel it. No reply to the order itself: the child
+        answers when it ends (or at once, when it cannot start)."""
+        parent = self.instances[order.instance_id]
+        child = self.instances.get(child_instance_id(order.instance_id, order.step))
+        if order.command == CANCEL_CHILD_COMMAND:
+            if child is not None:  # a cancel that overtook the start: the parent undoes it later
+                reason = f"its parent {order.instance_id} stopped going forward"
+                await self.apply(child, engine.Cancel(reason=reason), causation_id=order.id)
+            return
+        scripted = self.scripted(parent.prefix + order.step, order.phase)
+        if scripted.pending():  # the script answers for the child (FailForGood on the node)
+            payload = scripted.take()
+            if payload is not None:
+                self.wire.publish(reply_to(order, payload, self.wire.topology))
+            return
+        if order.phase is engine.Phase.COMPENSATE:
+            if child is not None:
+                undo = engine.Undo(attempt=order.attempt, seq=order.seq)
+                await self.apply(child, undo, causation_id=order.id)
+            return
+        if child is None:  # else started by an earlier copy of this order
+            await self.start_child(parent, order)
+
+    async def start_child(self, parent: _Instance, order: Command) -> None:
+        node = parent.definition.find(order.step)
+        assert isinstance(node, ChildSaga)
+        definition = child_definition(node, self.sagas)
+        input = order.payload.input
+        failure = (
+            _not_given(node, self.sagas)
+            if definition is None
+            else _input_invalid(definition, input)
+        )
+        if definition is None or failure is not None:
+            # The child cannot start: the parent's node fails now, and the parent compensates.
+            answer = ReplyPayload(ok=False, failure=failure)
+            self.wire.publish(reply_to(order, answer, self.wire.topology))
+            return
+        link = engine.ParentLink(
+            instance_id=order.instance_id,
+            saga=order.saga,
+            saga_version=order.saga_version,
+            step=order.step,
+            command=order.command,
+            attempt=order.attempt,
+            seq=order.seq,
+        )
+        child_id = child_instance_id(order.instance_id, order.step)
+        state = engine.new_instance(definition, child_id, input, self.now, parent=link)
+        child = self.instances[child_id] = _Instance(
+            definition, state, f"{parent.prefix}{order.step}/", self.now
+        )
+        parent.children[order.step] = child_id
+        await self.apply(child, engine.Start(input=input), causation_id=order.id)
+
     # ---- the worker's side --------------------------------------------------------------------
 
-    async def work(self, delivery: _Delivery) -> None:
-        command = decode(delivery.body)
-        assert isinstance(command, Command)
-        scripted = self.scripted(command.step, command.phase)
+    async def work(self, command: Command, pool: str) -> None:
+        key = self.instances[command.instance_id].prefix + command.step
+        scripted = self.scripted(key, command.phase)
         if scripted.pending():
             payload = scripted.take()
             if payload is None:
                 return  # lost: the attempt's timeout will fire
         else:
-            payload = await self.handle(command, delivery.routing_key)
+            payload = await self.handle(command, pool)
         self.wire.publish(reply_to(command, payload, self.wire.topology))
 
     def scripted(self, key: str, phase: engine.Phase) -> _Scripted:
         """The scripted replies of one step phase: its own copy of every line that names it
-        (by its key, or by its name for every map item), in script order."""
+        (by its key, or by its name for every map item and child saga), in script order."""
         found = self.outcomes.get((key, phase))
         if found is None:
             found = self.outcomes[key, phase] = _Scripted(
@@ -243,31 +349,31 @@ class Run:
 
     # ---- the result -------------------------------------------------------------------------
 
-    def result(self) -> SagaResult:
-        state = self.state
-        path = list(dict.fromkeys(e.step for e in self.history if e.type == "step_dispatched"))
-        cases = {
-            e.step: e.data["case"]
-            for e in self.history
-            if e.type == "case_chosen" and e.step is not None
-        }
+    def result(self, instance: _Instance, end: datetime) -> SagaResult:
+        state = instance.state
+        history = instance.history
+        path = list(dict.fromkeys(e.step for e in history if e.type == "step_dispatched"))
+        cases = {e.step: e.data["case"] for e in history if e.type == "case_chosen" and e.step}
         return SagaResult(
             instance_id=state.id,
             status=state.status,
             path=[step for step in path if step is not None],
             compensated=[
-                e.step
-                for e in self.history
-                if e.type == "compensation_succeeded" and e.step is not None
+                e.step for e in history if e.type == "compensation_succeeded" and e.step is not None
             ],
             cases=cases,
             results=state.results(),
             attempts={name: state.steps[name].attempt for name in path if name is not None},
             failure=state.failure,
-            history=[e.type for e in self.history],
-            events=list(self.history),
+            history=[e.type for e in history],
+            events=list(history),
             instance=state,
-            elapsed_seconds=(self.now - self.started_at) / timedelta(seconds=1),
+            elapsed_seconds=(end - instance.started_at) / timedelta(seconds=1),
+            children={
+                key: self.result(child, child.state.updated_at)
+                for key, child_id in instance.children.items()
+                for child in [self.instances[child_id]]
+            },
         )
 
 
@@ -310,18 +416,20 @@ _Line = tuple[str, engine.Phase, ReplyPayload | None, int | None]
 reply at all) and the attempts it answers (None: every one)."""
 
 
-def _compile(definition: Saga, script: Sequence[Outcome]) -> tuple[list[_Line], list[Cancel]]:
-    """The scripted replies, in script order, and the cancels; a line that names what the saga
-    does not have is refused here."""
+def _compile(
+    definition: Saga, script: Sequence[Outcome], sagas: Sequence[Saga] = ()
+) -> tuple[list[_Line], list[Cancel]]:
+    """The scripted replies, in script order, and the cancels; a line that names what neither
+    the saga nor the child sagas it may start have is refused here."""
     lines: list[_Line] = []
     cancels: list[Cancel] = []
     for line in script:
-        step = task_for(definition, line.step)
+        tasks = tasks_for(definition, line.step, sagas)
         if isinstance(line, Cancel):
             cancels.append(line)
             continue
         phase = engine.Phase.COMPENSATE if line.compensation else engine.Phase.FORWARD
-        _check_phase(step, phase, line)
+        _check_phase_of_any(tasks, phase, line)
         if isinstance(line, FailForGood):
             failure = Failure(type=line.type, message=line.message, retryable=False)
             lines.append((line.step, phase, ReplyPayload(ok=False, failure=failure), 1))
@@ -334,51 +442,162 @@ def _compile(definition: Saga, script: Sequence[Outcome]) -> tuple[list[_Line], 
 
 
 def names(selector: str, key: str) -> bool:
-    """Does a script's step (a step's name, or a full key such as ``seats[1]/assign``) name
-    the step key `key`? A name names the step in every map item it runs in."""
+    """Does a script's step (a step's name, or a full key such as ``seats[1]/assign`` or
+    ``pay/hold_funds``) name the step key `key` (prefixed with the child nodes it runs under)?
+    A name names the step in every map item and every child saga it runs in."""
     return selector == key or ("/" not in selector and selector == node_name(key))
 
 
-def task_for(definition: Saga, selector: str) -> Task:
-    """The step (or child saga) a script line names: by its name, or, inside a map, by the
-    full key of one item's step (``seats[1]/assign``); HarnessError when the saga has none."""
-    forms = _key_forms(definition.steps)
-    *items, name = selector.split("/")
-    form = forms.get(name)
-    maps = [_ITEM.fullmatch(item) for item in items]
-    if form is None or (items and [m.group(1) if m else None for m in maps] != form):
+@dataclass(frozen=True, slots=True)
+class _Nameable:
+    """A step (or child saga node) a script may name, and what it runs inside: each map
+    (``name[i]/`` in a key) and child saga node (``name/``), outermost first."""
+
+    task: Task
+    inside: tuple[tuple[str, bool], ...]
+    """(node name, whether it is a map)."""
+
+    def named_by(self, selector: str) -> bool:
+        *outer, name = selector.split("/")
+        if name != self.task.name:
+            return False
+        if not outer:
+            return True
+        if len(outer) != len(self.inside):
+            return False
+        for part, (node, is_map) in zip(outer, self.inside, strict=True):
+            if is_map:
+                item = _ITEM.fullmatch(part)
+                if item is None or item.group(1) != node:
+                    return False
+            elif part != node:
+                return False
+        return True
+
+    @property
+    def form(self) -> str:
+        return "".join(f"{n}[i]/" if is_map else f"{n}/" for n, is_map in self.inside) + (
+            self.task.name
+        )
+
+
+def tasks_for(definition: Saga, selector: str, sagas: Sequence[Saga] = ()) -> list[Task]:
+    """The steps (or child saga nodes) a script line names: by name, in the saga and any child
+    saga it starts (of `sagas`); or by key: one map item's step (``seats[1]/assign_seat``), a
+    child's step (``pay/hold_funds``). HarnessError when none has it."""
+    found = [each.task for each in _nameable(definition, sagas) if each.named_by(selector)]
+    if not found:
         raise HarnessError(
             f"the script names step {selector!r}, which saga {definition.name!r} does not have "
-            f"(its steps: {', '.join(step_names(definition))})"
+            f"(its steps: {', '.join(step_names(definition, sagas))})"
         )
-    return definition.step(name)
+    return found
 
 
-def step_names(definition: Saga) -> list[str]:
-    """What a script may name, in definition order: each step's name, shown with the maps it
-    runs in (``seats[i]/assign_seat``)."""
-    return [
-        "".join(f"{map_name}[i]/" for map_name in maps) + name
-        for name, maps in _key_forms(definition.steps).items()
-    ]
+def step_names(definition: Saga, sagas: Sequence[Saga] = ()) -> list[str]:
+    """What a script may name, in definition order: each step's name, shown with the maps
+    and child sagas it runs in (``seats[i]/assign_seat``, ``pay/hold_funds``)."""
+    return list(dict.fromkeys(each.form for each in _nameable(definition, sagas)))
 
 
 _ITEM = re.compile(r"([a-z][a-z0-9_.-]*)\[(0|[1-9][0-9]*)\]")  # an index as the engine writes it
 
 
-def _key_forms(nodes: Sequence[Node], maps: tuple[str, ...] = ()) -> dict[str, list[str]]:
-    """Each step's (and child saga's) name, with the maps it runs inside, outermost first."""
-    forms: dict[str, list[str]] = {}
-    for node in nodes:
-        if isinstance(node, Step | ChildSaga):
-            forms[node.name] = list(maps)
-        inside = (*maps, node.name) if isinstance(node, Map) else maps
-        for _, inner in children_of(node):
-            forms |= _key_forms(inner, inside)
-    return forms
+def _nameable(
+    definition: Saga,
+    sagas: Sequence[Saga],
+    inside: tuple[tuple[str, bool], ...] = (),
+    starting: frozenset[str] = frozenset(),
+) -> list[_Nameable]:
+    """Every step and child saga node of `definition`, then of each child saga it may start
+    (one that starts a saga already being started above it is not gone into again)."""
+    starting = starting | {definition.name}
+    found: list[_Nameable] = []
+
+    def visit(nodes: Sequence[Node], around: tuple[tuple[str, bool], ...]) -> None:
+        for node in nodes:
+            if isinstance(node, Step | ChildSaga):
+                found.append(_Nameable(node, around))
+            if isinstance(node, ChildSaga):
+                child = child_definition(node, sagas)
+                if child is not None and child.name not in starting:
+                    found.extend(_nameable(child, sagas, (*around, (node.name, False)), starting))
+            inner = (*around, (node.name, True)) if isinstance(node, Map) else around
+            for _, branch in children_of(node):
+                visit(branch, inner)
+
+    visit(definition.steps, inside)
+    return found
+
+
+def child_definition(node: ChildSaga, sagas: Sequence[Saga]) -> Saga | None:
+    """The saga `node` starts, of `sagas`: its pinned version, or the newest given."""
+    candidates = [
+        saga
+        for saga in sagas
+        if saga.name == node.saga and (node.version is None or saga.version == node.version)
+    ]
+    return max(candidates, key=lambda saga: saga.version, default=None)
+
+
+def _not_given(node: ChildSaga, sagas: Sequence[Saga]) -> Failure:
+    """Why a child cannot start when its saga is not among those the harness has (on the
+    servers: not registered)."""
+    given = ", ".join(f"{saga.name} v{saga.version}" for saga in sagas) or "none"
+    version = f" version {node.version}" if node.version is not None else ""
+    return Failure(
+        type="SagaNotFound",
+        message=f"saga {node.saga!r}{version}, which node {node.name!r} starts, is not among "
+        f"the sagas given to the harness (sagas=: {given})",
+        retryable=False,
+    )
+
+
+def _input_invalid(definition: Saga, input: Any) -> Failure | None:
+    """Why a child's input does not satisfy its saga's input schema, as a start would check."""
+    if definition.input_schema is None:
+        return None
+    # An empty registry: references resolve inside the schema only, as on the servers.
+    validator = jsonschema.Draft202012Validator(
+        definition.input_schema, registry=referencing.Registry()
+    )
+    errors = sorted(validator.iter_errors(input), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    details = "; ".join(
+        f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors
+    )
+    return Failure(
+        type="InputInvalid",
+        message=f"the input does not satisfy the input schema of saga {definition.name!r} "
+        f"version {definition.version}: {details}",
+        retryable=False,
+    )
+
+
+def _check_phase_of_any(
+    tasks: Sequence[Task], phase: engine.Phase, line: Fail | FailForGood | TimeOut
+) -> None:
+    """The line suits one of the tasks it names at least (a name may name a step in the parent
+    and another in a child); else the first one's refusal."""
+    refusals: list[HarnessError] = []
+    for task in tasks:
+        try:
+            _check_phase(task, phase, line)
+        except HarnessError as refused:
+            refusals.append(refused)
+        else:
+            return
+    raise refusals[0]
 
 
 def _check_phase(step: Task, phase: engine.Phase, line: Fail | FailForGood | TimeOut) -> None:
+    if isinstance(step, ChildSaga) and not isinstance(line, FailForGood):
+        raise HarnessError(
+            f"{type(line).__name__} on the child saga node {step.name!r}: a child answers once, "
+            "when it ends; script FailForGood on the node (the child fails to start, or to be "
+            "undone), or script the child's own steps"
+        )
     if phase is engine.Phase.COMPENSATE and step.compensation is None:
         raise HarnessError(
             f"the script fails the compensation of step {step.name!r}, which has none"
