@@ -143,7 +143,7 @@ class _Node(
     """What every node kind is: stored as data, tagged with its kind (`kind`)."""
 
 
-class Step(_Node, tag="step"):
+class Step(_Node, frozen=True, kw_only=True, tag="step"):
     """One forward action of a saga, run as a command by a worker pool."""
 
     name: str
@@ -172,7 +172,7 @@ class Step(_Node, tag="step"):
         return self.compensation.pool or self.pool
 
 
-class Parallel(_Node, tag="parallel"):
+class Parallel(_Node, frozen=True, kw_only=True, tag="parallel"):
     """Branches that run at once, each a sequence of nodes; done when every branch is.
 
     When a step fails for good anywhere, no new step starts in any branch; steps in flight are
@@ -198,7 +198,7 @@ class Case(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
         msgspec.structs.force_setattr(self, "steps", tuple(self.steps))
 
 
-class Choice(_Node, tag="choice"):
+class Choice(_Node, frozen=True, kw_only=True, tag="choice"):
     """The first case whose condition holds runs, else `default`; the history records which
     and why. With no case holding and no default, the node fails (and the saga compensates)."""
 
@@ -212,7 +212,7 @@ class Choice(_Node, tag="choice"):
             msgspec.structs.force_setattr(self, "default", tuple(self.default))
 
 
-class Map(_Node, tag="map"):
+class Map(_Node, frozen=True, kw_only=True, tag="map"):
     """`steps` once per item of the list at `items` (a path), in item order as far as
     `max_concurrency` allows; results gathered as a list, in item order. An item whose steps
     fail for good fails the saga: the completed items (and what came before) are undone."""
@@ -229,7 +229,7 @@ class Map(_Node, tag="map"):
         msgspec.structs.force_setattr(self, "steps", tuple(self.steps))
 
 
-class ChildSaga(_Node, tag="child"):
+class ChildSaga(_Node, frozen=True, kw_only=True, tag="child"):
     """Start another registered saga and wait for its end; its results become this node's.
 
     Undoing this node undoes the child (its own compensations, newest first); a child that
