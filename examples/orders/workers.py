@@ -6,49 +6,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Identity,
-    MetaData,
-    Numeric,
-    Table,
-    Text,
-    func,
-    insert,
-    text,
-)
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import Column, Numeric, insert
 
+from examples.ledger import create, ledger_table
 from workers import StepContext, StepFailed, Worker
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-metadata = MetaData(schema="orders_example")
-
-ledger = Table(
-    "ledger",
-    metadata,
-    Column("id", BigInteger, Identity(), primary_key=True),
-    Column("instance_id", UUID(as_uuid=True), nullable=False),
-    Column("step", Text, nullable=False),
-    Column("action", Text, nullable=False),
-    Column("amount", Numeric, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
+ledger = ledger_table("orders_example", Column("amount", Numeric, nullable=False))
 
 worker = Worker("orders")
 
 
 @worker.on_startup
 async def create_ledger(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        # Several workers start at once: serialise the CREATE statements.
-        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('orders_example.ledger'))"))
-        await conn.execute(text("CREATE SCHEMA IF NOT EXISTS orders_example"))
-        await conn.run_sync(metadata.create_all)
+    await create(engine, ledger)
 
 
 # Every command of the example does the same thing, so one handler serves them all; a real app

@@ -11,37 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Identity,
-    MetaData,
-    Table,
-    Text,
-    func,
-    insert,
-    text,
-)
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import Column, Text, insert
 
+from examples.ledger import create, ledger_table
 from workers import StepContext, StepFailed, Worker
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-metadata = MetaData(schema="travel_example")
-
-ledger = Table(
-    "ledger",
-    metadata,
-    Column("id", BigInteger, Identity(), primary_key=True),
-    Column("instance_id", UUID(as_uuid=True), nullable=False),
-    Column("step", Text, nullable=False),
-    Column("action", Text, nullable=False),
-    Column("ref", Text, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
+ledger = ledger_table("travel_example", Column("ref", Text, nullable=False))
 
 PREFIX = {
     "book_flight": "FL",
@@ -67,11 +45,7 @@ worker = Worker("travel")
 
 @worker.on_startup
 async def create_ledger(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        # Several workers start at once: serialise the CREATE statements.
-        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('travel_example.ledger'))"))
-        await conn.execute(text("CREATE SCHEMA IF NOT EXISTS travel_example"))
-        await conn.run_sync(metadata.create_all)
+    await create(engine, ledger)
 
 
 # Every command writes its ledger row the same way, so one handler serves them all.

@@ -137,14 +137,13 @@ class Compensation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     timeout_seconds: Seconds | None = None
 
 
-class Step(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="kind",
-    tag="step",
+class _Node(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="kind"
 ):
+    """What every node kind is: stored as data, tagged with its kind (`kind`)."""
+
+
+class Step(_Node, frozen=True, kw_only=True, tag="step"):
     """One forward action of a saga, run as a command by a worker pool."""
 
     name: str
@@ -173,14 +172,7 @@ class Step(
         return self.compensation.pool or self.pool
 
 
-class Parallel(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="kind",
-    tag="parallel",
-):
+class Parallel(_Node, frozen=True, kw_only=True, tag="parallel"):
     """Branches that run at once, each a sequence of nodes; done when every branch is.
 
     When a step fails for good anywhere, no new step starts in any branch; steps in flight are
@@ -206,14 +198,7 @@ class Case(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
         msgspec.structs.force_setattr(self, "steps", tuple(self.steps))
 
 
-class Choice(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="kind",
-    tag="choice",
-):
+class Choice(_Node, frozen=True, kw_only=True, tag="choice"):
     """The first case whose condition holds runs, else `default`; the history records which
     and why. With no case holding and no default, the node fails (and the saga compensates)."""
 
@@ -227,14 +212,7 @@ class Choice(
             msgspec.structs.force_setattr(self, "default", tuple(self.default))
 
 
-class Map(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="kind",
-    tag="map",
-):
+class Map(_Node, frozen=True, kw_only=True, tag="map"):
     """`steps` once per item of the list at `items` (a path), in item order as far as
     `max_concurrency` allows; results gathered as a list, in item order. An item whose steps
     fail for good fails the saga: the completed items (and what came before) are undone."""
@@ -251,14 +229,7 @@ class Map(
         msgspec.structs.force_setattr(self, "steps", tuple(self.steps))
 
 
-class ChildSaga(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="kind",
-    tag="child",
-):
+class ChildSaga(_Node, frozen=True, kw_only=True, tag="child"):
     """Start another registered saga and wait for its end; its results become this node's.
 
     Undoing this node undoes the child (its own compensations, newest first); a child that

@@ -45,6 +45,19 @@ log = logging.getLogger(__name__)
 INBOX_CONSUMER = f"pool:{CHILD_POOL}"
 
 
+def parent_link(order: Command) -> ParentLink:
+    """What a child keeps of the order that started it, to answer its parent when it ends."""
+    return ParentLink(
+        instance_id=order.instance_id,
+        saga=order.saga,
+        saga_version=order.saga_version,
+        step=order.step,
+        command=order.command,
+        attempt=order.attempt,
+        seq=order.seq,
+    )
+
+
 class ChildOrders(SagaStarter):
     """Handles the orders of `warren.children` (a starter: a child's input is validated as
     an API start's is)."""
@@ -83,15 +96,7 @@ class ChildOrders(SagaStarter):
             failure = Failure(type=type(exc).__name__, message=str(exc), retryable=False)
             answer = reply_to(order, ReplyPayload(ok=False, failure=failure), self.topology)
             return await enqueue(conn, [answer])
-        link = ParentLink(
-            instance_id=order.instance_id,
-            saga=order.saga,
-            saga_version=order.saga_version,
-            step=order.step,
-            command=order.command,
-            attempt=order.attempt,
-            seq=order.seq,
-        )
+        link = parent_link(order)
         # The child's trace is its own saga's, started as a child of the parent's order.
         with tracing.span("saga.start") as current:
             if current.is_recording():

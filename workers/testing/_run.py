@@ -35,6 +35,7 @@ from orchestrator.messaging.envelope import Command, Reply, ReplyPayload, decode
 from orchestrator.messaging.failure import Failure
 from orchestrator.messaging.outgoing import command_for, reply_to, reply_to_parent
 from orchestrator.messaging.topology import Topology
+from orchestrator.service.children import parent_link
 from orchestrator.service.transitions import reply_event
 from orchestrator.storage.database import create_engine
 from workers.app import Handler, HandlerSpec, NoSession
@@ -270,15 +271,7 @@ class Run:
             answer = ReplyPayload(ok=False, failure=failure)
             self.wire.publish(reply_to(order, answer, self.wire.topology))
             return
-        link = engine.ParentLink(
-            instance_id=order.instance_id,
-            saga=order.saga,
-            saga_version=order.saga_version,
-            step=order.step,
-            command=order.command,
-            attempt=order.attempt,
-            seq=order.seq,
-        )
+        link = parent_link(order)
         child_id = child_instance_id(order.instance_id, order.step)
         state = engine.new_instance(definition, child_id, input, self.now, parent=link)
         child = self.instances[child_id] = _Instance(
