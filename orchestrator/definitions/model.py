@@ -305,6 +305,25 @@ class Saga(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     def find(self, key: str) -> Node | None:
         return self._nodes.get(node_name(key))
 
+    def pool_of(self, key: str, *, forward: bool) -> str | None:
+        """The pool a step (or child saga) phase runs on; None for a key that names no task,
+        or a compensation the step does not have."""
+        task = self.find(key)
+        if not isinstance(task, Step | ChildSaga):
+            return None
+        if forward:
+            return task.pool
+        return task.compensation_pool if task.compensation is not None else None
+
+    def timeout_of(self, key: str, *, forward: bool) -> float | None:
+        """How long one attempt of a step (or child saga) phase may take; None: no limit."""
+        task = self.find(key)
+        if not isinstance(task, Step | ChildSaga):
+            return None
+        if forward:
+            return task.timeout_seconds
+        return task.compensation.timeout_seconds if task.compensation is not None else None
+
     def walk(self) -> list[Node]:
         """Every node, depth first, in definition order."""
         return list(self._nodes.values())

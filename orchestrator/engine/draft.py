@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from orchestrator.definitions import ChildSaga, Step
 from orchestrator.definitions.conditions import map_input
 from orchestrator.definitions.model import CANCEL_CHILD_COMMAND, CHILD_POOL
 from orchestrator.engine.state import (
@@ -110,12 +109,9 @@ class Draft:
     def pool_of(self, step: str | None, phase: Phase | None) -> str | None:
         """The pool a step phase runs on; None when the definition has no such step phase
         (a stray reply names whatever it likes, a parallel or a map has none)."""
-        node = self.definition.find(step) if step is not None else None
-        if not isinstance(node, Step | ChildSaga) or phase is None:
+        if step is None or phase is None:
             return None
-        if phase is Phase.FORWARD:
-            return node.pool
-        return node.compensation_pool if node.compensation is not None else None
+        return self.definition.pool_of(step, forward=phase is Phase.FORWARD)
 
     def set_step(self, name: str, **changes: Any) -> None:
         self.steps[name] = replace(self.steps[name], **changes)

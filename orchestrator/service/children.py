@@ -45,6 +45,12 @@ log = logging.getLogger(__name__)
 INBOX_CONSUMER = f"pool:{CHILD_POOL}"
 
 
+def cannot_start(exc: SagaNotFound | InputInvalid) -> Failure:
+    """Why a child did not start, as its parent's node fails with it."""
+    details = f": {'; '.join(exc.errors)}" if isinstance(exc, InputInvalid) else ""
+    return Failure(type=type(exc).__name__, message=f"{exc}{details}", retryable=False)
+
+
 def parent_link(order: Command) -> ParentLink:
     """What a child keeps of the order that started it, to answer its parent when it ends."""
     return ParentLink(
@@ -93,8 +99,8 @@ class ChildOrders(SagaStarter):
             self.validate_input(definition, order.payload.input)
         except (SagaNotFound, InputInvalid) as exc:
             # The child cannot start: the parent's node fails now, and the parent compensates.
-            failure = Failure(type=type(exc).__name__, message=str(exc), retryable=False)
-            answer = reply_to(order, ReplyPayload(ok=False, failure=failure), self.topology)
+            payload = ReplyPayload(ok=False, failure=cannot_start(exc))
+            answer = reply_to(order, payload, self.topology)
             return await enqueue(conn, [answer])
         link = parent_link(order)
         # The child's trace is its own saga's, started as a child of the parent's order.

@@ -16,7 +16,7 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
-from orchestrator.definitions import CHILD_POOL, ChildSaga, Step
+from orchestrator.definitions import CHILD_POOL
 from orchestrator.engine import Phase, TimerFired, TimerKind
 from orchestrator.errors import MessageError, WarrenError
 from orchestrator.messaging.broker import Broker
@@ -203,11 +203,7 @@ class Orchestrator:
         if saga is None:
             return None
         definition = await self.definitions.get(conn, *saga)
-        step = definition.find(timer.step)
-        if not isinstance(step, Step | ChildSaga):
-            return None
-        forward = timer.phase is Phase.FORWARD
-        pool = step.pool if forward or step.compensation is None else step.compensation_pool
+        pool = definition.pool_of(timer.step, forward=timer.phase is Phase.FORWARD)
         return pool if pool in held else None
 
     async def _run_breakers(self, stopping: asyncio.Event, interval: float) -> None:

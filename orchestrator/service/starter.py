@@ -62,11 +62,6 @@ class Started:
 
 
 class SagaStarter(transitions.TransitionService):
-    @functools.cached_property
-    def _validators(self) -> dict[tuple[str, int], jsonschema.protocols.Validator]:
-        """Each definition's compiled input schema."""
-        return {}
-
     async def start(self, request: StartRequest) -> Started:
         with tracing.span("saga.start") as current:
             started = await self._start(request)
@@ -125,6 +120,22 @@ class SagaStarter(transitions.TransitionService):
         return await instances.load(conn, found.id)
 
     def validate_input(self, definition: Saga, input: Any) -> None:
+        self._inputs.check(definition, input)
+
+    @functools.cached_property
+    def _inputs(self) -> InputValidator:
+        return InputValidator()
+
+
+class InputValidator:
+    """Checks a start's input against its definition's input schema (each schema compiled
+    once): the API's starts, the child sagas' and the test harness's."""
+
+    def __init__(self) -> None:
+        self._validators: dict[tuple[str, int], jsonschema.protocols.Validator] = {}
+
+    def check(self, definition: Saga, input: Any) -> None:
+        """`InputInvalid` unless `input` can be stored and satisfies the schema."""
         problem = unstorable(input)
         if problem is not None:
             raise InputInvalid("input cannot be stored", errors=[problem])

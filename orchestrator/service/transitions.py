@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
-from orchestrator.definitions import ChildSaga, Step
 from orchestrator.engine import (
     Cancel,
     Phase,
@@ -223,9 +222,4 @@ def _span_attributes(state: InstanceState, event: Event) -> dict[str, Any]:
 
 
 def _has_timeout(definition: Saga, reply: StepReply) -> bool:
-    step = definition.find(reply.step)
-    if not isinstance(step, Step | ChildSaga):
-        return False
-    if reply.phase is Phase.FORWARD:
-        return step.timeout_seconds is not None
-    return step.compensation is not None and step.compensation.timeout_seconds is not None
+    return definition.timeout_of(reply.step, forward=reply.phase is Phase.FORWARD) is not None

@@ -23,19 +23,19 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import referencing
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator import engine
 from orchestrator.definitions import CHILD_POOL, ChildSaga, Map, Step
 from orchestrator.definitions.model import CANCEL_CHILD_COMMAND, children_of, node_name
 from orchestrator.engine.state import child_instance_id
+from orchestrator.errors import InputInvalid
 from orchestrator.messaging.envelope import Command, Reply, ReplyPayload, decode, new_message_id
 from orchestrator.messaging.failure import Failure
 from orchestrator.messaging.outgoing import command_for, reply_to, reply_to_parent
 from orchestrator.messaging.topology import Topology
-from orchestrator.service.children import parent_link
+from orchestrator.service.children import cannot_start, parent_link
+from orchestrator.service.starter import InputValidator
 from orchestrator.service.transitions import reply_event
 from orchestrator.storage.database import create_engine
 from workers.app import Handler, HandlerSpec, NoSession
@@ -118,6 +118,7 @@ class Run:
         self.definition = definition
         self.worker = worker
         self.sagas = sagas
+        self.inputs = InputValidator()
         self.database_url = database_url
         self.database: AsyncEngine | None = None
         self.now = now
@@ -256,6 +257,15 @@ class Run:
         if child is None:  # else started by an earlier copy of this order
             await self.start_child(parent, order)
 
+    def input_invalid(self, definition: Saga, input: Any) -> Failure | None:
+        """Why a child's input does not satisfy its saga's input schema, as a start would check
+        (each run its own validator: two tests may give different sagas the same version)."""
+        try:
+            self.inputs.check(definition, input)
+        except InputInvalid as exc:
+            return cannot_start(exc)
+        return None
+
     async def start_child(self, parent: _Instance, order: Command) -> None:
         node = parent.definition.find(order.step)
         assert isinstance(node, ChildSaga)
@@ -264,7 +274,7 @@ class Run:
         failure = (
             _not_given(node, self.sagas)
             if definition is None
-            else _input_invalid(definition, input)
+            else self.input_invalid(definition, input)
         )
         if definition is None or failure is not None:
             # The child cannot start: the parent's node fails now, and the parent compensates.
@@ -542,28 +552,6 @@ def _not_given(node: ChildSaga, sagas: Sequence[Saga]) -> Failure:
         type="SagaNotFound",
         message=f"saga {node.saga!r}{version}, which node {node.name!r} starts, is not among "
         f"the sagas given to the harness (sagas=: {given})",
-        retryable=False,
-    )
-
-
-def _input_invalid(definition: Saga, input: Any) -> Failure | None:
-    """Why a child's input does not satisfy its saga's input schema, as a start would check."""
-    if definition.input_schema is None:
-        return None
-    # An empty registry: references resolve inside the schema only, as on the servers.
-    validator = jsonschema.Draft202012Validator(
-        definition.input_schema, registry=referencing.Registry()
-    )
-    errors = sorted(validator.iter_errors(input), key=lambda e: list(e.absolute_path))
-    if not errors:
-        return None
-    details = "; ".join(
-        f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors
-    )
-    return Failure(
-        type="InputInvalid",
-        message=f"the input does not satisfy the input schema of saga {definition.name!r} "
-        f"version {definition.version}: {details}",
         retryable=False,
     )
 
