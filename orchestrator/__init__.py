@@ -16,11 +16,14 @@ from orchestrator.definitions import (
     ChildSaga,
     Choice,
     Compensation,
+    Emit,
     Map,
     Parallel,
     RetryPolicy,
     Saga,
     Step,
+    Trigger,
+    WaitFor,
     field,
 )
 from orchestrator.errors import (
@@ -55,7 +58,11 @@ __all__ = [  # noqa: RUF022
     "RetryPolicy",
     "Saga",
     "Step",
+    "WaitFor",
     "field",
+    # events in and out
+    "Emit",
+    "Trigger",
     # registering them
     "register",
     # starting, reading and operating them over the HTTP API

@@ -12,6 +12,7 @@
     compensation  undo completed steps newest first, their replies
     operations    cancel, resume, and a parent's request to undo a child saga
     timers        delay, retry, timeout, deadline
+    waits         a wait for an event or a signal, and its timeout
     retries       may an attempt be retried, and how the next one is sent
 
 The engine imports only `orchestrator.definitions` and `orchestrator.errors`. Its names load
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
     from orchestrator.engine.state import (
         Cancel,
         Dispatch,
+        Emitted,
         Event,
+        EventReceived,
         HistoryEvent,
         InstanceState,
         NodeState,
@@ -36,9 +39,12 @@ if TYPE_CHECKING:
         ParentReply,
         Resume,
         ScheduleTimer,
+        Signal,
+        SignalReceived,
         Start,
         StepReply,
         StepState,
+        Subscription,
         TimerFired,
         Transition,
         Undo,
@@ -59,7 +65,9 @@ _HOMES = {
     "orchestrator.engine.state": (
         "Cancel",
         "Dispatch",
+        "Emitted",
         "Event",
+        "EventReceived",
         "HistoryEvent",
         "InstanceState",
         "NodeState",
@@ -67,9 +75,12 @@ _HOMES = {
         "ParentReply",
         "Resume",
         "ScheduleTimer",
+        "Signal",
+        "SignalReceived",
         "Start",
         "StepReply",
         "StepState",
+        "Subscription",
         "TimerFired",
         "Transition",
         "Undo",
@@ -100,7 +111,9 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "Cancel",
     "Dispatch",
+    "Emitted",
     "Event",
+    "EventReceived",
     "Failure",
     "FailureType",
     "HistoryEvent",
@@ -114,10 +127,13 @@ __all__ = [
     "Resume",
     "SagaStatus",
     "ScheduleTimer",
+    "Signal",
+    "SignalReceived",
     "Start",
     "StepReply",
     "StepState",
     "StepStatus",
+    "Subscription",
     "TimerFired",
     "TimerKind",
     "Transition",

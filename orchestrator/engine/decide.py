@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from orchestrator.engine import compensation, forward, operations, timers
+from orchestrator.engine import compensation, forward, operations, timers, waits
 from orchestrator.engine.draft import Draft
 from orchestrator.engine.state import (
     SNAPSHOT_FORMAT,
     Cancel,
     Event,
+    EventReceived,
     InstanceState,
     ParentLink,
     Resume,
+    SignalReceived,
     Start,
     StepReply,
     StepState,
@@ -85,4 +87,6 @@ _ON_EVENT: Final[Mapping[type[Event], Callable[[Draft, Any], None]]] = {
     Cancel: operations.on_cancel,
     Resume: operations.on_resume,
     Undo: operations.on_undo,
+    EventReceived: waits.on_event,
+    SignalReceived: waits.on_signal,
 }

@@ -329,6 +329,7 @@ class Checker:
             return key in facts.chosen and self.sequence_done(
                 case_steps(node, facts.chosen[key]), prefix
             )
+        assert isinstance(node, Map), "the model's random sagas hold no waits"
         return key in facts.items and all(
             self.sequence_done(node.steps, f"{key}[{i}]/") for i in range(facts.items[key])
         )
