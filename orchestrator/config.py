@@ -61,6 +61,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """WARREN_SHUTDOWN_GRACE_SECONDS: how long SIGTERM waits for in-flight work."""
     breaker_window_seconds: float = 30.0
     """WARREN_BREAKER_WINDOW_SECONDS: how far back a pool's failure rate looks."""
+    event_retention_seconds: float = 7 * 24 * 3600.0
+    """WARREN_EVENT_RETENTION_SECONDS: how long a received event is kept: inspectable, and
+    delivered to a wait for it that begins later."""
     metrics_host: str = "127.0.0.1"
     """WARREN_METRICS_HOST: where orchestrators and workers serve /metrics."""
     metrics_port: int | None = None

@@ -35,7 +35,7 @@ from orchestrator.messaging.envelope import CONTENT_TYPE
 from orchestrator.observability import metrics
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Collection
     from uuid import UUID
 
     from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
@@ -284,6 +284,21 @@ class Broker:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
                         await stale.close()
+
+    async def bind_event_types(self, types: Collection[str]) -> None:
+        """Route these event types to the orchestrators' events queue (idempotent)."""
+
+        async def bind() -> None:
+            channel = await self.connection.channel()
+            try:
+                await self.topology.bind_event_types(channel, types)
+            finally:
+                await close_quietly(channel)
+
+        try:
+            await self.setting_up(bind)
+        except (AMQPError, aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
+            raise BrokerError(f"could not bind event types {sorted(types)}: {exc!r}") from exc
 
     async def ping(self) -> None:
         """Open and close a channel: `BrokerError` when RabbitMQ does not answer."""

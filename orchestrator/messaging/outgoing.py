@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from orchestrator.messaging.cloudevents import CloudEvent, event_message
 from orchestrator.messaging.envelope import (
     Command,
     CommandPayload,
@@ -105,6 +106,48 @@ def command_for(
         ),
     )
     return _addressed(command, topology.commands_exchange, dispatch.pool)
+
+
+class Published(Protocol):
+    """A domain event an instance publishes (the engine's `Emitted`)."""
+
+    @property
+    def id(self) -> UUID: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def data(self) -> Any: ...
+    @property
+    def dataversion(self) -> int: ...
+
+
+EVENT_SOURCE_PREFIX = "warren/sagas/"
+"""An event a saga publishes has ``warren/sagas/<saga>`` as its CloudEvents source."""
+
+
+def event_from(
+    instance: Instance,
+    event: Published,
+    topology: Topology,
+    *,
+    traceparent: str | None = None,
+) -> OutboxMessage:
+    """A domain event an instance publishes, as a CloudEvent to the events exchange: its
+    subject and correlation are the instance."""
+    return event_message(
+        CloudEvent(
+            id=str(event.id),
+            source=f"{EVENT_SOURCE_PREFIX}{instance.saga}",
+            type=event.type,
+            time=utcnow(),
+            subject=str(instance.id),
+            dataversion=event.dataversion,
+            correlationid=str(instance.id),
+            traceparent=traceparent,
+            data=event.data,
+        ),
+        topology,
+    )
 
 
 def reply_to(

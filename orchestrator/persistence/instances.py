@@ -24,10 +24,10 @@ from orchestrator.api.schema import HistoryRow as HistoryRow
 from orchestrator.api.schema import InstanceRow as InstanceRow
 from orchestrator.engine import InstanceState, Transition
 from orchestrator.engine.state import upgraded
-from orchestrator.engine.vocabulary import DISPATCH_EVENTS, FAILURE_EVENTS
+from orchestrator.engine.vocabulary import DISPATCH_EVENTS, FAILURE_EVENTS, Phase
 from orchestrator.errors import Conflict, InstanceNotFound, WarrenError
-from orchestrator.messaging.outgoing import command_for, reply_to_parent
-from orchestrator.persistence import timers
+from orchestrator.messaging.outgoing import command_for, event_from, reply_to_parent
+from orchestrator.persistence import events, timers
 from orchestrator.persistence.outbox import PendingRow, enqueue
 from orchestrator.storage.database import driver
 from orchestrator.storage.tables import history, instances
@@ -294,7 +294,33 @@ async def append_many(
         for item in written
         if item.transition.parent_reply is not None
     ]
+    commands += [
+        event_from(item.transition.instance, event, topology, traceparent=item.traceparent)
+        for item in written
+        for event in item.transition.events
+    ]
+    await _record_waits(conn, written)
     return await enqueue(conn, commands)
+
+
+async def _record_waits(conn: AsyncConnection, written: list[Written]) -> None:
+    """The event waits that began (matched against arriving events from now on) and those
+    that are over (their rows and timeouts go)."""
+    opened = [
+        (item.transition.instance.id, sub, item.transition.instance.updated_at)
+        for item in written
+        for sub in item.transition.subscriptions
+    ]
+    ended = [
+        (item.transition.instance.id, key)
+        for item in written
+        for key in item.transition.waits_ended
+    ]
+    if opened:
+        await events.open_waits(conn, opened)
+    if ended:
+        await events.end_waits(conn, ended)
+        await timers.cancel_timeouts(conn, [(i, key, Phase.FORWARD, 1) for i, key in ended])
 
 
 # ---- the read side -------------------------------------------------------------------------

@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from uuid import UUID, uuid5
 
-from orchestrator.engine import Cancel, Event, InstanceState, Resume, SagaStatus
+from orchestrator.engine import (
+    Cancel,
+    Event,
+    HistoryEventType,
+    InstanceState,
+    Resume,
+    SagaStatus,
+    Signal,
+    SignalReceived,
+)
 from orchestrator.errors import InvalidState
+from orchestrator.messaging.envelope import new_message_id
 from orchestrator.observability import metrics, tracing
-from orchestrator.persistence import instances
+from orchestrator.persistence import inbox, instances
 from orchestrator.service.transitions import TransitionService, apply_event
 from orchestrator.storage.database import transaction
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from uuid import UUID
+    from typing import Any
+
+SIGNALS_CONSUMER = "signals"
+"""The inbox consumer of signals: a signal sent twice with the same id counts once."""
+_SIGNAL_IDS = UUID("c4d5e6f7-0819-4a2b-8c3d-4e5f60718293")
+
+
+@dataclass(frozen=True, slots=True)
+class SignalOutcome:
+    id: str
+    outcome: str
+    """``delivered`` (a wait took it), ``kept`` (until a wait for it begins) or ``duplicate``."""
+    instance: InstanceState
 
 
 class Operations(TransitionService):
@@ -40,6 +64,49 @@ class Operations(TransitionService):
                 )
 
         return await self._apply(instance_id, Resume(), check)
+
+    async def signal(
+        self, instance_id: UUID, name: str, data: Any, signal_id: str | None = None
+    ) -> SignalOutcome:
+        """Send a signal to a running instance: its wait for `name` takes it, or it is kept
+        until one begins. With `signal_id`, sending it again changes nothing."""
+        chosen = signal_id or str(new_message_id())
+
+        def check(state: InstanceState) -> None:
+            if state.status is not SagaStatus.RUNNING:
+                raise InvalidState(
+                    f"instance {instance_id} is {state.status.value}; signals go to running "
+                    "instances only"
+                )
+
+        async with transaction(self.engine) as conn:
+            claimed = await inbox.claim_many(
+                conn, SIGNALS_CONSUMER, [uuid5(_SIGNAL_IDS, f"{instance_id}\n{name}\n{chosen}")]
+            )
+            if not claimed:
+                state = await instances.load(conn, instance_id)
+                return SignalOutcome(id=chosen, outcome="duplicate", instance=state)
+            started_in = await instances.traceparent(conn, instance_id)
+            event = SignalReceived(signal=Signal(name=name, id=chosen, data=data))
+            transition, pending = await apply_event(
+                conn,
+                self.definitions,
+                self.topology,
+                instance_id,
+                event,
+                check=check,
+                trace_parent=tracing.from_traceparent(started_in),
+                trace_links=tracing.link_to_current(),
+            )
+        metrics.observe_transition(transition)
+        await self.relay.publish_committed(pending)
+        took = any(
+            h.type is HistoryEventType.SIGNAL_RECEIVED and h.step is not None
+            for h in transition.history
+        )
+        return SignalOutcome(
+            id=chosen, outcome="delivered" if took else "kept", instance=transition.instance
+        )
 
     async def _apply(
         self, instance_id: UUID, event: Event, check: Callable[[InstanceState], None]

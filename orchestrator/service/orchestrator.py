@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 from orchestrator.definitions import CHILD_POOL
 from orchestrator.engine import Phase, TimerFired, TimerKind
-from orchestrator.errors import MessageError, WarrenError
+from orchestrator.errors import EventInvalid, MessageError, WarrenError
 from orchestrator.messaging.broker import Broker
+from orchestrator.messaging.cloudevents import from_amqp
 from orchestrator.messaging.consumer import Consumer, Delivery, envelope_batches, envelopes
 from orchestrator.messaging.envelope import Reply, utcnow
 from orchestrator.messaging.faults import crash_point
@@ -31,6 +32,7 @@ from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service.breakers import evaluate as evaluate_breakers
 from orchestrator.service.children import ChildOrders
 from orchestrator.service.dead_letters import DeadLetterRecorder
+from orchestrator.service.events import EventReceiver
 from orchestrator.service.middleware import Batch, Handled, Metrics, observe_reply
 from orchestrator.service.transitions import Incoming, apply_event, apply_events, reply_event
 from orchestrator.storage.database import create_engine, transaction
@@ -66,6 +68,7 @@ class Orchestrator:
             commands_exchange=self.topology.commands_exchange,
         )
         self.definitions = DefinitionCache()
+        self._bound_types: frozenset[str] = frozenset()
         self.payloads = logs.PayloadLog(enabled=settings.log_payloads, redact=settings.log_redact)
         # Composed once (orchestrator.service.middleware); each reply of a batch also gets
         # `observe_reply` around its transition.
@@ -87,6 +90,11 @@ class Orchestrator:
             envelopes(ChildOrders(self.engine, self.relay, self.topology, self.definitions).handle),
             prefetch=16,
         )
+        # Domain events: the types the registered definitions listen to (`_run_events` binds).
+        self.receiver = EventReceiver(self.engine, self.relay, self.topology, self.definitions)
+        self.events = Consumer(
+            self.broker, self.topology.declare_events, self._receive_event, prefetch=16
+        )
         self.dead_letters = Consumer(
             self.broker,
             self.topology.declare_dead_letters,
@@ -99,12 +107,15 @@ class Orchestrator:
         await self.broker.connect()
         await self.consumer.start()
         await self.children.start()
+        await self.bind_event_types()
+        await self.events.start()
         await self.dead_letters.start()
         interval = self.settings.sweep_interval_seconds
         background = [
             asyncio.create_task(self.relay.run_sweeper(stopping, interval_seconds=interval)),
             asyncio.create_task(self._run_timers(stopping, interval)),
             asyncio.create_task(self._run_breakers(stopping, interval)),
+            asyncio.create_task(self._run_events(stopping, interval)),
         ]
         log.info("orchestrator consuming %s", self.topology.orchestrator_queue)
         try:
@@ -114,6 +125,7 @@ class Orchestrator:
             await asyncio.gather(
                 self.consumer.stop(grace),
                 self.children.stop(grace),
+                self.events.stop(grace),
                 self.dead_letters.stop(grace),
             )
             for task in background:
@@ -170,6 +182,42 @@ class Orchestrator:
         crash_point("orchestrator.after_commit")
         await self.relay.publish_committed(pending)
         return Handled(transitions=transitions, pending=pending)
+
+    # ---- events -------------------------------------------------------------------------------
+
+    async def _receive_event(self, message: AbstractIncomingMessage) -> None:
+        """One domain event from the broker (CloudEvents binary mode): an event that cannot
+        be read, of an unknown future version or that its schema refuses is poison."""
+        event = from_amqp(message.body, message.headers, message.content_type)
+        try:
+            event = await self.receiver.prepare(event)
+        except EventInvalid as exc:
+            raise MessageError(str(exc)) from exc
+        await self.receiver.receive(event, via="broker")
+
+    async def bind_event_types(self) -> None:
+        """Bind the events queue to every type a registered definition listens to."""
+        async with transaction(self.engine) as conn:
+            await self.receiver.routes.refresh(conn)
+        types = self.receiver.routes.types
+        if types != self._bound_types:
+            await self.broker.bind_event_types(types - self._bound_types)
+            self._bound_types = types
+
+    async def _run_events(self, stopping: asyncio.Event, interval: float) -> None:
+        """Bind the types of definitions registered since; deliver kept events that missed
+        their waits; forget events past their retention."""
+        while not stopping.is_set():
+            try:
+                await self.bind_event_types()
+                while await self.receiver.sweep(self.settings.event_retention_seconds) >= 100:
+                    pass
+            except WarrenError as exc:
+                log.warning("event upkeep failed, will try again: %s", exc)
+            except Exception:
+                log.exception("event upkeep failed unexpectedly, will try again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=interval)
 
     # ---- timers -------------------------------------------------------------------------------
 

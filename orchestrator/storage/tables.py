@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -207,4 +209,63 @@ pool_breakers = Table(
     Column("calls", Integer, nullable=False, server_default=text("0")),
     Column("failures", Integer, nullable=False, server_default=text("0")),
     comment="Circuit breaker per worker pool: while open, its commands wait in the outbox.",
+)
+
+# ---- events in ---------------------------------------------------------------------------------
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", BigInteger, Identity(), primary_key=True),
+    Column("event_id", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column(
+        "body",
+        JSONB,
+        nullable=False,
+        comment="the event as waits see it: id, source, type, subject, time, data",
+    ),
+    Column("attributes", JSONB, nullable=False),
+    Column("via", Text, nullable=False, comment="'broker' or 'api'"),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("started", Integer, nullable=False, server_default=text("0")),
+    Column("reached", Integer, nullable=False, server_default=text("0")),
+    Column("problems", Text, nullable=True),
+    UniqueConstraint("source", "event_id", name="uq_events_source_id"),
+    Index("ix_events_type_received", "type", "received_at"),
+    Index("ix_events_received", "received_at"),
+    comment="Domain events received, once each, kept for the retention period.",
+)
+
+waits = Table(
+    "waits",
+    metadata,
+    Column("instance_id", UUID(as_uuid=True), nullable=False),
+    Column("wait_key", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column(
+        "path",
+        Text,
+        nullable=True,
+        comment="the path of the correlation value in the event; null: any event of the type",
+    ),
+    Column("value", JSONB, nullable=True),
+    Column("began_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("instance_id", "wait_key"),
+    Index("ix_waits_match", "event_type", "path", "value"),
+    comment="Event waits under way; a row is deleted in the transaction that ends its wait.",
+)
+
+event_deliveries = Table(
+    "event_deliveries",
+    metadata,
+    Column(
+        "event_seq", BigInteger, ForeignKey("warren.events.seq", ondelete="CASCADE"), nullable=False
+    ),
+    Column("instance_id", UUID(as_uuid=True), nullable=False),
+    Column("wait_key", Text, nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("event_seq", "instance_id"),
+    comment="Which event reached which instance (and wait): each event at most once each.",
 )
