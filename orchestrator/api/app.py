@@ -18,6 +18,7 @@ from orchestrator.messaging.broker import Broker
 from orchestrator.messaging.relay import BreakerBoard, Relay
 from orchestrator.observability import tracing
 from orchestrator.persistence.definitions import DefinitionCache
+from orchestrator.service.events import EventReceiver
 from orchestrator.service.operations import Operations
 from orchestrator.service.starter import SagaStarter
 from orchestrator.storage.database import create_engine
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.relay = relay
         app.state.starter = SagaStarter(engine, relay, settings.topology, definitions)
         app.state.operations = Operations(engine, relay, settings.topology, definitions)
+        app.state.receiver = EventReceiver(engine, relay, settings.topology, definitions)
         try:
             yield
         finally:

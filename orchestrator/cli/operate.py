@@ -76,20 +76,20 @@ def _call(api_url: str, action: Callable[[WarrenClient], Awaitable[Any]]) -> Any
         return asyncio.run(run())
 
 
-def _read_input(raw: str) -> Any:
-    """JSON text, or @path to a JSON file."""
+def _read_input(raw: str, option: str = "--input") -> Any:
+    """JSON text, or @path to a JSON file (given as `option`)."""
     text = raw
     if raw.startswith("@"):
         try:
             text = Path(raw[1:]).read_text()
         except OSError as exc:
             raise click.BadParameter(
-                f"cannot read {raw[1:]}: {exc.strerror}", param_hint="--input"
+                f"cannot read {raw[1:]}: {exc.strerror}", param_hint=option
             ) from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--input") from exc
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=option) from exc
 
 
 @click.command()

@@ -9,18 +9,21 @@ its wait rows stay as read.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import msgspec
 from sqlalchemy import func, select
 
+# The rows are part of the API's schema (the client reads them too).
+from orchestrator.api.schema import EventRow
 from orchestrator.definitions.conditions import EVENT_ROOTS, MISSING, parse_path, resolve
 from orchestrator.storage.database import driver
 from orchestrator.storage.tables import events
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from orchestrator.engine import Subscription
@@ -211,26 +214,6 @@ async def expire(conn: AsyncConnection, before: datetime) -> int:
 
 
 # ---- the read side -------------------------------------------------------------------------
-
-
-class EventRow(msgspec.Struct, frozen=True, kw_only=True):
-    seq: int
-    id: str
-    source: str
-    type: str
-    subject: str | None = None
-    time: str | None = None
-    data: Any = None
-    attributes: dict[str, Any] = {}
-    via: str
-    received_at: datetime
-    started: int
-    reached: int
-    problems: str | None = None
-
-    @property
-    def matched(self) -> bool:
-        return bool(self.started or self.reached)
 
 
 async def list_events(
