@@ -28,9 +28,11 @@ from orchestrator.definitions import (
 )
 from orchestrator.errors import (
     DefinitionError,
+    EventInvalid,
     InputInvalid,
     NotFound,
     RegistrationConflict,
+    UnknownVersion,
     WarrenError,
 )
 
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
         WaitTimeout,
         WarrenClient,
     )
+    from orchestrator.messaging.versions import upcaster
     from orchestrator.persistence.definitions import RegisterOutcome
 
 # Grouped by what a user does with the names, so not alphabetical as a whole.
@@ -65,6 +68,8 @@ __all__ = [  # noqa: RUF022
     "Trigger",
     # registering them
     "register",
+    # reading old payloads (events, commands) in their current shape
+    "upcaster",
     # starting, reading and operating them over the HTTP API
     "StartResult",
     "WarrenClient",
@@ -72,9 +77,11 @@ __all__ = [  # noqa: RUF022
     "ApiError",
     "ApiUnreachable",
     "DefinitionError",
+    "EventInvalid",
     "InputInvalid",
     "NotFound",
     "RegistrationConflict",
+    "UnknownVersion",
     "WaitTimeout",
     "WarrenError",
 ]
@@ -92,6 +99,10 @@ if not TYPE_CHECKING:  # type checkers see the imports above, and no catch-all f
             from orchestrator import client
 
             return getattr(client, name)
+        if name == "upcaster":  # the engine imports this package: the wire code loads on use
+            from orchestrator.messaging.versions import upcaster
+
+            return upcaster
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

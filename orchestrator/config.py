@@ -74,6 +74,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """WARREN_LOG_PAYLOADS: log each message's payload (secret fields redacted)."""
     log_redact: tuple[str, ...] = DEFAULT_REDACT
     """WARREN_LOG_REDACT: comma-separated field names whose values logs never show."""
+    upcasters: tuple[str, ...] = ()
+    """WARREN_UPCASTERS: comma-separated modules every Warren process imports at start, so
+    that the `@upcaster`s they define register (orchestrator.messaging.versions)."""
     breakers: dict[str, BreakerPolicy] = {}
     """WARREN_BREAKERS: JSON, per pool name, with "*" for every other pool, e.g.
     {"*": {"failure_rate": 0.5}, "payments": {"min_calls": 5, "open_seconds": 30}}."""
@@ -106,7 +109,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     values[field.name] = msgspec.json.decode(raw)
                 except msgspec.DecodeError as exc:
                     raise ConfigError(f"WARREN_BREAKERS is not valid JSON: {exc}") from exc
-            elif field.name == "log_redact":
+            elif field.name in ("log_redact", "upcasters"):
                 values[field.name] = [name.strip() for name in raw.split(",") if name.strip()]
             else:
                 values[field.name] = raw

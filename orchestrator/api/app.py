@@ -16,6 +16,7 @@ from orchestrator.api.routes import route_handlers
 from orchestrator.config import Settings
 from orchestrator.messaging.broker import Broker
 from orchestrator.messaging.relay import BreakerBoard, Relay
+from orchestrator.messaging.versions import load_upcaster_modules
 from orchestrator.observability import tracing
 from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service.events import EventReceiver
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
+    load_upcaster_modules(settings.upcasters)  # the events it takes are read in current shapes
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -26,6 +26,7 @@ from orchestrator.messaging.envelope import (
     utcnow,
 )
 from orchestrator.messaging.topology import REPLY_ROUTING_KEY
+from orchestrator.messaging.versions import UPCASTERS
 from orchestrator.persistence.outbox import OutboxMessage
 
 if TYPE_CHECKING:
@@ -98,6 +99,8 @@ def command_for(
         correlation_id=instance.id,
         traceparent=traceparent,
         timestamp=utcnow(),
+        # The input's shape as this process knows it; older workers refuse newer shapes.
+        payload_version=UPCASTERS.current(dispatch.command),
         payload=CommandPayload(
             input=instance.input if dispatch.input is msgspec.UNSET else dispatch.input,
             results=instance.results() if dispatch.with_results else {},
@@ -158,13 +161,15 @@ def reply_to(
     traceparent: str | None = None,
 ) -> OutboxMessage:
     """The reply to `command`: caused by it, carrying its identity back to the orchestrators.
-    `traceparent` is where the reply continues the trace (the command's when not given)."""
+    `traceparent` is where the reply continues the trace (the command's when not given).
+    The reply echoes the command's payload version: the exchange was in that version's terms."""
     return _reply(
         command,
         payload,
         topology,
         causation_id=command.id,
         traceparent=traceparent or command.traceparent,
+        payload_version=command.payload_version,
     )
 
 
@@ -226,6 +231,7 @@ def _reply(
     *,
     causation_id: UUID | None,
     traceparent: str | None,
+    payload_version: int = 1,
 ) -> OutboxMessage:
     reply = Reply(
         id=new_message_id(),
@@ -241,6 +247,7 @@ def _reply(
         correlation_id=to.correlation_id,
         traceparent=traceparent,
         timestamp=utcnow(),
+        payload_version=payload_version,
         payload=payload,
     )
     return _addressed(reply, topology.replies_exchange, REPLY_ROUTING_KEY)

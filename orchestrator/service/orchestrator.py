@@ -25,6 +25,7 @@ from orchestrator.messaging.consumer import Consumer, Delivery, envelope_batches
 from orchestrator.messaging.envelope import Reply, utcnow
 from orchestrator.messaging.faults import crash_point
 from orchestrator.messaging.relay import BreakerBoard, Relay
+from orchestrator.messaging.versions import UPCASTERS, load_upcaster_modules
 from orchestrator.observability import logs, metrics, tracing
 from orchestrator.observability.middleware import compose
 from orchestrator.persistence import inbox, instances, timers
@@ -55,6 +56,7 @@ BATCH_LANES = 2
 
 class Orchestrator:
     def __init__(self, settings: Settings, *, engine: AsyncEngine | None = None) -> None:
+        load_upcaster_modules(settings.upcasters)
         self.settings = settings
         self.topology = settings.topology
         self.engine = engine or create_engine(settings.database_url)
@@ -143,6 +145,7 @@ class Orchestrator:
         """One reply (the consumer made its span)."""
         if not isinstance(message, Reply):
             raise MessageError(f"orchestrators take replies, not {type(message).__name__.lower()}s")
+        UPCASTERS.check(message.command, message.payload_version)  # newer: dead-lettered
         await self.handle_replies(Batch(replies=[(message, None)]))
 
     async def handle_batch(self, deliveries: list[Delivery]) -> None:
@@ -151,6 +154,8 @@ class Orchestrator:
         for delivery in deliveries:
             if not isinstance(delivery.envelope, Reply):
                 raise MessageError("orchestrators take replies only")
+            # A reply in a version newer than known fails the batch; alone, it is parked.
+            UPCASTERS.check(delivery.envelope.command, delivery.envelope.payload_version)
             replies.append((delivery.envelope, delivery.message))
         await self.handle_replies(Batch(replies=replies))
 

@@ -325,14 +325,16 @@ class Run:
         missing: list[NoSession] = []
         guarded = replace(spec, fn=_noting_missing_session(spec, missing))
         if not spec.transactional or self.database_url is None:
-            payload = await run_handler(guarded, step_context(command, None), pool, self.chain)
+            payload = await run_handler(
+                guarded, step_context(command, None, pool=pool), pool, self.chain
+            )
         else:
             if self.database is None:
                 self.database = create_engine(self.database_url, pool_size=1)
             async with AsyncSession(self.database) as session:
                 # One transaction per handler call: its writes commit with its success.
                 payload = await run_handler(
-                    guarded, step_context(command, session), pool, self.chain
+                    guarded, step_context(command, session, pool=pool), pool, self.chain
                 )
                 if payload.ok:
                     await session.commit()
