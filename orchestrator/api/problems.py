@@ -136,8 +136,7 @@ def warren_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[
     assert isinstance(exc, WarrenError)
     for cls, status, slug, title in _WARREN_ERRORS:
         if isinstance(exc, cls):
-            listed = isinstance(exc, InputInvalid | EventInvalid)
-            extra = {"errors": exc.errors} if listed else {}
+            extra = {"errors": exc.errors} if isinstance(exc, InputInvalid | EventInvalid) else {}
             return problem(status, slug, title, exc.message, **extra)
     return internal_error_handler(_, exc)
 

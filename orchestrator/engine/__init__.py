@@ -10,10 +10,12 @@
     fanout        a map: the same steps for each item of a list
     forward       start, the replies of steps and child sagas, a step that failed for good
     compensation  undo completed steps newest first, their replies
+    ordering      a reply answers the dispatch whose seq it carries, or is ignored
     operations    cancel, resume, and a parent's request to undo a child saga
     timers        delay, retry, timeout, deadline
     waits         a wait for an event or a signal, and its timeout
     retries       may an attempt be retried, and how the next one is sent
+    replay        rebuild an instance from its recorded history and compare (verify)
 
 The engine imports only `orchestrator.definitions` and `orchestrator.errors`. Its names load
 on first use, so the wire format can import the vocabulary without the engine's logic.

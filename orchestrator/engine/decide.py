@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from orchestrator.engine import compensation, forward, operations, timers, waits
+from orchestrator.engine import compensation, forward, operations, ordering, timers, waits
 from orchestrator.engine.draft import Draft
 from orchestrator.engine.state import (
     SNAPSHOT_FORMAT,
@@ -71,6 +71,10 @@ def decide(definition: Saga, instance: InstanceState, event: Event, now: datetim
 
 
 def _on_reply(draft: Draft, reply: StepReply) -> None:
+    reason = ordering.out_of_order(draft.instance, reply)
+    if reason is not None:
+        draft.ignore(reply, reason)
+        return
     _ON_REPLY[reply.phase](draft, reply)
 
 

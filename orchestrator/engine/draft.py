@@ -203,14 +203,18 @@ class Draft:
         )
         self.parent_reply = ParentReply(parent=parent, ok=False, failure=failure)
 
-    def ignore(self, reply: StepReply) -> None:
-        """A duplicate, late or stale reply: recorded for operators, otherwise without effect."""
+    def ignore(self, reply: StepReply, reason: str | None = None) -> None:
+        """A duplicate, late or stale reply: recorded for operators, otherwise without effect
+        (with why, when it is not just a duplicate or a late one)."""
+        data: dict[str, Any] = {"ok": reply.ok}
+        if reason is not None:
+            data |= {"reason": reason, "seq": reply.seq}
         self.record(
             HistoryEventType.REPLY_IGNORED,
             step=reply.step,
             phase=reply.phase,
             attempt=reply.attempt,
-            ok=reply.ok,
+            **data,
         )
 
     def transition(self) -> Transition:
@@ -260,6 +264,9 @@ class Draft:
             )
             kind = HistoryEventType.COMPENSATION_DISPATCHED
         seq = self.record(kind, step=key, phase=phase, attempt=attempt, command=command)
+        # Its reply carries this seq back: `ordering` checks it.
+        sent = "dispatch_seq" if phase is Phase.FORWARD else "compensation_dispatch_seq"
+        self.set_step(key, **{sent: seq})
         dispatch = Dispatch(
             step=key, phase=phase, command=command, pool=pool, attempt=attempt, seq=seq
         )

@@ -43,6 +43,11 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     """When its compensation's first attempt (or an operator's resume) was dispatched."""
     compensation_attempts_before_resume: int = 0
     """Compensation attempts made before an operator's last resume: the retry budget restarts."""
+    dispatch_seq: int = 0
+    """The history seq of the current forward attempt's dispatch, which its reply carries
+    back (0: dispatched before Warren kept it: not checked)."""
+    compensation_dispatch_seq: int = 0
+    """The same for the current compensation attempt."""
 
 
 class NodeState(msgspec.Struct, frozen=True, kw_only=True):
@@ -216,39 +221,43 @@ def _item_results(
 
 
 # ---- inputs ---------------------------------------------------------------------------------
+# Tagged (``{"event": "step_reply", ...}``) so that an `Event` encodes and decodes as JSON: the
+# history keeps the one that caused each transition, and replay decides it again.
 
 
-class Start(msgspec.Struct, frozen=True, kw_only=True):
+class Start(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag="start"):
     input: Any
 
 
-class StepReply(msgspec.Struct, frozen=True, kw_only=True):
+class StepReply(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag="step_reply"):
     step: str
     phase: Phase
     attempt: int
     ok: bool
     result: Any = None
     failure: Failure | None = None
+    seq: int | None = None
+    """The seq of the dispatch it answers, from the reply's envelope (None: not checked)."""
 
 
-class TimerFired(msgspec.Struct, frozen=True, kw_only=True):
+class TimerFired(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag="timer_fired"):
     kind: TimerKind
     step: str
     phase: Phase
     attempt: int
 
 
-class Cancel(msgspec.Struct, frozen=True, kw_only=True):
+class Cancel(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag="cancel"):
     """An operator (or client) asks to stop: no new forward steps, undo what was done."""
 
     reason: str = "cancelled by request"
 
 
-class Resume(msgspec.Struct, frozen=True, kw_only=True):
+class Resume(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag="resume"):
     """An operator retries a `failed` instance: its stuck compensation runs again."""
 
 
-class Undo(msgspec.Struct, frozen=True, kw_only=True):
+class Undo(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag="undo"):
     """A child saga's parent compensates the node that ran it: undo the child (its attempt
     and seq are the parent's compensation order's, answered when the child is undone)."""
 

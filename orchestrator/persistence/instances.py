@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from sqlalchemy import ColumnElement
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+    from orchestrator.engine.replay import Cause
     from orchestrator.messaging.topology import Topology
 
 # The statements on every message's path, sent on the driver connection (storage.database.driver):
@@ -59,10 +60,11 @@ FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6
 WHERE i.id = u.id AND i.seq = u.since"""
 
 _INSERT_HISTORY = """
-INSERT INTO warren.history (instance_id, seq, type, step, phase, attempt, pool, data, recorded_at)
-SELECT i, s, t, st, ph, a, p, d::jsonb, r
+INSERT INTO warren.history (instance_id, seq, type, step, phase, attempt, pool, data, recorded_at,
+                            cause)
+SELECT i, s, t, st, ph, a, p, d::jsonb, r, c::jsonb
 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
-            $8::text[], $9::timestamptz[]) AS x(i, s, t, st, ph, a, p, d, r)"""
+            $8::text[], $9::timestamptz[], $10::text[]) AS x(i, s, t, st, ph, a, p, d, r, c)"""
 
 # Not on a message's path: the steps with a command out now, for the pools page.
 _STEPS_IN_FLIGHT = text(
@@ -159,6 +161,8 @@ class Written:
     traceparent: str | None = None
     new: NewInstance | None = None
     """Set on an instance's first transition (its start): the snapshot is inserted."""
+    cause: Cause | None = None
+    """The engine event it decided: kept on its first history row, for replay."""
 
 
 async def load_many(conn: AsyncConnection, instance_ids: list[UUID]) -> dict[UUID, InstanceState]:
@@ -245,7 +249,8 @@ async def _update(
 async def append_many(
     conn: AsyncConnection, written: list[Written], topology: Topology
 ) -> list[PendingRow]:
-    """History, timers and commands of several transitions: one statement each."""
+    """History, timers and commands of several transitions: one statement each. Each
+    transition's cause goes on its first history row."""
     events = [
         (item.transition.instance.id, event)
         for item in written
@@ -253,6 +258,11 @@ async def append_many(
     ]
     if not events:
         return []
+    causes = [
+        _json.encode(item.cause).decode() if index == 0 and item.cause is not None else None
+        for item in written
+        for index, _ in enumerate(item.transition.history)
+    ]
     await (await driver(conn)).execute(
         _INSERT_HISTORY,
         [instance_id for instance_id, _ in events],
@@ -264,6 +274,7 @@ async def append_many(
         [e.pool for _, e in events],
         [_json.encode(e.data).decode() for _, e in events],
         [e.at for _, e in events],
+        causes,
     )
     await timers.insert_many(
         conn,

@@ -30,8 +30,9 @@ from orchestrator.definitions import Saga, Trigger, WaitFor
 from orchestrator.definitions.conditions import EVENT_ROOTS, MISSING, map_input, resolve
 from orchestrator.engine import EventReceived
 from orchestrator.errors import InputInvalid
-from orchestrator.messaging.cloudevents import CloudEvent, check_event_data, event_message
+from orchestrator.messaging.cloudevents import CloudEvent, event_message
 from orchestrator.messaging.envelope import utcnow
+from orchestrator.messaging.event_schemas import check_event_data
 from orchestrator.messaging.versions import UPCASTERS
 from orchestrator.observability import tracing
 from orchestrator.persistence import definitions as stored

@@ -19,6 +19,7 @@ from opentelemetry import trace
 from orchestrator.engine import (
     Cancel,
     EventReceived,
+    HistoryEventType,
     Phase,
     Resume,
     SignalReceived,
@@ -29,6 +30,7 @@ from orchestrator.engine import (
     decide,
     new_instance,
 )
+from orchestrator.engine.replay import Cause
 from orchestrator.messaging.envelope import utcnow
 from orchestrator.observability import tracing
 from orchestrator.persistence import events, instances, timers
@@ -86,7 +88,8 @@ async def start(
     now = utcnow()
     state = new_instance(definition, instance_id, input, now, parent)
     transition = decide(definition, state, Start(input=input), now)
-    written = instances.Written(transition, traceparent=new.traceparent, new=new)
+    cause = Cause(event=Start(input=input), parent=parent)
+    written = instances.Written(transition, traceparent=new.traceparent, new=new, cause=cause)
     pending = await instances.save_many(conn, [written], topology)
     if transition.subscriptions:  # its first wait may take an event that came first
         cache = definitions or DefinitionCache()
@@ -103,6 +106,7 @@ def reply_event(reply: Reply) -> StepReply:
         ok=reply.payload.ok,
         result=reply.payload.result,
         failure=reply.payload.failure,
+        seq=reply.seq,
     )
 
 
@@ -222,12 +226,21 @@ async def _decide(
     if current.is_recording():
         current.set_attributes(_span_attributes(transition.instance, event))
     written = instances.Written(
-        transition, causation_id, tracing.current_traceparent(fallback=traceparent)
+        transition,
+        causation_id,
+        tracing.current_traceparent(fallback=traceparent),
+        cause=Cause(event=event),
     )
-    if isinstance(event, StepReply) and _has_timeout(definition, event):
+    if isinstance(event, StepReply) and _has_timeout(definition, event) and _heard(transition):
         # The attempt replied: its timeout timer has nothing left to do.
         return written, [(state.id, event.step, event.phase, event.attempt)]
     return written, []
+
+
+def _heard(transition: Transition) -> bool:
+    """Did the engine take the reply? One it ignored (a duplicate, or one that does not
+    answer the attempt's dispatch) leaves the attempt's timeout to run."""
+    return not (transition.history and transition.history[0].type is HistoryEventType.REPLY_IGNORED)
 
 
 def _verb(event: Event) -> str:

@@ -138,6 +138,14 @@ history = Table(
     Column("pool", Text, nullable=True),
     Column("data", JSONB, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column(
+        "cause",
+        JSONB,
+        nullable=True,
+        comment="on a transition's first row, the engine event that caused it, for replay: "
+        '{"event": {"event": <tag>, ...}, "parent": <link, on a child\'s start>}; '
+        "null on its other rows, and on rows written before 0009",
+    ),
     PrimaryKeyConstraint("instance_id", "seq"),
     Index(
         "ix_history_pool_recorded",
