@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
 
 import msgspec
-from sqlalchemy import func, select
 
 from orchestrator.definitions import Saga, Trigger, WaitFor
 from orchestrator.definitions.conditions import EVENT_ROOTS, MISSING, map_input, resolve
@@ -41,7 +40,6 @@ from orchestrator.persistence.outbox import enqueue
 from orchestrator.service.starter import InputValidator
 from orchestrator.service.transitions import Incoming, TransitionService, apply_events, start
 from orchestrator.storage.database import transaction
-from orchestrator.storage.tables import definitions as definitions_table
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -106,10 +104,7 @@ class EventRoutes:
         self.types: frozenset[str] = frozenset()
 
     async def refresh(self, conn: AsyncConnection) -> None:
-        marker = (
-            await conn.execute(select(func.count(), func.max(definitions_table.c.registered_at)))
-        ).one()
-        seen = (int(marker[0]), marker[1])
+        seen = await stored.registered_marker(conn)
         if seen == self._seen:
             return
         sagas = [await self.definitions.get(conn, n, v) for n, v in await stored.keys(conn)]
