@@ -129,12 +129,12 @@ class PartView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class NodeView(msgspec.Struct, frozen=True, kw_only=True):
-    """A parallel, a choice or a map (steps and child sagas are in `steps`)."""
+    """A parallel, a choice, a map or a wait (steps and child sagas are in `steps`)."""
 
     key: str
     """Its name; ``seats[1]/name`` inside a map's item, like a step's."""
     kind: str
-    """`parallel`, `choice` or `map`."""
+    """`parallel`, `choice`, `map` or `wait`."""
     status: str
     """`pending` (its turn has not come), `running`, `succeeded` or `failed`."""
     case: str | None = None
@@ -147,6 +147,11 @@ class NodeView(msgspec.Struct, frozen=True, kw_only=True):
     """Branches or items started so far."""
     parts: list[PartView] = []
     """Each branch or item, in order."""
+    received: Any = None
+    """What a wait received: the event (`id`, `source`, `type`, `subject`, `time`, `data`) or
+    the signal (`name`, `id`, `data`)."""
+    timed_out: bool = False
+    """A wait whose timeout passed first."""
 
 
 class ParentView(msgspec.Struct, frozen=True, kw_only=True):
