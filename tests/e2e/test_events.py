@@ -17,6 +17,7 @@ from orchestrator.service.events import triggered_instance_id
 from orchestrator.service.registry import register_saga
 from tests.apps.sagas import approved, paid, paid_briefly
 from tests.support import services
+from tests.support.processes import run_warren
 from tests.support.publish import publish
 from tests.support.waiting import wait_for
 
@@ -273,3 +274,70 @@ async def test_the_published_event_carries_cloudevents_headers(stack: Stack) -> 
     assert json.loads(message.body) == {"order_id": "P-1", "amount": 42}
     emitted = [h for h in await stack.probe.history(instance_id) if h["type"] == "event_emitted"]
     assert [h["data"]["id"] for h in emitted] == [headers["ce-id"]]
+
+
+async def test_an_upcaster_turns_an_old_event_into_the_shape_the_wait_reads(
+    stack: Stack,
+) -> None:
+    stack.processes.env["WARREN_UPCASTERS"] = "tests.apps.upcasters"
+    await _up(stack, paid)
+    by_broker = await stack.start({"order_id": "U-1"}, saga="paid")
+    by_api = await stack.start({"order_id": "U-2"}, saga="paid")
+    old = CloudEvent(
+        id="old-1",
+        source="payments",
+        type="payment.captured",
+        dataversion=1,
+        data={"order": "U-1", "cents": 4200},
+    )
+    body, headers = to_amqp(old)
+    message = aio_pika.Message(body, headers=headers, content_type="application/json")
+    await publish(stack.probe.settings.amqp_url, stack.topology.events_exchange, old.type, message)
+    await _post_event(
+        stack,
+        {
+            "id": "old-2",
+            "source": "payments",
+            "type": "payment.captured",
+            "dataversion": 1,
+            "data": {"order": "U-2", "cents": 150},
+        },
+    )
+    for instance_id, order_id, amount in ((by_broker, "U-1", 42), (by_api, "U-2", 1.5)):
+        assert await stack.probe.wait_terminal(instance_id) == "completed"
+        received = await _received(stack, instance_id, "payment")
+        assert received["data"] == {"order_id": order_id, "amount": amount}
+    recorded = (await stack.http.get("/v1/events")).json()["items"]
+    assert {e["attributes"]["dataversion"] for e in recorded} == {2}  # kept as upcast
+
+
+async def test_one_event_reaches_every_instance_waiting_for_it_once(stack: Stack) -> None:
+    await _up(stack, paid)
+    first = await stack.start({"order_id": "M-1"}, saga="paid")
+    second = await stack.start({"order_id": "M-1"}, saga="paid")
+    for instance_id in (first, second):
+        await _waiting(stack, instance_id)
+    answer = await _post_event(stack, _captured("M-1"))
+    assert sorted(r["instance_id"] for r in answer["reached"]) == sorted([first, second])
+    for instance_id in (first, second):
+        assert await stack.probe.wait_terminal(instance_id) == "completed"
+        assert (await _types(stack, instance_id)).count("event_received") == 1
+
+
+async def test_a_signal_sent_from_the_cli(stack: Stack) -> None:
+    await _up(stack, approved)
+    instance_id = await stack.start({}, saga="approved")
+    env = {"WARREN_API_URL": str(stack.http.base_url)}
+    done = await asyncio.to_thread(
+        run_warren, env, "signal", instance_id, "approve", "--data", '{"by": "cli"}'
+    )
+    assert done.returncode == 0, done.stderr
+    assert "signal approve" in done.stdout
+    assert await stack.probe.wait_terminal(instance_id) == "completed"
+    assert (await _received(stack, instance_id, "approval"))["data"] == {"by": "cli"}
+    refused = await asyncio.to_thread(
+        run_warren, env, "signal", instance_id, "approve", "--data", "{not json"
+    )
+    assert refused.returncode != 0
+    assert "not valid JSON" in refused.stderr
+    assert "Traceback" not in refused.stderr
