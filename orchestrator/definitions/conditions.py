@@ -178,7 +178,7 @@ class field:
     """Builds conditions on the value at `path`."""
 
     def __init__(self, path: str) -> None:
-        parse_path(path)
+        parse_path(path, _ANY_ROOT)  # the node or trigger it is given to checks its roots
         self.path = path
 
     def __eq__(self, value: object) -> Compare:  # type: ignore[override]

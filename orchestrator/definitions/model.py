@@ -468,11 +468,18 @@ def _without_later_defaults(value: Any) -> Any:
         return {
             key: _without_later_defaults(inner)
             for key, inner in sorted(value.items())
-            if not (key in _LATER_FIELDS and inner == _LATER_FIELDS[key])
+            if not (key in _LATER_FIELDS and _is_default(inner, _LATER_FIELDS[key]))
         }
     if isinstance(value, list | tuple):
         return [_without_later_defaults(inner) for inner in value]
     return value
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    """`value` is the default (an empty sequence is, whether a list or a tuple)."""
+    if isinstance(value, list | tuple) and isinstance(default, list):
+        return list(value) == default
+    return bool(value == default)
 
 
 def node_name(key: str) -> str:
