@@ -590,7 +590,7 @@ class EventController(Controller):
         )
         return Response(body, status_code=HTTP_200_OK if receipt.duplicate else HTTP_201_CREATED)
 
-    @get("/", summary="List received events", responses=error_responses(422, UNAVAILABLE))
+    @get("/", summary="List received events", responses=error_responses(400, 422, UNAVAILABLE))
     async def list(
         self,
         state: State,

@@ -106,11 +106,12 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
         return queue
 
     async def declare_events(self, channel: AbstractChannel) -> AbstractQueue:
-        """The orchestrators' events queue; `bind_event_types` says which types reach it."""
+        """The orchestrators' events queue; `bind_event_types` says which types reach it.
+        One orchestrator at a time consumes it (another takes over when it goes), so events
+        are applied in the order they were received."""
         await self.declare_base(channel)
-        return await channel.declare_queue(
-            self.events_queue, durable=True, arguments=self._work_queue_arguments()
-        )
+        arguments = {**self._work_queue_arguments(), "x-single-active-consumer": True}
+        return await channel.declare_queue(self.events_queue, durable=True, arguments=arguments)
 
     async def bind_event_types(self, channel: AbstractChannel, types: Iterable[str]) -> None:
         """Route these event types to the events queue (binding again changes nothing)."""

@@ -179,16 +179,25 @@ class EventReceiver(TransitionService):
     async def receive(self, event: CloudEvent, *, via: str) -> Receipt:
         """Record and apply one event (`prepare`d) in a transaction of its own; an event
         posted to the API is also published for the other subscribers of its type."""
-        with tracing.span(
-            "event.receive",
-            attributes={"warren.event.type": event.type, "warren.event.id": event.id},
-        ):
-            async with transaction(self.engine) as conn:
-                receipt, pending = await self.record(conn, event, via=via)
+        return (await self.receive_many([event], via=via))[0]
+
+    async def receive_many(self, received: list[CloudEvent], *, via: str) -> list[Receipt]:
+        """Record and apply events in the order given, in one transaction."""
+        receipts: list[Receipt] = []
+        pending: list[PendingRow] = []
+        async with transaction(self.engine) as conn:
+            for event in received:
+                with tracing.span(
+                    "event.receive",
+                    attributes={"warren.event.type": event.type, "warren.event.id": event.id},
+                ):
+                    receipt, rows = await self.record(conn, event, via=via)
+                receipts.append(receipt)
+                pending += rows
                 if via == "api" and not receipt.duplicate:
                     pending += await enqueue(conn, [event_message(event, self.topology)])
-            await self.relay.publish_committed(pending)
-        return receipt
+        await self.relay.publish_committed(pending)
+        return receipts
 
     async def record(
         self, conn: AsyncConnection, event: CloudEvent, *, via: str

@@ -95,7 +95,13 @@ class Orchestrator:
         # Domain events: the types the registered definitions listen to (`_run_events` binds).
         self.receiver = EventReceiver(self.engine, self.relay, self.topology, self.definitions)
         self.events = Consumer(
-            self.broker, self.topology.declare_events, self._receive_event, prefetch=16
+            self.broker,
+            self.topology.declare_events,
+            self._receive_event,
+            prefetch=settings.prefetch,
+            handle_batch=self._receive_events,
+            batch_size=settings.batch_size,
+            lanes=1,  # in the order received
         )
         self.dead_letters = Consumer(
             self.broker,
@@ -191,14 +197,20 @@ class Orchestrator:
     # ---- events -------------------------------------------------------------------------------
 
     async def _receive_event(self, message: AbstractIncomingMessage) -> None:
-        """One domain event from the broker (CloudEvents binary mode): an event that cannot
-        be read, of an unknown future version or that its schema refuses is poison."""
-        event = from_amqp(message.body, message.headers, message.content_type)
-        try:
-            event = await self.receiver.prepare(event)
-        except EventInvalid as exc:
-            raise MessageError(str(exc)) from exc
-        await self.receiver.receive(event, via="broker")
+        await self._receive_events([message])
+
+    async def _receive_events(self, messages: list[AbstractIncomingMessage]) -> None:
+        """Domain events from the broker (CloudEvents binary mode), in the order received, in
+        one transaction. One that cannot be read, of an unknown future version or that its
+        schema refuses is poison (the batch is then handled one by one, to park it alone)."""
+        events = []
+        for message in messages:
+            event = from_amqp(message.body, message.headers, message.content_type)
+            try:
+                events.append(await self.receiver.prepare(event))
+            except EventInvalid as exc:
+                raise MessageError(str(exc)) from exc
+        await self.receiver.receive_many(events, via="broker")
 
     async def bind_event_types(self) -> None:
         """Bind the events queue to every type a registered definition listens to."""
