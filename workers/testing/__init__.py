@@ -136,8 +136,9 @@ class SendEvent:
     its child sagas, each instance once; a wait that begins later takes it then.
 
     When: with neither `when_waiting` nor `step`, before the instance starts (kept until a
-    wait takes it); `when_waiting`: as soon as that wait began (a wait's name, or its key:
-    ``parcels[1]/delivered``, ``pay/approval``); `step` and `at`: as for `Cancel`."""
+    wait takes it); `when_waiting`: as soon as that wait began (a wait's name: the first of
+    that name to begin; or its key: ``parcels[1]/delivered``, ``pay/approval``); `step` and
+    `at`: as for `Cancel`."""
 
     type: str
     data: Any = None
