@@ -30,6 +30,14 @@ the node itself answers for the child (it never starts, or its undo fails). `Can
 cancels the saga under test (which cancels a running child), whichever saga's step it names.
 The result has each child's own result, by node key (`SagaResult.children`).
 
+A `WaitFor` node waits for what the script sends: `SendEvent` (a domain event) and
+`SendSignal`, at the start, when a given wait begins (``when_waiting=``) or at a step (as
+`Cancel`). Events reach the waits of the saga and its children as the orchestrators match them
+(kept until a wait takes them, each instance once), the events the sagas publish too; a wait's
+timeout fires on the virtual clock. The result lists what the sagas published
+(`SagaResult.emitted`) and what each wait received. A wait nothing will end stops the run with
+a `HarnessError` naming the line that would end it.
+
 Handlers registered as transactional get ``ctx.session`` on a real database when the harness
 is given ``database_url=``: one transaction per handler call, committed when it succeeds and
 rolled back when it raises, as in a worker.
