@@ -434,15 +434,17 @@ async def stored_instances(
     limit: int = 100,
 ) -> list[StoredInstance]:
     """Instances with their whole history, in id order: those of `ids`, or a page of at most
-    `limit` after the id `after`. Two statements for the page."""
+    `limit` after the id `after`. Two statements for the page; the history up to each
+    snapshot's seq (a transition committed between the two is the next verification's)."""
     c, h = instances.c, history.c
-    query = select(c.id, c.saga_name, c.saga_version, c.state).order_by(c.id).limit(limit)
+    query = select(c.id, c.saga_name, c.saga_version, c.seq, c.state).order_by(c.id).limit(limit)
     if ids is not None:
         query = query.where(c.id.in_(ids))
     elif after is not None:
         query = query.where(c.id > after)
     found = (await conn.execute(query)).all()
     rows: dict[UUID, list[Recorded]] = {row.id: [] for row in found}
+    upto = {row.id: row.seq for row in found}
     if rows:
         logged = await conn.execute(
             select(
@@ -461,6 +463,8 @@ async def stored_instances(
             .order_by(h.instance_id, h.seq)
         )
         for r in logged:
+            if r.seq > upto[r.instance_id]:
+                continue
             rows[r.instance_id].append(
                 Recorded(
                     seq=r.seq,
