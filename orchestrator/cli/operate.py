@@ -4,7 +4,7 @@ the Python client.
 
 Exit codes: 0 done; 1 the API refused or could not be reached (the message says why);
 2 usage error. `start --wait` ends with 0 completed, 3 compensated, 4 failed, 5 still running
-when --timeout ran out. `instances verify` ends with 6 when an instance does not match its
+when --timeout ran out. `instances verify` ends with 7 when an instance does not match its
 history.
 """
 
@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 EXIT_BY_STATUS = {"completed": 0, "compensated": 3, "failed": 4}
 EXIT_WAIT_TIMEOUT = 5
-EXIT_MISMATCH = 6
+EXIT_MISMATCH = 7
 """`instances verify`: an instance's snapshot does not follow from its history."""
 
 api_url_option = click.option(
@@ -387,7 +387,7 @@ def instances_group() -> None:
 )
 def verify(instance_id: str | None, every: bool, page: int, api_url: str, as_json: bool) -> None:
     """Replay instance ID's history (or --all instances') through the engine and compare the
-    result with the stored snapshot. Exit 6 when one does not match."""
+    result with the stored snapshot. Exit 7 when one does not match."""
     if (instance_id is None) == (not every):
         raise click.UsageError("give an instance ID or --all (not both)")
     if instance_id is not None:

@@ -189,10 +189,10 @@ async def test_every_instance_replays_to_its_snapshot_and_a_corrupt_one_is_repor
     assert (one["seq"], one["field"]) == (None, "snapshot.steps.book_flight.attempt")
     assert (one["recorded"], one["replayed"]) == (7, 1)
     assert "do not operate" in one["message"]  # and what to do
-    assert by_cli.returncode == 6, by_cli.stderr
+    assert by_cli.returncode == 7, by_cli.stderr
     assert "mismatch" in by_cli.stdout
     assert "snapshot.steps.book_flight.attempt" in by_cli.stdout
-    assert all_by_cli.returncode == 6, all_by_cli.stderr
+    assert all_by_cli.returncode == 7, all_by_cli.stderr
     assert f"verified {len(every)} instances: {len(every) - 1} ok," in all_by_cli.stdout
     assert "1 mismatched" in all_by_cli.stdout
     assert victim in all_by_cli.stdout
