@@ -39,11 +39,13 @@ from orchestrator.api.schema import (
     RegisterResponse,
     SignalResponse,
     StartResponse,
+    Verification,
+    VerificationPage,
 )
 from orchestrator.errors import WarrenError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from orchestrator.definitions import Saga
 
@@ -265,6 +267,30 @@ class WarrenClient:
 
     async def event(self, seq: int) -> EventRow:
         return await self._get(f"/v1/events/{seq}", EventRow)
+
+    async def verify(self, instance_id: UUID | str) -> Verification:
+        """Replay the instance's history through the engine and compare with its snapshot."""
+        return await self._get(f"/v1/instances/{instance_id}/verification", Verification)
+
+    async def verifications(
+        self, *, after: UUID | str | None = None, limit: int = 50
+    ) -> VerificationPage:
+        """One page of every instance's verification, in id order (`next_after` goes on)."""
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = str(after)
+        return await self._get("/v1/verifications", VerificationPage, params=params)
+
+    async def verify_all(self, *, page: int = 50) -> AsyncIterator[Verification]:
+        """Every instance's verification, page after page."""
+        after: UUID | None = None
+        while True:
+            found = await self.verifications(after=after, limit=page)
+            for item in found.items:
+                yield item
+            if found.next_after is None:
+                return
+            after = found.next_after
 
     # ---- definitions and pools ----------------------------------------------------------------
 

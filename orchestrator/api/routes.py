@@ -35,6 +35,7 @@ from orchestrator.messaging.cloudevents import CloudEvent
 from orchestrator.messaging.cloudevents import validate as validate_event
 from orchestrator.persistence import dead_letters, events, instances, pool_breakers
 from orchestrator.persistence import definitions as stored_definitions
+from orchestrator.service import verify
 from orchestrator.service.starter import StartRequest
 from orchestrator.storage.database import ping, transaction
 
@@ -248,6 +249,20 @@ class InstanceController(Controller):
         next_after = items[-1].seq if len(items) == limit else None
         return schema.HistoryPage(items=items, next_after_seq=next_after)
 
+    @get(
+        "/{instance_id:str}/verification",
+        summary="Verify an instance against its history",
+        responses=error_responses(400, 404, UNAVAILABLE),
+    )
+    async def verification(self, instance_id: FromPath[str], state: State) -> schema.Verification:
+        """Replay the instance's history through the engine and compare what it gives, event
+        by event and then with the stored snapshot: `ok`, `mismatch` (the first difference:
+        seq, field, recorded and replayed values) or `unverifiable` (recorded before Warren
+        kept each transition's cause). 404 for an unknown id."""
+        key = _uuid(instance_id)
+        async with transaction(state.engine) as conn:
+            return await verify.verify_instance(conn, state.definitions, key)
+
     @post(
         "/{instance_id:str}/cancel",
         status_code=HTTP_200_OK,
@@ -316,6 +331,30 @@ async def _view(state: State, snapshot: InstanceState) -> schema.InstanceView:
     async with transaction(state.engine) as conn:
         definition = await state.definitions.get(conn, snapshot.saga, snapshot.version)
     return instance_view(definition, snapshot)
+
+
+@get(
+    "/v1/verifications",
+    summary="Verify instances, a page at a time",
+    tags=["instances"],
+    responses=error_responses(400, 422, UNAVAILABLE),
+)
+async def verifications(
+    state: State,
+    after: Annotated[
+        UUID | None, QueryParameter(description="`next_after` of the previous page.")
+    ] = None,
+    limit: Annotated[
+        int, QueryParameter(ge=1, le=200, description="Instances per page, 1 to 200.")
+    ] = 50,
+) -> schema.VerificationPage:
+    """Every instance's verification (as `GET /v1/instances/{id}/verification`), in instance
+    id order, `limit` at a time: follow `next_after` to the end to verify them all."""
+    async with transaction(state.engine) as conn:
+        items, next_after = await verify.verify_page(
+            conn, state.definitions, after=after, limit=limit
+        )
+    return schema.VerificationPage(items=items, next_after=next_after)
 
 
 class DefinitionController(Controller):
@@ -637,6 +676,7 @@ route_handlers: list[ControllerRouterHandler] = [
     InstanceController,
     DefinitionController,
     EventController,
+    verifications,
     pools,
     live,
     ready,

@@ -229,6 +229,31 @@ class HistoryPage(msgspec.Struct, frozen=True, kw_only=True):
     """Pass as `after_seq` for the next page; null on the last page."""
 
 
+class Verification(msgspec.Struct, frozen=True, kw_only=True):
+    """An instance's history replayed through the engine and compared with its snapshot."""
+
+    instance_id: UUID
+    outcome: Literal["ok", "mismatch", "unverifiable"]
+    """`unverifiable`: recorded before Warren kept each transition's cause (not a failure)."""
+    message: str
+    """What was found, for a human; on a mismatch, where and what to do."""
+    transitions: int
+    """Transitions replayed (up to the first difference)."""
+    seq: int | None = None
+    """The history event where replay first differs (null: the snapshot differs)."""
+    field: str | None = None
+    """What differs: a history field (`type`, `data`…), or a path in the snapshot."""
+    recorded: Any = None
+    replayed: Any = None
+
+
+class VerificationPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[Verification]
+    """In instance id order."""
+    next_after: UUID | None
+    """Pass as `after` for the next page; null on the last page."""
+
+
 class CancelBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(pattern=STORABLE_TEXT)] = "cancelled by request"
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from orchestrator.engine.decide import decide, new_instance
+from orchestrator.engine import decide, new_instance  # not the module `decide`: the function
 from orchestrator.engine.state import (
     Event,
     InstanceState,

@@ -23,6 +23,7 @@ from sqlalchemy import func, or_, select, text, tuple_
 from orchestrator.api.schema import HistoryRow as HistoryRow
 from orchestrator.api.schema import InstanceRow as InstanceRow
 from orchestrator.engine import InstanceState, Transition
+from orchestrator.engine.replay import Recorded
 from orchestrator.engine.state import upgraded
 from orchestrator.engine.vocabulary import DISPATCH_EVENTS, FAILURE_EVENTS, Phase
 from orchestrator.errors import Conflict, InstanceNotFound, WarrenError
@@ -438,6 +439,81 @@ async def instance_history(
         .limit(limit)
     )
     return [HistoryRow(**r._mapping) for r in rows]
+
+
+class StoredInstance(msgspec.Struct, frozen=True, kw_only=True):
+    """What replay reads of an instance: its pinned definition, its snapshot (decoded JSON)
+    and its history with the causes."""
+
+    id: UUID
+    saga: str
+    version: int
+    snapshot: Any
+    history: list[Recorded]
+
+
+async def stored_instances(
+    conn: AsyncConnection,
+    *,
+    ids: list[UUID] | None = None,
+    after: UUID | None = None,
+    limit: int = 100,
+) -> list[StoredInstance]:
+    """Instances with their whole history, in id order: those of `ids`, or a page of at most
+    `limit` after the id `after`. Two statements for the page; the history up to each
+    snapshot's seq (a transition committed between the two is the next verification's)."""
+    c, h = instances.c, history.c
+    query = select(c.id, c.saga_name, c.saga_version, c.seq, c.state).order_by(c.id).limit(limit)
+    if ids is not None:
+        query = query.where(c.id.in_(ids))
+    elif after is not None:
+        query = query.where(c.id > after)
+    found = (await conn.execute(query)).all()
+    rows: dict[UUID, list[Recorded]] = {row.id: [] for row in found}
+    upto = {row.id: row.seq for row in found}
+    if rows:
+        logged = await conn.execute(
+            select(
+                h.instance_id,
+                h.seq,
+                h.type,
+                h.step,
+                h.phase,
+                h.attempt,
+                h.pool,
+                h.data,
+                h.recorded_at,
+                h.cause,
+            )
+            .where(h.instance_id.in_(list(rows)))
+            .order_by(h.instance_id, h.seq)
+        )
+        for r in logged:
+            if r.seq > upto[r.instance_id]:
+                continue
+            rows[r.instance_id].append(
+                Recorded(
+                    seq=r.seq,
+                    type=r.type,
+                    at=r.recorded_at,
+                    step=r.step,
+                    phase=r.phase,
+                    attempt=r.attempt,
+                    pool=r.pool,
+                    data=r.data,
+                    cause=r.cause,
+                )
+            )
+    return [
+        StoredInstance(
+            id=row.id,
+            saga=row.saga_name,
+            version=row.saga_version,
+            snapshot=row.state,
+            history=rows[row.id],
+        )
+        for row in found
+    ]
 
 
 async def instance_exists(conn: AsyncConnection, instance_id: UUID) -> bool:
