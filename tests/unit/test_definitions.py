@@ -11,10 +11,14 @@ import pytest
 from orchestrator.definitions import (
     DEFAULT_COMPENSATION_RETRY,
     DEFAULT_STEP_RETRY,
+    Case,
+    Choice,
     Compensation,
     RetryPolicy,
     Saga,
     Step,
+    Trigger,
+    field,
 )
 from orchestrator.errors import DefinitionError, WarrenError
 
@@ -513,3 +517,22 @@ def test_non_finite_numbers_are_rejected(step: Step) -> None:
     with pytest.raises(DefinitionError, match="finite") as info:
         saga(step)
     assert "step 'a'" in info.value.message
+
+
+def test_a_trigger_condition_reads_the_event_and_a_choice_condition_the_saga() -> None:
+    """`field()` takes a path from either root set; the definition checks which one applies."""
+    take = Step(name="take", pool="fast")
+    on_courier = Trigger(event="order.placed", when=field("data.shipping") == "courier")
+    triggered = Saga(name="triggered", version=1, steps=[take], triggers=[on_courier])
+    assert triggered.triggers[0].when is on_courier.when
+
+    by_event = Case(name="courier", when=field("data.shipping") == "courier", steps=[take])
+    with pytest.raises(DefinitionError, match="must start with one of"):
+        Saga(name="chosen", version=1, steps=[Choice(name="how", cases=[by_event])])
+    with pytest.raises(DefinitionError, match="must start with one of"):
+        Saga(
+            name="triggered",
+            version=1,
+            steps=[take],
+            triggers=[Trigger(event="order.placed", when=field("input.shipping") == "courier")],
+        )
