@@ -178,7 +178,9 @@ class field:
     """Builds conditions on the value at `path`."""
 
     def __init__(self, path: str) -> None:
-        parse_path(path, _ANY_ROOT)  # the node or trigger it is given to checks its roots
+        # Any root here: a Choice's condition reads the saga's data, a Trigger's the event;
+        # the definition checks which roots its conditions use when it is built.
+        parse_path(path, _ANY_ROOT)
         self.path = path
 
     def __eq__(self, value: object) -> Compare:  # type: ignore[override]

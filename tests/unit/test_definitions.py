@@ -12,6 +12,8 @@ import pytest
 from orchestrator.definitions import (
     DEFAULT_COMPENSATION_RETRY,
     DEFAULT_STEP_RETRY,
+    Case,
+    Choice,
     Compensation,
     Emit,
     RetryPolicy,
@@ -586,3 +588,22 @@ def test_a_definition_without_events_keeps_its_hash() -> None:
     assert "triggers" not in stored
     assert "event_schemas" not in stored
     assert "emits" not in stored["steps"][0]
+
+
+def test_a_trigger_condition_reads_the_event_and_a_choice_condition_the_saga() -> None:
+    """`field()` takes a path from either root set; the definition checks which one applies."""
+    take = Step(name="take", pool="fast")
+    on_courier = Trigger(event="order.placed", when=field("data.shipping") == "courier")
+    triggered = Saga(name="triggered", version=1, steps=[take], triggers=[on_courier])
+    assert triggered.triggers[0].when is on_courier.when
+
+    by_event = Case(name="courier", when=field("data.shipping") == "courier", steps=[take])
+    with pytest.raises(DefinitionError, match="must start with one of"):
+        Saga(name="chosen", version=1, steps=[Choice(name="how", cases=[by_event])])
+    with pytest.raises(DefinitionError, match="must start with one of"):
+        Saga(
+            name="triggered",
+            version=1,
+            steps=[take],
+            triggers=[Trigger(event="order.placed", when=field("input.shipping") == "courier")],
+        )
