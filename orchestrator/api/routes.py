@@ -306,7 +306,12 @@ class InstanceController(Controller):
     async def signal(
         self,
         instance_id: FromPath[str],
-        name: FromPath[str],
+        name: Annotated[
+            str,
+            PathParameter(
+                pattern=f"^{NAME.pattern}$", description="The signal's name, e.g. `approved`."
+            ),
+        ],
         state: State,
         data: JSONBody[schema.SignalBody | None] = None,
     ) -> schema.SignalResponse:
@@ -314,8 +319,6 @@ class InstanceController(Controller):
         received; with none under way, it is kept and the next such wait takes it. 409 when
         the instance is not running. With an `id`, sending the same signal again changes
         nothing (`duplicate`)."""
-        if not NAME.fullmatch(name):
-            raise EventInvalid(f"signal name {name!r} must look like 'approved'")
         body = data or schema.SignalBody()
         sent = await state.operations.signal(_uuid(instance_id), name, body.data, body.id)
         return schema.SignalResponse(

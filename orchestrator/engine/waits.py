@@ -138,8 +138,8 @@ def on_timeout(draft: Draft, timer: TimerFired) -> None:
     """The wait's timeout passed before anything arrived."""
     key = timer.step
     node = draft.definition.find(key)
-    if not isinstance(node, WaitFor) or not _waiting(draft, key):
-        return  # satisfied or abandoned already: nothing to do
+    if not isinstance(node, WaitFor) or node.timeout_seconds is None or not _waiting(draft, key):
+        return  # satisfied or abandoned already (or no timeout of its own): nothing to do
     draft.set_node(key, timed_out=True)
     draft.record(HistoryEventType.WAIT_TIMED_OUT, step=key, timeout_seconds=node.timeout_seconds)
     if node.event is not None:
