@@ -41,7 +41,9 @@ What the figures mean (all latencies come from database timestamps, not from pol
   were recorded before their wait began (kept, then taken); ``applied_per_second`` over the first
   to the last application; ``published_to_applied`` for the events published once their wait had
   begun (the benchmark's clock before the publish -> the orchestrator's when it applied it); events
-  the instances ``emitted`` and ``emitted_read_back`` from a queue bound to their types.
+  the instances ``emitted``, ``emitted_read_back`` (distinct ids) from a queue bound to their
+  types, and ``emitted_copies`` (the outbox is at least once: its sweeper publishes again a row
+  whose deletion lagged past the grace period; consumers drop copies by source and id).
 """
 
 from __future__ import annotations

@@ -146,20 +146,28 @@ class EventFeed:
 
     # ---- figures ---------------------------------------------------------------------------
 
-    async def read_back(self, ids: list[str], expected: int, limit: float = 10.0) -> int:
-        """How many events the instances `ids` published reached the read-back queue (by their
-        `ce-correlationid`): waits up to `limit` for `expected`, since an instance is terminal
-        in the database before its events are confirmed. Takes every message off the queue."""
+    async def read_back(
+        self, ids: list[str], expected: int, limit: float = 10.0
+    ) -> tuple[int, int]:
+        """The events the instances `ids` published that reached the read-back queue (by their
+        `ce-correlationid`): (distinct `ce-id`s, copies). Waits up to `limit` for `expected`
+        distinct ones, since an instance is terminal in the database before its events are
+        confirmed. Takes every message off the queue. A copy is the outbox's at-least-once:
+        the sweeper publishes again a row whose deletion lagged past its grace period."""
         assert self._emitted is not None
         wanted = set(ids)
-        count = 0
+        seen: set[str] = set()
+        copies = 0
         deadline = time.perf_counter() + limit
         while True:
             message = await self._emitted.get(no_ack=True, fail=False)
             if message is not None:
-                count += message.headers.get("ce-correlationid") in wanted
-            elif count >= expected or time.perf_counter() > deadline:
-                return count
+                if message.headers.get("ce-correlationid") in wanted:
+                    event_id = str(message.headers.get("ce-id"))
+                    copies += event_id in seen
+                    seen.add(event_id)
+            elif len(seen) >= expected or time.perf_counter() > deadline:
+                return len(seen), copies
             else:
                 await asyncio.sleep(0.1)
 
@@ -176,7 +184,7 @@ class EventFeed:
         delivered = [r["delivered_at"] for r in rows]
         span = (max(delivered) - min(delivered)).total_seconds() if len(delivered) > 1 else 0.0
         emitted = int(await db.fetchval(_EMITTED, ids))
-        read_back = await self.read_back(ids, emitted)
+        read_back, copies = await self.read_back(ids, emitted)
         if read_back != emitted:
             log(f"events: {emitted} emitted but {read_back} read back from the broker")
         return {
@@ -187,4 +195,5 @@ class EventFeed:
             "published_to_applied": summary_ms(late),
             "emitted": emitted,
             "emitted_read_back": read_back,
+            "emitted_copies": copies,
         }
