@@ -1,23 +1,38 @@
-"""Every 100 ms for `seconds`: distinct backends seen in warren_bench_* databases, and how many
-samples caught each of them running the type introspection query (asyncpg's typeinfo_tree)."""
-import asyncio, sys
+"""Every 100 ms for SECONDS: the distinct backends seen in the bench's scratch databases, and
+how many of them were caught running asyncpg's type introspection query (`typeinfo_tree`).
+
+    .venv/bin/python bench/results/2026-12-02-events/sample_backends.py SECONDS OUT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
 import asyncpg
 
-async def main(seconds: float, out: str) -> None:
+_BACKENDS = (
+    "SELECT pid, query FROM pg_stat_activity "
+    "WHERE datname LIKE 'warren_bench_%' AND pid <> pg_backend_pid()"
+)
+
+
+async def main(seconds: float) -> str:
     db = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    pids: dict[int, str] = {}
-    intro: set[int] = set()
+    seen: set[int] = set()
+    introspecting: set[int] = set()
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     while loop.time() < end:
-        for r in await db.fetch(
-            "SELECT pid, client_port, query, backend_start FROM pg_stat_activity "
-            "WHERE datname LIKE 'warren_bench_%' AND pid <> pg_backend_pid()"):
-            pids[r["pid"]] = str(r["backend_start"])
-            if "typeinfo_tree" in (r["query"] or ""):
-                intro.add(r["pid"])
+        for row in await db.fetch(_BACKENDS):
+            seen.add(row["pid"])
+            if "typeinfo_tree" in (row["query"] or ""):
+                introspecting.add(row["pid"])
         await asyncio.sleep(0.1)
-    with open(out, "w") as f:
-        f.write(f"{len(pids)} distinct backends seen; {len(intro)} caught introspecting types\n")
+    await db.close()
+    return f"{len(seen)} distinct backends seen; {len(introspecting)} caught introspecting types\n"
 
-asyncio.run(main(float(sys.argv[1]), sys.argv[2]))
+
+if __name__ == "__main__":
+    Path(sys.argv[2]).write_text(asyncio.run(main(float(sys.argv[1]))))
