@@ -5,6 +5,7 @@
     .venv/bin/python -m bench --orchestrators 2 --workers 2
     .venv/bin/python -m bench --scaling            # concurrent: 1|2 orchestrators x 1|2 workers
     .venv/bin/python -m bench --profile /tmp/prof  # py-spy raw stacks of every process
+    .venv/bin/python -m bench --workload events    # order-3 with a wait for an event
 
 Each configuration gets its own scratch database and RabbitMQ vhost (dropped at the end, also on
 failure or Ctrl-C); `warren migrate`, `warren register bench.order3:order3`, then `warren api`,
@@ -35,6 +36,14 @@ What the figures mean (all latencies come from database timestamps, not from pol
 - ``round_trips`` (with --count-sagas N; approximate, pg_stat lags): commits in the database while
   N sagas ran one at a time, minus the idle background rate. `python -m bench.roundtrips` counts
   every statement of one saga exactly, from the Postgres log.
+- ``events`` (workloads that wait for an event, bench/feed.py): events ``published`` by the
+  benchmark, ``applied`` to a wait (``warren.event_deliveries``), of which ``arrived_before_wait``
+  were recorded before their wait began (kept, then taken); ``applied_per_second`` over the first
+  to the last application; ``published_to_applied`` for the events published once their wait had
+  begun (the benchmark's clock before the publish -> the orchestrator's when it applied it); events
+  the instances ``emitted``, ``emitted_read_back`` (distinct ids) from a queue bound to their
+  types, and ``emitted_copies`` (the outbox is at least once: its sweeper publishes again a row
+  whose deletion lagged past the grace period; consumers drop copies by source and id).
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ import asyncpg
 import httpx
 
 from bench import runner
+from bench.feed import EventFeed
 from bench.runner import log
 from bench.workloads import WORKLOADS
 
@@ -82,6 +92,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.sagas, args.sequential, args.warmup, args.count_sagas = 200, 20, 10, 0
+    if args.count_sagas and WORKLOADS[args.workload].awaited_event is not None:
+        # The event feed's own queries would count as the saga's commits.
+        parser.error(f"--count-sagas does not apply to --workload {args.workload}")
     return args
 
 
@@ -95,7 +108,10 @@ async def _measure(
 ) -> dict[str, Any]:
     await stack.wait_ready()
     db = await asyncpg.connect(stack.database_url.replace("+asyncpg", ""))
+    feed = EventFeed(stack) if stack.workload.awaited_event is not None else None
     try:
+        if feed is not None:
+            await feed.open()
         figures: dict[str, Any] = {}
         if with_machine:
             pg_version = await db.fetchval("SHOW server_version")
@@ -115,23 +131,33 @@ async def _measure(
         offset = 0
         if args.warmup:
             log(f"warm-up: {args.warmup} sagas")
-            await runner.run_concurrent(stack, db, args.warmup, args.in_flight, args.timeout)
+            await runner.run_concurrent(
+                stack, db, args.warmup, args.in_flight, args.timeout, feed=feed
+            )
             offset += args.warmup
-        figures["concurrent"] = await _concurrent(stack, db, args, offset)
+        figures["concurrent"] = await _concurrent(stack, db, args, offset, feed)
         offset += args.sagas
         if sequential:
-            figures["sequential"] = await _sequential(stack, db, sequential, offset, args.timeout)
+            figures["sequential"] = await _sequential(
+                stack, db, sequential, offset, args.timeout, feed
+            )
             offset += sequential
         if count_sagas:
             figures["round_trips"] = await _count_transactions(stack, db, count_sagas, offset)
         figures["peak_rss_mb"] = {k: round(v, 1) for k, v in stack.peak_rss_mb().items()}
         return figures
     finally:
+        if feed is not None:
+            await feed.close()
         await db.close()
 
 
 async def _concurrent(
-    stack: runner.Stack, db: asyncpg.Connection, args: argparse.Namespace, offset: int
+    stack: runner.Stack,
+    db: asyncpg.Connection,
+    args: argparse.Namespace,
+    offset: int,
+    feed: EventFeed | None,
 ) -> dict[str, Any]:
     spies = []
     if args.profile is not None:
@@ -141,7 +167,7 @@ async def _concurrent(
     cpu_before = stack.cpu_by_kind()
     try:
         outcome, accepted = await runner.run_concurrent(
-            stack, db, args.sagas, args.in_flight, args.timeout, offset
+            stack, db, args.sagas, args.in_flight, args.timeout, offset, feed
         )
         cpu_after = stack.cpu_by_kind()
     finally:
@@ -170,6 +196,8 @@ async def _concurrent(
             k: round(v / wall / (os.cpu_count() or 1) * 100, 1) for k, v in cpu.items()
         },
     }
+    if feed is not None:
+        result["events"] = await feed.figures(db, outcome.ids, offset)
     log(
         f"concurrent: {result['sagas_per_second']} sagas/s, "
         f"p50 {result['end_to_end']['p50_ms']} ms, statuses {result['statuses']}"
@@ -178,10 +206,15 @@ async def _concurrent(
 
 
 async def _sequential(
-    stack: runner.Stack, db: asyncpg.Connection, sagas: int, offset: int, limit: float
+    stack: runner.Stack,
+    db: asyncpg.Connection,
+    sagas: int,
+    offset: int,
+    limit: float,
+    feed: EventFeed | None,
 ) -> dict[str, Any]:
     log(f"sequential: {sagas} sagas one at a time")
-    outcome, client = await runner.run_sequential(stack, db, sagas, offset, limit)
+    outcome, client = await runner.run_sequential(stack, db, sagas, offset, limit, feed)
     rows = await runner.instance_rows(db, outcome.ids)
     result: dict[str, Any] = {
         "sagas": len(outcome.ids),
@@ -190,6 +223,18 @@ async def _sequential(
         "client_end_to_end": runner.summary_ms(client),
         "steps": await runner.step_latencies(db, outcome.ids),
     }
+    first = stack.workload.event_first
+    if feed is not None and first is not None:
+        # Those whose event came first wait for nothing; the others for the benchmark to see
+        # the wait begin (polled every ms) and publish.
+        n_of = {instance_id: offset + k for k, instance_id in enumerate(outcome.ids)}
+        result["end_to_end_event_first"] = runner.summary_ms(
+            runner.end_to_end([r for r in rows if first(n_of[r["id"]])])
+        )
+        result["end_to_end_event_after"] = runner.summary_ms(
+            runner.end_to_end([r for r in rows if not first(n_of[r["id"]])])
+        )
+        result["events"] = await feed.figures(db, outcome.ids, offset)
     log(f"sequential: p50 {result['end_to_end']['p50_ms']} ms")
     return result
 
