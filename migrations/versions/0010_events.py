@@ -40,6 +40,14 @@ def upgrade() -> None:
     )
     op.create_index("ix_events_type_received", "events", ["type", "received_at"], schema="warren")
     op.create_index("ix_events_received", "events", ["received_at"], schema="warren")
+    op.create_index(
+        "ix_events_body",
+        "events",
+        ["body"],
+        schema="warren",
+        postgresql_using="gin",
+        postgresql_ops={"body": "jsonb_path_ops"},
+    )
     op.create_table(
         "waits",
         sa.Column("instance_id", postgresql.UUID(as_uuid=True), nullable=False),
@@ -58,6 +66,7 @@ def upgrade() -> None:
         comment="Event waits under way; a row is deleted in the transaction that ends its wait.",
     )
     op.create_index("ix_waits_match", "waits", ["event_type", "path", "value"], schema="warren")
+    op.create_index("ix_waits_began", "waits", ["began_at"], schema="warren")
     op.create_table(
         "event_deliveries",
         sa.Column(
@@ -77,8 +86,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("event_deliveries", schema="warren")
+    op.drop_index("ix_waits_began", table_name="waits", schema="warren")
     op.drop_index("ix_waits_match", table_name="waits", schema="warren")
     op.drop_table("waits", schema="warren")
+    op.drop_index("ix_events_body", table_name="events", schema="warren")
     op.drop_index("ix_events_received", table_name="events", schema="warren")
     op.drop_index("ix_events_type_received", table_name="events", schema="warren")
     op.drop_table("events", schema="warren")

@@ -9,6 +9,7 @@ its wait rows stay as read.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -59,26 +60,36 @@ _DELIVER = """
 INSERT INTO warren.event_deliveries (event_seq, instance_id, wait_key, delivered_at)
 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING event_seq"""
 
-# Events older than the retention are deleted (`expire`): what is here is kept.
+# Events older than the retention are deleted (`expire`): what is here is kept. The GIN index
+# on the body finds the candidates by containment ($5); the path then says which value counts.
 _KEPT = """
 SELECT e.seq, e.body::text AS body FROM warren.events e
 WHERE e.type = $1
-  AND ($2::text[] IS NULL OR e.body #> $2::text[] = $3::jsonb)
+  AND ($2::text[] IS NULL OR (e.body @> $5::jsonb AND e.body #> $2::text[] = $3::jsonb))
   AND NOT EXISTS (SELECT 1 FROM warren.event_deliveries d
                   WHERE d.event_seq = e.seq AND d.instance_id = $4)
 ORDER BY e.seq LIMIT 1"""
 
-# The safety net: a wait and a matching event that missed each other (both committed at once).
+# The safety net: a wait and a matching event that missed each other, each committed while the
+# other was being written. Only a wait that began lately and an event received around then can
+# have (the window is far wider than any transaction); the indexes on waits(began_at) and
+# events(type, received_at) keep the look cheap however many events are kept.
 _LEFT_BEHIND = """
 SELECT w.instance_id, w.wait_key, e.seq, e.body::text AS body
 FROM warren.waits w JOIN warren.events e
   ON e.type = w.event_type
+ AND e.received_at BETWEEN w.began_at - $2::interval AND w.began_at + $2::interval
  AND (w.path IS NULL
       OR e.body #> string_to_array(regexp_replace(w.path, '\\[(\\d+)\\]', '.\\1', 'g'), '.')
          = w.value)
-WHERE NOT EXISTS (SELECT 1 FROM warren.event_deliveries d
+WHERE w.began_at > now() - $2::interval
+  AND NOT EXISTS (SELECT 1 FROM warren.event_deliveries d
                   WHERE d.event_seq = e.seq AND d.instance_id = w.instance_id)
 ORDER BY e.seq LIMIT $1"""
+
+RACE_WINDOW = timedelta(minutes=10)
+"""How far apart a wait's beginning and an event's arrival can be and still have missed each
+other: the longest a transaction may take, with a wide margin."""
 
 _COUNT = """
 UPDATE warren.events SET started = started + $2, reached = reached + $3,
@@ -178,16 +189,38 @@ async def kept_event(
 ) -> KeptEvent | None:
     """The oldest event kept (received within the retention) that the wait `sub` takes and
     its instance has not had yet."""
-    parts = None if sub.path is None else [str(p) for p in parse_path(sub.path, EVENT_ROOTS)]
-    value = None if sub.path is None else _json.encode(sub.value).decode()
-    row = await (await driver(conn)).fetchrow(_KEPT, sub.event_type, parts, value, instance_id)
+    parts: list[str | int] | None = None
+    value = contained = None
+    if sub.path is not None:
+        parts = parse_path(sub.path, EVENT_ROOTS)
+        value = _json.encode(sub.value).decode()
+        contained = _json.encode(_containing(parts, sub.value)).decode()
+    row = await (await driver(conn)).fetchrow(
+        _KEPT,
+        sub.event_type,
+        None if parts is None else [str(p) for p in parts],
+        value,
+        instance_id,
+        contained,
+    )
     return None if row is None else KeptEvent(row["seq"], msgspec.json.decode(row["body"]))
+
+
+def _containing(parts: list[str | int], value: Any) -> Any:
+    """A JSON value that every event holding `value` at `parts` contains, for the index. Below
+    an array index containment cannot say which element: the array itself (any array contains
+    ``[]``) is as far as it narrows."""
+    first_index = next((i for i, part in enumerate(parts) if isinstance(part, int)), None)
+    inner: Any = value if first_index is None else []
+    for name in reversed(parts if first_index is None else parts[:first_index]):
+        inner = {name: inner}
+    return inner
 
 
 async def left_behind(conn: AsyncConnection, limit: int) -> list[tuple[UUID, str, KeptEvent]]:
     """Waits under way, each with a kept event it takes that did not reach its instance: an
     event and a wait that began while it was being recorded can miss each other."""
-    rows = await (await driver(conn)).fetch(_LEFT_BEHIND, limit)
+    rows = await (await driver(conn)).fetch(_LEFT_BEHIND, limit, RACE_WINDOW)
     return [
         (
             UUID(bytes=row["instance_id"].bytes),

@@ -168,11 +168,18 @@ class EventReceiver(TransitionService):
         """`event` in its current shape, checked against its type's schemas: `UnknownVersion`
         (a `MessageError`) for a version newer than any upcaster knows, `EventInvalid` for
         data that does not fit."""
+        return (await self.prepare_many([event]))[0]
+
+    async def prepare_many(self, received: list[CloudEvent]) -> list[CloudEvent]:
+        """`prepare` for events that arrived together: the definitions are read once."""
+        async with transaction(self.engine) as conn:
+            await self.routes.refresh(conn)
+        return [self._current(event) for event in received]
+
+    def _current(self, event: CloudEvent) -> CloudEvent:
         data, version = UPCASTERS.upcast(event.type, event.dataversion, event.data)
         if version != event.dataversion:
             event = msgspec.structs.replace(event, data=data, dataversion=version)
-        async with transaction(self.engine) as conn:
-            await self.routes.refresh(conn)
         check_event_data(self.routes.schemas(event.type), event)
         return event
 

@@ -203,13 +203,11 @@ class Orchestrator:
         """Domain events from the broker (CloudEvents binary mode), in the order received, in
         one transaction. One that cannot be read, of an unknown future version or that its
         schema refuses is poison (the batch is then handled one by one, to park it alone)."""
-        events = []
-        for message in messages:
-            event = from_amqp(message.body, message.headers, message.content_type)
-            try:
-                events.append(await self.receiver.prepare(event))
-            except EventInvalid as exc:
-                raise MessageError(str(exc)) from exc
+        read = [from_amqp(m.body, m.headers, m.content_type) for m in messages]
+        try:
+            events = await self.receiver.prepare_many(read)
+        except EventInvalid as exc:
+            raise MessageError(str(exc)) from exc
         await self.receiver.receive_many(events, via="broker")
 
     async def bind_event_types(self) -> None:

@@ -243,6 +243,10 @@ events = Table(
     UniqueConstraint("source", "event_id", name="uq_events_source_id"),
     Index("ix_events_type_received", "type", "received_at"),
     Index("ix_events_received", "received_at"),
+    # A kept event is found by containment of its correlation value (persistence.events).
+    Index(
+        "ix_events_body", "body", postgresql_using="gin", postgresql_ops={"body": "jsonb_path_ops"}
+    ),
     comment="Domain events received, once each, kept for the retention period.",
 )
 
@@ -262,6 +266,7 @@ waits = Table(
     Column("began_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("instance_id", "wait_key"),
     Index("ix_waits_match", "event_type", "path", "value"),
+    Index("ix_waits_began", "began_at"),
     comment="Event waits under way; a row is deleted in the transaction that ends its wait.",
 )
 
