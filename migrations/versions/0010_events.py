@@ -61,6 +61,13 @@ def upgrade() -> None:
         ),
         sa.Column("value", postgresql.JSONB(), nullable=True),
         sa.Column("began_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("parts", postgresql.ARRAY(sa.Text()), nullable=True, comment="the path, split"),
+        sa.Column(
+            "contains",
+            postgresql.JSONB(),
+            nullable=False,
+            comment="what an event that matches contains, for the index on events.body",
+        ),
         sa.PrimaryKeyConstraint("instance_id", "wait_key"),
         schema="warren",
         comment="Event waits under way; a row is deleted in the transaction that ends its wait.",

@@ -46,10 +46,12 @@ WHERE w.event_type = $1 AND ($4::uuid[] IS NULL OR w.instance_id = ANY($4::uuid[
 ORDER BY w.instance_id, w.began_at, w.wait_key"""
 
 _OPEN = """
-INSERT INTO warren.waits (instance_id, wait_key, event_type, path, value, began_at)
-SELECT i, k, t, p, v::jsonb, b
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-    AS x(i, k, t, p, v, b)
+INSERT INTO warren.waits (instance_id, wait_key, event_type, path, value, began_at, parts,
+                          contains)
+SELECT i, k, t, p, v::jsonb, b, CASE WHEN ps IS NULL THEN NULL ELSE string_to_array(ps, '.') END,
+       c::jsonb
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+            $7::text[], $8::text[]) AS x(i, k, t, p, v, b, ps, c)
 ON CONFLICT DO NOTHING"""
 
 _END = """
@@ -71,20 +73,23 @@ WHERE e.type = $1
 ORDER BY e.seq LIMIT 1"""
 
 # The safety net: a wait and a matching event that missed each other, each committed while the
-# other was being written. Only a wait that began lately and an event received around then can
-# have (the window is far wider than any transaction); the indexes on waits(began_at) and
-# events(type, received_at) keep the look cheap however many events are kept.
+# other was being written. Only a wait that began lately can have, with an event received since
+# a little before it began (the window is far wider than any transaction): each such wait looks
+# for its event as it did when it began, through the index, by the containment it stored.
 _LEFT_BEHIND = """
 SELECT w.instance_id, w.wait_key, e.seq, e.body::text AS body
-FROM warren.waits w JOIN warren.events e
-  ON e.type = w.event_type
- AND e.received_at BETWEEN w.began_at - $2::interval AND w.began_at + $2::interval
- AND (w.path IS NULL
-      OR e.body #> string_to_array(regexp_replace(w.path, '\\[(\\d+)\\]', '.\\1', 'g'), '.')
-         = w.value)
+FROM warren.waits w
+CROSS JOIN LATERAL (
+    SELECT e.seq, e.body FROM warren.events e
+    WHERE e.type = w.event_type
+      AND e.body @> w.contains
+      AND (w.parts IS NULL OR e.body #> w.parts = w.value)
+      AND e.received_at >= w.began_at - $2::interval
+      AND NOT EXISTS (SELECT 1 FROM warren.event_deliveries d
+                      WHERE d.event_seq = e.seq AND d.instance_id = w.instance_id)
+    ORDER BY e.received_at, e.seq LIMIT 1
+) e
 WHERE w.began_at > now() - $2::interval
-  AND NOT EXISTS (SELECT 1 FROM warren.event_deliveries d
-                  WHERE d.event_seq = e.seq AND d.instance_id = w.instance_id)
 ORDER BY e.seq LIMIT $1"""
 
 RACE_WINDOW = timedelta(minutes=10)
@@ -158,6 +163,7 @@ async def open_waits(
     """Waits that began (instance, subscription, when)."""
     if not opened:
         return
+    parts = [_parts(sub) for _, sub, _ in opened]
     await (await driver(conn)).execute(
         _OPEN,
         [instance_id for instance_id, _, _ in opened],
@@ -166,7 +172,16 @@ async def open_waits(
         [sub.path for _, sub, _ in opened],
         [None if sub.path is None else _json.encode(sub.value).decode() for _, sub, _ in opened],
         [began for _, _, began in opened],
+        [None if p is None else ".".join(str(part) for part in p) for p in parts],
+        [
+            _json.encode({} if p is None else _containing(p, sub.value)).decode()
+            for p, (_, sub, _) in zip(parts, opened, strict=True)
+        ],
     )
+
+
+def _parts(sub: Subscription) -> list[str | int] | None:
+    return None if sub.path is None else parse_path(sub.path, EVENT_ROOTS)
 
 
 async def end_waits(conn: AsyncConnection, ended: list[tuple[UUID, str]]) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 SCHEMA = "warren"
 metadata = MetaData(schema=SCHEMA)
@@ -264,6 +264,13 @@ waits = Table(
     ),
     Column("value", JSONB, nullable=True),
     Column("began_at", DateTime(timezone=True), nullable=False),
+    Column("parts", ARRAY(Text), nullable=True, comment="the path, split"),
+    Column(
+        "contains",
+        JSONB,
+        nullable=False,
+        comment="what an event that matches contains, for the index on events.body",
+    ),
     PrimaryKeyConstraint("instance_id", "wait_key"),
     Index("ix_waits_match", "event_type", "path", "value"),
     Index("ix_waits_began", "began_at"),
