@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from orchestrator.engine import Transition
+
 SIGNALS_CONSUMER = "signals"
 """The inbox consumer of signals: a signal sent twice with the same id counts once."""
 _SIGNAL_IDS = UUID("c4d5e6f7-0819-4a2b-8c3d-4e5f60718293")
@@ -51,7 +53,7 @@ class Operations(TransitionService):
                     "nothing to cancel"
                 )
 
-        return await self._apply(instance_id, Cancel(reason=reason), check)
+        return await self._state_after(instance_id, Cancel(reason=reason), check)
 
     async def retry(self, instance_id: UUID) -> InstanceState:
         """Resume the compensation that a `failed` instance is stuck on."""
@@ -63,7 +65,7 @@ class Operations(TransitionService):
                     "can be retried"
                 )
 
-        return await self._apply(instance_id, Resume(), check)
+        return await self._state_after(instance_id, Resume(), check)
 
     async def signal(
         self, instance_id: UUID, name: str, data: Any, signal_id: str | None = None
@@ -79,27 +81,13 @@ class Operations(TransitionService):
                     "instances only"
                 )
 
-        async with transaction(self.engine) as conn:
-            claimed = await inbox.claim_many(
-                conn, SIGNALS_CONSUMER, [uuid5(_SIGNAL_IDS, f"{instance_id}\n{name}\n{chosen}")]
-            )
-            if not claimed:
+        event = SignalReceived(signal=Signal(name=name, id=chosen, data=data))
+        once = uuid5(_SIGNAL_IDS, f"{instance_id}\n{name}\n{chosen}")
+        transition = await self._apply(instance_id, event, check, once=once)
+        if transition is None:
+            async with transaction(self.engine) as conn:
                 state = await instances.load(conn, instance_id)
-                return SignalOutcome(id=chosen, outcome="duplicate", instance=state)
-            started_in = await instances.traceparent(conn, instance_id)
-            event = SignalReceived(signal=Signal(name=name, id=chosen, data=data))
-            transition, pending = await apply_event(
-                conn,
-                self.definitions,
-                self.topology,
-                instance_id,
-                event,
-                check=check,
-                trace_parent=tracing.from_traceparent(started_in),
-                trace_links=tracing.link_to_current(),
-            )
-        metrics.observe_transition(transition)
-        await self.relay.publish_committed(pending)
+            return SignalOutcome(id=chosen, outcome="duplicate", instance=state)
         took = any(
             h.type is HistoryEventType.SIGNAL_RECEIVED and h.step is not None
             for h in transition.history
@@ -108,10 +96,26 @@ class Operations(TransitionService):
             id=chosen, outcome="delivered" if took else "kept", instance=transition.instance
         )
 
-    async def _apply(
+    async def _state_after(
         self, instance_id: UUID, event: Event, check: Callable[[InstanceState], None]
     ) -> InstanceState:
+        transition = await self._apply(instance_id, event, check)
+        assert transition is not None  # only a request with an inbox id is ever a copy
+        return transition.instance
+
+    async def _apply(
+        self,
+        instance_id: UUID,
+        event: Event,
+        check: Callable[[InstanceState], None],
+        *,
+        once: UUID | None = None,
+    ) -> Transition | None:
+        """Apply `event` in a transaction of its own; with `once`, the request's id in the
+        inbox: None (nothing done) when it was handled before."""
         async with transaction(self.engine) as conn:
+            if once is not None and not await inbox.claim_many(conn, SIGNALS_CONSUMER, [once]):
+                return None
             # The action joins the saga's trace, linked to the request that asked for it.
             started_in = await instances.traceparent(conn, instance_id)
             transition, pending = await apply_event(
@@ -126,4 +130,4 @@ class Operations(TransitionService):
             )
         metrics.observe_transition(transition)
         await self.relay.publish_committed(pending)
-        return transition.instance
+        return transition
