@@ -104,7 +104,7 @@ def run_floor(sagas: int, warmup: int, limit: float, log_dir: Path) -> dict[str,
     figures. The database and vhost are dropped at the end, also on failure."""
     with runner.scratch_servers() as (database_url, amqp_url):
         dsn = database_url.replace("+asyncpg", "")
-        asyncio.run(_create_schema(dsn))
+        asyncio.run(create_schema(dsn))
         log("floor: starting its worker and orchestrator")
         with floor_processes(dsn, amqp_url, log_dir) as procs:
             figures = asyncio.run(_measure(procs, dsn, sagas, warmup, limit))
@@ -112,7 +112,7 @@ def run_floor(sagas: int, warmup: int, limit: float, log_dir: Path) -> dict[str,
         return figures
 
 
-async def _create_schema(dsn: str) -> None:
+async def create_schema(dsn: str) -> None:
     db = await asyncpg.connect(dsn)
     try:
         await db.execute(pipeline.SCHEMA)
@@ -127,11 +127,11 @@ async def _measure(
     try:
         if warmup:
             log(f"floor: warm-up, {warmup} sagas")
-            await _run_sagas(procs, db, warmup, 0, limit)
+            await run_sagas(procs, db, warmup, 0, limit)
         log(f"floor: {sagas} sagas at once")
         cpu_before = _cpu_by_kind(procs)
         first_sent = time.perf_counter()
-        all_seen = await _run_sagas(procs, db, sagas, warmup, limit)
+        all_seen = await run_sagas(procs, db, sagas, warmup, limit)
         cpu = {k: v - cpu_before[k] for k, v in _cpu_by_kind(procs).items()}
         figures = await _figures(db, sagas, warmup, started_with=warmup + sagas)
     finally:
@@ -147,7 +147,7 @@ async def _measure(
     return figures
 
 
-async def _run_sagas(
+async def run_sagas(
     procs: list[FloorProc], db: asyncpg.Connection, count: int, first: int, limit: float
 ) -> float:
     """Ask the orchestrator to start sagas first..first+count-1; when all were seen completed
