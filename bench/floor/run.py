@@ -129,6 +129,7 @@ async def _measure(
             log(f"floor: warm-up, {warmup} sagas")
             await run_sagas(procs, db, warmup, 0, limit)
         log(f"floor: {sagas} sagas at once")
+        load = [round(x, 2) for x in os.getloadavg()]
         cpu_before = _cpu_by_kind(procs)
         first_sent = time.perf_counter()
         all_seen = await run_sagas(procs, db, sagas, warmup, limit)
@@ -136,6 +137,7 @@ async def _measure(
         figures = await _figures(db, sagas, warmup, started_with=warmup + sagas)
     finally:
         await db.close()
+    figures["loadavg_at_start"] = load
     figures["wall_seconds"] = round(all_seen - first_sent, 2)
     figures["cpu_seconds"] = {k: round(v, 2) for k, v in cpu.items()}
     figures["cpu_ms_per_saga"] = {k: round(v / sagas * 1000, 3) for k, v in cpu.items()}
