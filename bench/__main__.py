@@ -6,12 +6,19 @@
     .venv/bin/python -m bench --scaling            # concurrent: 1|2 orchestrators x 1|2 workers
     .venv/bin/python -m bench --profile /tmp/prof  # py-spy raw stacks of every process
     .venv/bin/python -m bench --workload events    # order-3 with a wait for an event
+    .venv/bin/python -m bench --floor              # and the floor: Warren as a fraction of it
 
 Each configuration gets its own scratch database and RabbitMQ vhost (dropped at the end, also on
 failure or Ctrl-C); `warren migrate`, `warren register bench.order3:order3`, then `warren api`,
 `warren orchestrator` (xN) and `warren worker --pool payments|inventory` (xN per pool) run as
 separate OS processes with Warren's default settings. Sagas are started through the HTTP API.
 The JSON figures go to stdout, progress to stderr.
+
+With ``--floor``, the floor (bench/floor: the simplest pipeline with the same guarantees, one
+orchestrator and one worker process on aio-pika and asyncpg) runs first, on scratch servers of
+its own, with the same warm-up and saga count; ``comparison`` then gives both throughputs, both
+CPU per saga and ``warren_to_floor``, Warren's sagas/s as a fraction of the floor's: the figure
+of merit, since absolute figures move between machines.
 
 What the figures mean (all latencies come from database timestamps, not from polling):
 
@@ -64,6 +71,7 @@ import httpx
 
 from bench import runner
 from bench.feed import EventFeed
+from bench.floor.run import run_floor
 from bench.runner import log
 from bench.workloads import WORKLOADS
 
@@ -89,12 +97,17 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of each process here")
     parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--logs", type=Path, help="keep the processes' logs in this directory")
+    parser.add_argument(
+        "--floor", action="store_true", help="run the floor (bench/floor) too, and compare"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.sagas, args.sequential, args.warmup, args.count_sagas = 200, 20, 10, 0
     if args.count_sagas and WORKLOADS[args.workload].awaited_event is not None:
         # The event feed's own queries would count as the saga's commits.
         parser.error(f"--count-sagas does not apply to --workload {args.workload}")
+    if args.floor and args.workload != "order-3":
+        parser.error("--floor is the order-3 shape: it compares with --workload order-3 only")
     return args
 
 
@@ -305,6 +318,36 @@ def _run_config(
                 )
 
 
+def _run_floor(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="warren-floor-") as tmp:
+        log_dir = args.logs or Path(tmp)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        return run_floor(args.sagas, args.warmup, args.timeout, log_dir)
+
+
+def _compare(floor: dict[str, Any], warren_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Both throughputs and CPU per saga, and Warren's throughput as a fraction of the floor's
+    (one entry per Warren run: with --scaling, one per configuration)."""
+    ratios = [round(run["sagas_per_second"] / floor["sagas_per_second"], 3) for run in warren_runs]
+    comparison: dict[str, Any] = {
+        "floor_sagas_per_second": floor["sagas_per_second"],
+        "warren_sagas_per_second": [run["sagas_per_second"] for run in warren_runs],
+        "warren_to_floor": ratios if len(ratios) > 1 else ratios[0],
+        "cpu_ms_per_saga_floor": floor["cpu_ms_per_saga"],
+        "cpu_ms_per_saga_warren": [run["cpu_ms_per_saga"] for run in warren_runs],
+        "floor_duplicate_effects": floor["effects"]["duplicates"],
+        "floor_missing_effects": floor["effects"]["missing"],
+    }
+    if len(warren_runs) == 1:
+        comparison["warren_sagas_per_second"] = warren_runs[0]["sagas_per_second"]
+        comparison["cpu_ms_per_saga_warren"] = warren_runs[0]["cpu_ms_per_saga"]
+    log(
+        f"floor {floor['sagas_per_second']} sagas/s, Warren "
+        f"{comparison['warren_sagas_per_second']} sagas/s: warren_to_floor {ratios}"
+    )
+    return comparison
+
+
 def _terminate(signum: int, frame: object) -> None:
     # Treat SIGTERM as Ctrl-C: inside asyncio.run that cancels the measuring task cleanly, and
     # the clean-up (stop the processes, drop the database and vhost) runs in `finally` blocks.
@@ -317,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     started = time.time()
     output: dict[str, Any] = {"workload": args.workload, "note": _NOTE}
+    if args.floor:
+        output["floor"] = _run_floor(args)
     if args.scaling:
         output["scaling"] = []
         for orchestrators in (1, 2):
@@ -343,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         output["machine"] = figures.pop("machine")
         output.update(figures)
+    if args.floor:
+        runs = [row["concurrent"] for row in output["scaling"]] if args.scaling else None
+        output["comparison"] = _compare(output["floor"], runs or [output["concurrent"]])
     output["bench_seconds"] = round(time.time() - started, 1)
     json.dump(output, sys.stdout, indent=2, default=str)
     print()

@@ -184,10 +184,8 @@ class Stack:
         totals: dict[str, float] = {}
         for proc in self.procs:
             kind = proc.name.split("-", 1)[0]
-            totals[kind] = totals.get(kind, 0.0) + _tree_cpu_seconds(proc.pid)
-        totals["postgres"] = _server_cpu_seconds(5432, "postgres")
-        totals["rabbitmq"] = _server_cpu_seconds(5672, "beam.smp")
-        return totals
+            totals[kind] = totals.get(kind, 0.0) + process_cpu_seconds(proc.pid)
+        return {**totals, **servers_cpu_seconds()}
 
 
 @contextlib.contextmanager
@@ -237,6 +235,19 @@ def _tree_cpu_seconds(pid: int) -> float:
         for child in _children(pid):
             total += _tree_cpu_seconds(child)
     return total
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children, reaped or not."""
+    return _tree_cpu_seconds(pid)
+
+
+def servers_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of the Postgres and RabbitMQ servers (machine-wide: see below)."""
+    return {
+        "postgres": _server_cpu_seconds(5432, "postgres"),
+        "rabbitmq": _server_cpu_seconds(5672, "beam.smp"),
+    }
 
 
 def _listening_inodes(port: int) -> set[str]:
