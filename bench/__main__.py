@@ -5,12 +5,20 @@
     .venv/bin/python -m bench --orchestrators 2 --workers 2
     .venv/bin/python -m bench --scaling            # concurrent: 1|2 orchestrators x 1|2 workers
     .venv/bin/python -m bench --profile /tmp/prof  # py-spy raw stacks of every process
+    .venv/bin/python -m bench --workload events    # order-3 with a wait for an event
+    .venv/bin/python -m bench --floor              # and the floor: Warren as a fraction of it
 
 Each configuration gets its own scratch database and RabbitMQ vhost (dropped at the end, also on
 failure or Ctrl-C); `warren migrate`, `warren register bench.order3:order3`, then `warren api`,
 `warren orchestrator` (xN) and `warren worker --pool payments|inventory` (xN per pool) run as
 separate OS processes with Warren's default settings. Sagas are started through the HTTP API.
 The JSON figures go to stdout, progress to stderr.
+
+With ``--floor``, the floor (bench/floor: the simplest pipeline with the same guarantees, one
+orchestrator and one worker process on aio-pika and asyncpg) runs first, on scratch servers of
+its own, with the same warm-up and saga count; ``comparison`` then gives both throughputs, both
+CPU per saga and ``warren_to_floor``, Warren's sagas/s as a fraction of the floor's: the figure
+of merit, since absolute figures move between machines.
 
 What the figures mean (all latencies come from database timestamps, not from polling):
 
@@ -35,6 +43,14 @@ What the figures mean (all latencies come from database timestamps, not from pol
 - ``round_trips`` (with --count-sagas N; approximate, pg_stat lags): commits in the database while
   N sagas ran one at a time, minus the idle background rate. `python -m bench.roundtrips` counts
   every statement of one saga exactly, from the Postgres log.
+- ``events`` (workloads that wait for an event, bench/feed.py): events ``published`` by the
+  benchmark, ``applied`` to a wait (``warren.event_deliveries``), of which ``arrived_before_wait``
+  were recorded before their wait began (kept, then taken); ``applied_per_second`` over the first
+  to the last application; ``published_to_applied`` for the events published once their wait had
+  begun (the benchmark's clock before the publish -> the orchestrator's when it applied it); events
+  the instances ``emitted``, ``emitted_read_back`` (distinct ids) from a queue bound to their
+  types, and ``emitted_copies`` (the outbox is at least once: its sweeper publishes again a row
+  whose deletion lagged past the grace period; consumers drop copies by source and id).
 """
 
 from __future__ import annotations
@@ -54,6 +70,8 @@ import asyncpg
 import httpx
 
 from bench import runner
+from bench.feed import EventFeed
+from bench.floor.run import run_floor
 from bench.runner import log
 from bench.workloads import WORKLOADS
 
@@ -79,9 +97,17 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of each process here")
     parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--logs", type=Path, help="keep the processes' logs in this directory")
+    parser.add_argument(
+        "--floor", action="store_true", help="run the floor (bench/floor) too, and compare"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.sagas, args.sequential, args.warmup, args.count_sagas = 200, 20, 10, 0
+    if args.count_sagas and WORKLOADS[args.workload].awaited_event is not None:
+        # The event feed's own queries would count as the saga's commits.
+        parser.error(f"--count-sagas does not apply to --workload {args.workload}")
+    if args.floor and args.workload != "order-3":
+        parser.error("--floor is the order-3 shape: it compares with --workload order-3 only")
     return args
 
 
@@ -95,7 +121,10 @@ async def _measure(
 ) -> dict[str, Any]:
     await stack.wait_ready()
     db = await asyncpg.connect(stack.database_url.replace("+asyncpg", ""))
+    feed = EventFeed(stack) if stack.workload.awaited_event is not None else None
     try:
+        if feed is not None:
+            await feed.open()
         figures: dict[str, Any] = {}
         if with_machine:
             pg_version = await db.fetchval("SHOW server_version")
@@ -115,23 +144,33 @@ async def _measure(
         offset = 0
         if args.warmup:
             log(f"warm-up: {args.warmup} sagas")
-            await runner.run_concurrent(stack, db, args.warmup, args.in_flight, args.timeout)
+            await runner.run_concurrent(
+                stack, db, args.warmup, args.in_flight, args.timeout, feed=feed
+            )
             offset += args.warmup
-        figures["concurrent"] = await _concurrent(stack, db, args, offset)
+        figures["concurrent"] = await _concurrent(stack, db, args, offset, feed)
         offset += args.sagas
         if sequential:
-            figures["sequential"] = await _sequential(stack, db, sequential, offset, args.timeout)
+            figures["sequential"] = await _sequential(
+                stack, db, sequential, offset, args.timeout, feed
+            )
             offset += sequential
         if count_sagas:
             figures["round_trips"] = await _count_transactions(stack, db, count_sagas, offset)
         figures["peak_rss_mb"] = {k: round(v, 1) for k, v in stack.peak_rss_mb().items()}
         return figures
     finally:
+        if feed is not None:
+            await feed.close()
         await db.close()
 
 
 async def _concurrent(
-    stack: runner.Stack, db: asyncpg.Connection, args: argparse.Namespace, offset: int
+    stack: runner.Stack,
+    db: asyncpg.Connection,
+    args: argparse.Namespace,
+    offset: int,
+    feed: EventFeed | None,
 ) -> dict[str, Any]:
     spies = []
     if args.profile is not None:
@@ -141,7 +180,7 @@ async def _concurrent(
     cpu_before = stack.cpu_by_kind()
     try:
         outcome, accepted = await runner.run_concurrent(
-            stack, db, args.sagas, args.in_flight, args.timeout, offset
+            stack, db, args.sagas, args.in_flight, args.timeout, offset, feed
         )
         cpu_after = stack.cpu_by_kind()
     finally:
@@ -170,6 +209,8 @@ async def _concurrent(
             k: round(v / wall / (os.cpu_count() or 1) * 100, 1) for k, v in cpu.items()
         },
     }
+    if feed is not None:
+        result["events"] = await feed.figures(db, outcome.ids, offset)
     log(
         f"concurrent: {result['sagas_per_second']} sagas/s, "
         f"p50 {result['end_to_end']['p50_ms']} ms, statuses {result['statuses']}"
@@ -178,10 +219,15 @@ async def _concurrent(
 
 
 async def _sequential(
-    stack: runner.Stack, db: asyncpg.Connection, sagas: int, offset: int, limit: float
+    stack: runner.Stack,
+    db: asyncpg.Connection,
+    sagas: int,
+    offset: int,
+    limit: float,
+    feed: EventFeed | None,
 ) -> dict[str, Any]:
     log(f"sequential: {sagas} sagas one at a time")
-    outcome, client = await runner.run_sequential(stack, db, sagas, offset, limit)
+    outcome, client = await runner.run_sequential(stack, db, sagas, offset, limit, feed)
     rows = await runner.instance_rows(db, outcome.ids)
     result: dict[str, Any] = {
         "sagas": len(outcome.ids),
@@ -190,6 +236,18 @@ async def _sequential(
         "client_end_to_end": runner.summary_ms(client),
         "steps": await runner.step_latencies(db, outcome.ids),
     }
+    first = stack.workload.event_first
+    if feed is not None and first is not None:
+        # Those whose event came first wait for nothing; the others for the benchmark to see
+        # the wait begin (polled every ms) and publish.
+        n_of = {instance_id: offset + k for k, instance_id in enumerate(outcome.ids)}
+        result["end_to_end_event_first"] = runner.summary_ms(
+            runner.end_to_end([r for r in rows if first(n_of[r["id"]])])
+        )
+        result["end_to_end_event_after"] = runner.summary_ms(
+            runner.end_to_end([r for r in rows if not first(n_of[r["id"]])])
+        )
+        result["events"] = await feed.figures(db, outcome.ids, offset)
     log(f"sequential: p50 {result['end_to_end']['p50_ms']} ms")
     return result
 
@@ -260,6 +318,36 @@ def _run_config(
                 )
 
 
+def _run_floor(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="warren-floor-") as tmp:
+        log_dir = args.logs or Path(tmp)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        return run_floor(args.sagas, args.warmup, args.timeout, log_dir)
+
+
+def _compare(floor: dict[str, Any], warren_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Both throughputs and CPU per saga, and Warren's throughput as a fraction of the floor's
+    (one entry per Warren run: with --scaling, one per configuration)."""
+    ratios = [round(run["sagas_per_second"] / floor["sagas_per_second"], 3) for run in warren_runs]
+    comparison: dict[str, Any] = {
+        "floor_sagas_per_second": floor["sagas_per_second"],
+        "warren_sagas_per_second": [run["sagas_per_second"] for run in warren_runs],
+        "warren_to_floor": ratios if len(ratios) > 1 else ratios[0],
+        "cpu_ms_per_saga_floor": floor["cpu_ms_per_saga"],
+        "cpu_ms_per_saga_warren": [run["cpu_ms_per_saga"] for run in warren_runs],
+        "floor_duplicate_effects": floor["effects"]["duplicates"],
+        "floor_missing_effects": floor["effects"]["missing"],
+    }
+    if len(warren_runs) == 1:
+        comparison["warren_sagas_per_second"] = warren_runs[0]["sagas_per_second"]
+        comparison["cpu_ms_per_saga_warren"] = warren_runs[0]["cpu_ms_per_saga"]
+    log(
+        f"floor {floor['sagas_per_second']} sagas/s, Warren "
+        f"{comparison['warren_sagas_per_second']} sagas/s: warren_to_floor {ratios}"
+    )
+    return comparison
+
+
 def _terminate(signum: int, frame: object) -> None:
     # Treat SIGTERM as Ctrl-C: inside asyncio.run that cancels the measuring task cleanly, and
     # the clean-up (stop the processes, drop the database and vhost) runs in `finally` blocks.
@@ -272,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     started = time.time()
     output: dict[str, Any] = {"workload": args.workload, "note": _NOTE}
+    if args.floor:
+        output["floor"] = _run_floor(args)
     if args.scaling:
         output["scaling"] = []
         for orchestrators in (1, 2):
@@ -298,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         output["machine"] = figures.pop("machine")
         output.update(figures)
+    if args.floor:
+        runs = [row["concurrent"] for row in output["scaling"]] if args.scaling else None
+        output["comparison"] = _compare(output["floor"], runs or [output["concurrent"]])
     output["bench_seconds"] = round(time.time() - started, 1)
     json.dump(output, sys.stdout, indent=2, default=str)
     print()

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
     import asyncpg
 
+    from bench.feed import EventFeed
+
 SERVERS = Servers.from_env("BENCH_")
 """BENCH_POSTGRES, BENCH_AMQP and BENCH_RABBITMQCTL say where the servers are."""
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,6 +157,10 @@ class Stack:
         wanted.update(
             {topology.pool_queue(pool): self.workers_per_pool for pool in self.workload.pools}
         )
+        if self.workload.awaited_event is not None:
+            # An orchestrator binds its events queue before it consumes from it: once every
+            # one consumes, events of the types the definitions await are routed to them.
+            wanted[topology.events_queue] = self.orchestrators
         alive = all_alive(self.procs)
         async with httpx.AsyncClient(base_url=self.api_url, timeout=5.0) as http:
             await wait_for(
@@ -178,10 +184,8 @@ class Stack:
         totals: dict[str, float] = {}
         for proc in self.procs:
             kind = proc.name.split("-", 1)[0]
-            totals[kind] = totals.get(kind, 0.0) + _tree_cpu_seconds(proc.pid)
-        totals["postgres"] = _server_cpu_seconds(5432, "postgres")
-        totals["rabbitmq"] = _server_cpu_seconds(5672, "beam.smp")
-        return totals
+            totals[kind] = totals.get(kind, 0.0) + process_cpu_seconds(proc.pid)
+        return {**totals, **servers_cpu_seconds()}
 
 
 @contextlib.contextmanager
@@ -231,6 +235,19 @@ def _tree_cpu_seconds(pid: int) -> float:
         for child in _children(pid):
             total += _tree_cpu_seconds(child)
     return total
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children, reaped or not."""
+    return _tree_cpu_seconds(pid)
+
+
+def servers_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of the Postgres and RabbitMQ servers (machine-wide: see below)."""
+    return {
+        "postgres": _server_cpu_seconds(5432, "postgres"),
+        "rabbitmq": _server_cpu_seconds(5672, "beam.smp"),
+    }
 
 
 def _listening_inodes(port: int) -> set[str]:
@@ -357,9 +374,11 @@ async def run_concurrent(
     in_flight: int,
     limit: float,
     offset: int = 0,
+    feed: EventFeed | None = None,
 ) -> tuple[Outcome, float]:
     """Start `sagas` instances with at most `in_flight` requests at once; wait for all to end.
-    Returns the outcome and the time (perf_counter) when every start had been accepted."""
+    Returns the outcome and the time (perf_counter) when every start had been accepted.
+    With a `feed`, each instance's event is published before it starts or once it waits."""
     ids: list[str | None] = [None] * sagas
     counter = iter(range(sagas))  # shared by the starters: each takes the next n
     before = await count_terminal(db)
@@ -368,42 +387,78 @@ async def run_concurrent(
 
         async def starter() -> None:
             for n in counter:
+                if feed is not None:
+                    await feed.before_start(offset + n)
                 ids[n] = await start_saga(http, stack.workload, offset + n)
 
-        first = time.perf_counter()
-        await asyncio.gather(*(starter() for _ in range(in_flight)))
-        accepted = time.perf_counter()
-    log(f"{sagas} starts accepted in {accepted - first:.2f}s; waiting for the ends")
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(feed.watch(stop)) if feed is not None else None
+        try:
+            first = time.perf_counter()
+            await asyncio.gather(*(starter() for _ in range(in_flight)))
+            accepted = time.perf_counter()
+            log(f"{sagas} starts accepted in {accepted - first:.2f}s; waiting for the ends")
+            now = await _wait_terminal(stack, db, sagas, before, (first, limit), watcher)
+        finally:
+            stop.set()
+            if watcher is not None:
+                await watcher
+    return Outcome([i for i in ids if i is not None], first, now), accepted
+
+
+async def _wait_terminal(
+    stack: Stack,
+    db: asyncpg.Connection,
+    sagas: int,
+    before: int,
+    since: tuple[float, float],
+    watcher: asyncio.Task[None] | None,
+) -> float:
+    """Poll until `sagas` more instances are terminal than `before`, for at most `since`'s
+    limit after its start (perf_counter); when that was seen."""
+    first, limit = since
     deadline = first + limit
     last_report = 0.0
     while True:
         done = await count_terminal(db) - before
         now = time.perf_counter()
         if done >= sagas:
-            break
+            return now
         if now > deadline:
             raise TimeoutError(f"only {done} of {sagas} sagas ended within {limit}s")
+        if watcher is not None and watcher.done():
+            watcher.result()  # the event feed failed: say why
+            raise RuntimeError("the event feed stopped")
         if now - last_report > 5:
             stack.check_alive()
             log(f"{done}/{sagas} terminal")
             last_report = now
         await asyncio.sleep(0.02)
-    return Outcome([i for i in ids if i is not None], first, now), accepted
 
 
 async def run_sequential(
-    stack: Stack, db: asyncpg.Connection, sagas: int, offset: int, limit: float
+    stack: Stack,
+    db: asyncpg.Connection,
+    sagas: int,
+    offset: int,
+    limit: float,
+    feed: EventFeed | None = None,
 ) -> tuple[Outcome, list[float]]:
     """One saga at a time: start, poll its status every 1 ms until terminal, next.
-    Returns the outcome and the client-side latencies (request sent -> terminal seen)."""
+    Returns the outcome and the client-side latencies (request sent -> terminal seen).
+    With a `feed`, each instance's event is published before it starts or once it waits."""
     poll = await db.prepare("SELECT status FROM warren.instances WHERE id = $1::uuid")
     ids: list[str] = []
     client: list[float] = []
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30.0) as http:
         first = time.perf_counter()
         for k in range(sagas):
+            if feed is not None:
+                await feed.before_start(offset + k)
             sent = time.perf_counter()
             instance_id = await start_saga(http, stack.workload, offset + k)
+            if feed is not None:
+                await feed.publish_when_waiting(offset + k, limit)
             while (await poll.fetchval(instance_id)) not in TERMINAL:
                 if time.perf_counter() - sent > limit:
                     raise TimeoutError(f"saga {instance_id} did not end within {limit}s")
@@ -463,7 +518,7 @@ LEFT JOIN warren.step_results r
   ON r.consumer = 'pool:' || h.pool
  AND r.idempotency_key = h.instance_id::text || ':' || h.step || ':' || h.phase
 WHERE h.instance_id = ANY($1::uuid[])
-  AND h.type IN ('step_dispatched', 'compensation_dispatched')
+  AND h.type IN ('step_dispatched', 'compensation_dispatched', 'wait_started')
 ORDER BY h.instance_id, h.seq
 """
 
@@ -481,6 +536,9 @@ async def step_latencies(db: asyncpg.Connection, ids: list[str]) -> dict[str, An
       decision on its reply: the worker's handler+commit+reply publish + delivery + the
       orchestrator's inbox claim and row lock;
     - api_to_worker: the API's decision to dispatch the first command -> its consumption.
+
+    Across a wait for an event (`WaitFor`) only orchestrator_to_worker counts (from the
+    decision taken as the event was applied): the rest lasts until the event comes.
     """
     rows = await db.fetch(STEP_QUERY, ids)
     cycle: list[float] = []
@@ -488,12 +546,18 @@ async def step_latencies(db: asyncpg.Connection, ids: list[str]) -> dict[str, An
     hop_back: list[float] = []
     first_hop: list[float] = []
     previous: asyncpg.Record | None = None
+    waited: str | None = None  # the instance whose wait began since its last command
     for row in rows:
+        if row["type"] == "wait_started":
+            previous, waited = None, row["instance_id"]
+            continue
         same = previous is not None and previous["instance_id"] == row["instance_id"]
         consumed: datetime | None = row["consumed_at"]
         if consumed is not None:
             gap = (consumed - row["decided_at"]).total_seconds()
-            (hop_out if same else first_hop).append(gap)
+            resumed = waited == row["instance_id"]  # dispatched as the event was applied
+            (hop_out if same or resumed else first_hop).append(gap)
+        waited = None
         if same and previous is not None and previous["consumed_at"] is not None:
             hop_back.append((row["decided_at"] - previous["consumed_at"]).total_seconds())
             if consumed is not None:

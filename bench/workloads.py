@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bench import order3, travel
+from bench import order3, order_events, travel
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from orchestrator.messaging.cloudevents import CloudEvent
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,11 @@ class Workload:
     pools: tuple[str, ...]
     input: Callable[[int], dict[str, Any]]
     expected_status: Callable[[int], str]
+    awaited_event: Callable[[int], tuple[str, CloudEvent]] | None = None
+    """For a workload whose instances wait for an event: the correlation value instance n
+    waits on, and the event the benchmark publishes for it (see bench/feed.py)."""
+    event_first: Callable[[int], bool] | None = None
+    """Whether instance n's event is published before it starts (else once it waits)."""
 
     @property
     def saga_ref(self) -> str:
@@ -49,5 +56,16 @@ WORKLOADS = {
         travel.POOLS,
         travel.travel_input,
         travel.expected_status,
+    ),
+    "events": Workload(
+        "events",
+        "bench.order_events",
+        "order_events",
+        order_events.SAGA_NAME,
+        order_events.POOLS,
+        order_events.order_input,
+        order_events.expected_status,
+        order_events.awaited_event,
+        order_events.event_first,
     ),
 }

@@ -16,18 +16,23 @@ from orchestrator.definitions import (
     ChildSaga,
     Choice,
     Compensation,
+    Emit,
     Map,
     Parallel,
     RetryPolicy,
     Saga,
     Step,
+    Trigger,
+    WaitFor,
     field,
 )
 from orchestrator.errors import (
     DefinitionError,
+    EventInvalid,
     InputInvalid,
     NotFound,
     RegistrationConflict,
+    UnknownVersion,
     WarrenError,
 )
 
@@ -41,6 +46,7 @@ if TYPE_CHECKING:
         WaitTimeout,
         WarrenClient,
     )
+    from orchestrator.messaging.versions import upcaster
     from orchestrator.persistence.definitions import RegisterOutcome
 
 # Grouped by what a user does with the names, so not alphabetical as a whole.
@@ -55,9 +61,15 @@ __all__ = [  # noqa: RUF022
     "RetryPolicy",
     "Saga",
     "Step",
+    "WaitFor",
     "field",
+    # events in and out
+    "Emit",
+    "Trigger",
     # registering them
     "register",
+    # reading old payloads (events, commands) in their current shape
+    "upcaster",
     # starting, reading and operating them over the HTTP API
     "StartResult",
     "WarrenClient",
@@ -65,9 +77,11 @@ __all__ = [  # noqa: RUF022
     "ApiError",
     "ApiUnreachable",
     "DefinitionError",
+    "EventInvalid",
     "InputInvalid",
     "NotFound",
     "RegistrationConflict",
+    "UnknownVersion",
     "WaitTimeout",
     "WarrenError",
 ]
@@ -85,6 +99,10 @@ if not TYPE_CHECKING:  # type checkers see the imports above, and no catch-all f
             from orchestrator import client
 
             return getattr(client, name)
+        if name == "upcaster":  # the engine imports this package: the wire code loads on use
+            from orchestrator.messaging.versions import upcaster
+
+            return upcaster
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -17,7 +17,7 @@ import inspect
 import os
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 import msgspec
@@ -28,18 +28,24 @@ from orchestrator.api.schema import (
     DeadLetterList,
     DefinitionList,
     DefinitionVersions,
+    EventList,
+    EventReceipt,
+    EventRow,
     Graph,
     HistoryPage,
     InstanceList,
     InstanceView,
     PoolList,
     RegisterResponse,
+    SignalResponse,
     StartResponse,
+    Verification,
+    VerificationPage,
 )
 from orchestrator.errors import WarrenError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from orchestrator.definitions import Saga
 
@@ -197,6 +203,94 @@ class WarrenClient:
     async def retry(self, instance_id: UUID | str) -> InstanceView:
         response = await self._request("POST", f"/v1/instances/{instance_id}/retry")
         return msgspec.convert(response.json(), InstanceView)
+
+    async def signal(
+        self,
+        instance_id: UUID | str,
+        name: str,
+        data: Any = None,
+        *,
+        signal_id: str | None = None,
+    ) -> SignalResponse:
+        """Send signal `name` to an instance: its wait for it takes `data` (or the next one
+        will). With `signal_id`, sending it again changes nothing."""
+        body: dict[str, Any] = {"data": data}
+        if signal_id is not None:
+            body["id"] = signal_id
+        response = await self._request(
+            "POST", f"/v1/instances/{instance_id}/signals/{name}", json=body
+        )
+        return msgspec.convert(response.json(), SignalResponse)
+
+    # ---- events ---------------------------------------------------------------------------------
+
+    async def publish_event(
+        self,
+        type: str,
+        data: Any = None,
+        *,
+        source: str,
+        id: str | None = None,
+        subject: str | None = None,
+        dataversion: int = 1,
+    ) -> EventReceipt:
+        """Publish a domain event through Warren (`POST /v1/events`): what it started and
+        which waits it reached. `id` defaults to a new UUID; the same (source, id) twice is
+        received once."""
+        body: dict[str, Any] = {
+            "id": id or str(uuid4()),
+            "source": source,
+            "type": type,
+            "dataversion": dataversion,
+            "data": data,
+        }
+        if subject is not None:
+            body["subject"] = subject
+        response = await self._request("POST", "/v1/events", json=body)
+        return msgspec.convert(response.json(), EventReceipt)
+
+    async def events(
+        self,
+        *,
+        type: str | None = None,
+        unmatched: bool = False,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> EventList:
+        """Received events, newest first."""
+        params: dict[str, Any] = {"limit": limit, "unmatched": unmatched}
+        if type is not None:
+            params["type"] = type
+        if before_seq is not None:
+            params["before_seq"] = before_seq
+        return await self._get("/v1/events", EventList, params=params)
+
+    async def event(self, seq: int) -> EventRow:
+        return await self._get(f"/v1/events/{seq}", EventRow)
+
+    async def verify(self, instance_id: UUID | str) -> Verification:
+        """Replay the instance's history through the engine and compare with its snapshot."""
+        return await self._get(f"/v1/instances/{instance_id}/verification", Verification)
+
+    async def verifications(
+        self, *, after: UUID | str | None = None, limit: int = 50
+    ) -> VerificationPage:
+        """One page of every instance's verification, in id order (`next_after` goes on)."""
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = str(after)
+        return await self._get("/v1/verifications", VerificationPage, params=params)
+
+    async def verify_all(self, *, page: int = 50) -> AsyncIterator[Verification]:
+        """Every instance's verification, page after page."""
+        after: UUID | None = None
+        while True:
+            found = await self.verifications(after=after, limit=page)
+            for item in found.items:
+                yield item
+            if found.next_after is None:
+                return
+            after = found.next_after
 
     # ---- definitions and pools ----------------------------------------------------------------
 

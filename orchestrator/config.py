@@ -61,6 +61,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """WARREN_SHUTDOWN_GRACE_SECONDS: how long SIGTERM waits for in-flight work."""
     breaker_window_seconds: float = 30.0
     """WARREN_BREAKER_WINDOW_SECONDS: how far back a pool's failure rate looks."""
+    event_retention_seconds: float = 7 * 24 * 3600.0
+    """WARREN_EVENT_RETENTION_SECONDS: how long a received event is kept: inspectable, and
+    delivered to a wait for it that begins later."""
     metrics_host: str = "127.0.0.1"
     """WARREN_METRICS_HOST: where orchestrators and workers serve /metrics."""
     metrics_port: int | None = None
@@ -71,6 +74,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """WARREN_LOG_PAYLOADS: log each message's payload (secret fields redacted)."""
     log_redact: tuple[str, ...] = DEFAULT_REDACT
     """WARREN_LOG_REDACT: comma-separated field names whose values logs never show."""
+    upcasters: tuple[str, ...] = ()
+    """WARREN_UPCASTERS: comma-separated modules every Warren process imports at start, so
+    that the `@upcaster`s they define register (orchestrator.messaging.versions)."""
     breakers: dict[str, BreakerPolicy] = {}
     """WARREN_BREAKERS: JSON, per pool name, with "*" for every other pool, e.g.
     {"*": {"failure_rate": 0.5}, "payments": {"min_calls": 5, "open_seconds": 30}}."""
@@ -103,7 +109,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     values[field.name] = msgspec.json.decode(raw)
                 except msgspec.DecodeError as exc:
                     raise ConfigError(f"WARREN_BREAKERS is not valid JSON: {exc}") from exc
-            elif field.name == "log_redact":
+            elif field.name in ("log_redact", "upcasters"):
                 values[field.name] = [name.strip() for name in raw.split(",") if name.strip()]
             else:
                 values[field.name] = raw

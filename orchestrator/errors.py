@@ -7,10 +7,12 @@
     │   ├── SagaNotFound             no definition under that name (or version)
     │   └── InstanceNotFound
     ├── InputInvalid                 saga input fails the definition's JSON Schema
+    ├── EventInvalid                 an event is malformed or fails its type's JSON Schema
     ├── Conflict
     │   ├── IdempotencyConflict      a start reuses a key (or instance id) for another request
     │   └── InvalidState             an operation the instance's status does not allow
     ├── MessageError                 a message cannot be decoded or has an unknown kind/version
+    │   └── UnknownVersion           a payload newer than any this process knows
     ├── StorageError                 Postgres failed; retryable (translated from the driver)
     └── BrokerError                  RabbitMQ failed; retryable (translated from aio-pika)
         └── UnroutableMessage        a mandatory publish came back unroutable
@@ -61,6 +63,15 @@ class InputInvalid(WarrenError):
         self.errors = errors
 
 
+class EventInvalid(WarrenError):
+    """An event that cannot be accepted: its envelope is malformed, or its data does not
+    satisfy the JSON Schema declared for its type (422 at the API, dead-lettered on AMQP)."""
+
+    def __init__(self, message: str, *, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
 class Conflict(WarrenError):
     """The request contradicts what is stored."""
 
@@ -75,6 +86,11 @@ class InvalidState(Conflict):
 
 class MessageError(WarrenError):
     """A message on the wire cannot be understood: poison, never retried."""
+
+
+class UnknownVersion(MessageError):
+    """A payload (of an event, a command or a reply) whose version is newer than any this
+    process has upcasters for: dead-lettered with this reason, never half-read."""
 
 
 class StorageError(WarrenError):

@@ -13,8 +13,12 @@ engine's vocabulary) and the storage plumbing. Only the test harness (`workers.t
 the engine, and it imports it when a test runs a saga.
 """
 
+from orchestrator.errors import EventInvalid, UnknownVersion
+from orchestrator.messaging.cloudevents import CloudEvent
 from orchestrator.messaging.envelope import Phase
+from orchestrator.messaging.versions import upcaster
 from workers.app import Handler, HandlerError, NoSession, StepContext, StepFailed, Worker
+from workers.events import publish_event
 from workers.middleware import HandlerCall, HandlerOutcome, Middleware, NextHandler
 from workers.testing import SagaHarness
 
@@ -25,6 +29,10 @@ __all__ = [  # noqa: RUF022
     "Phase",
     "StepContext",
     "Worker",
+    # events and their versions
+    "CloudEvent",
+    "publish_event",
+    "upcaster",
     # middleware
     "HandlerCall",
     "HandlerOutcome",
@@ -33,7 +41,9 @@ __all__ = [  # noqa: RUF022
     # testing them
     "SagaHarness",
     # errors
+    "EventInvalid",
     "HandlerError",
     "NoSession",
     "StepFailed",
+    "UnknownVersion",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from orchestrator.errors import WarrenError
@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+    from orchestrator.messaging.cloudevents import CloudEvent
     from orchestrator.messaging.envelope import Phase
+    from orchestrator.messaging.topology import Topology
+    from orchestrator.persistence.outbox import PendingRow
     from workers.middleware import Middleware
 
 
@@ -63,6 +66,12 @@ class StepContext:
     db: AsyncSession | None
     """The worker's transaction: your writes commit together with the inbox row and the reply.
     None for handlers registered with ``transactional=False``."""
+    pool: str | None = None
+    """The pool this handler serves."""
+    topology: Topology | None = None
+    """The worker's exchanges (those of its WARREN_NAMESPACE): where `publish_event` sends."""
+    written: list[PendingRow] = field(default_factory=list, repr=False)
+    """The events `publish_event` wrote: the runtime publishes them right after the commit."""
 
     @property
     def session(self) -> AsyncSession:
@@ -72,6 +81,34 @@ class StepContext:
                 "transactional=True and give the worker a database"
             )
         return self.db
+
+    async def publish_event(
+        self,
+        *,
+        type: str,
+        data: Any,
+        source: str | None = None,
+        subject: str | None = None,
+        id: str | None = None,
+        dataversion: int = 1,
+    ) -> CloudEvent:
+        """Publish a domain event if and only if this step's effect commits: written to the
+        outbox in the handler's transaction (``ctx.session``), published after the commit.
+        `source` defaults to ``warren/worker/<pool>``; see `workers.publish_event`."""
+        from workers.events import write_event  # loads the database code on first use
+
+        event, row = await write_event(
+            self.session,
+            type=type,
+            data=data,
+            source=source or f"warren/worker/{self.pool or 'unknown'}",
+            subject=subject,
+            id=id,
+            dataversion=dataversion,
+            topology=self.topology,
+        )
+        self.written.append(row)
+        return event
 
 
 Handler: TypeAlias = Callable[[StepContext], Awaitable[Any]]

@@ -20,7 +20,7 @@ from orchestrator.messaging.consumer import message_span
 from orchestrator.messaging.envelope import Command
 from orchestrator.observability import logs, metrics, tracing
 from orchestrator.observability.middleware import Next
-from orchestrator.persistence.outbox import OutboxMessage
+from orchestrator.persistence.outbox import OutboxMessage, PendingRow
 from workers.app import HandlerSpec
 from workers.middleware import HandlerCall, HandlerOutcome, NextHandler, log
 
@@ -72,6 +72,9 @@ class CommandCall(msgspec.Struct, frozen=True, kw_only=True):
     """The batch's transaction, for a transactional handler."""
     replies: list[OutboxMessage] | None = None
     """Where a transactional handling puts the reply, to be written with the batch."""
+    events: list[PendingRow] | None = None
+    """Where a transactional handling puts the events its handler wrote, to be published after
+    the batch commits."""
     delivery: AbstractIncomingMessage | None = None
     """In a batch: the message, whose consumer span `MessageSpans` opens (alone: the consumer
     opened it, and the runtime's chain has no `MessageSpans`)."""

@@ -21,6 +21,7 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.errors import MessageError, WarrenError
@@ -31,10 +32,11 @@ from orchestrator.messaging.failure import Failure, FailureType
 from orchestrator.messaging.faults import crash_point
 from orchestrator.messaging.outgoing import reply_to
 from orchestrator.messaging.relay import Relay
+from orchestrator.messaging.versions import UPCASTERS, Upcasters, load_upcaster_modules
 from orchestrator.observability import logs, metrics, tracing
 from orchestrator.observability.middleware import Middleware, compose
 from orchestrator.persistence import inbox, step_results
-from orchestrator.persistence.outbox import OutboxMessage, enqueue
+from orchestrator.persistence.outbox import OutboxMessage, PendingRow, enqueue
 from orchestrator.storage.database import create_engine, transaction_span, translate_errors
 from workers.app import StepContext
 from workers.check import check, log_report, registered_sagas
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
     from orchestrator.config import Settings
     from orchestrator.messaging.envelope import Envelope
+    from orchestrator.messaging.topology import Topology
     from workers.app import HandlerSpec, Worker
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,7 @@ class WorkerRunner:
         concurrency: int = 8,
         check_definitions: bool = True,
     ) -> None:
+        load_upcaster_modules(settings.upcasters)
         self.app = app
         self.settings = settings
         self.topology = settings.topology
@@ -162,6 +166,7 @@ class WorkerRunner:
         """One command (the consumer made its span)."""
         if not isinstance(message, Command):
             raise MessageError(f"worker pools take commands, not {type(message).__name__.lower()}s")
+        message = in_current_shape(message)
         spec = self.app.lookup(pool, message.command)
         if spec is not None and spec.transactional and self.engine is not None:
             await self._run_transactional(pool, [(message, spec, None)], self.engine)
@@ -176,6 +181,7 @@ class WorkerRunner:
             command = delivery.envelope
             if not isinstance(command, Command):
                 raise MessageError("worker pools take commands only")
+            command = in_current_shape(command)
             spec = self.app.lookup(pool, command.command)
             if spec is None or not spec.transactional or self.engine is None:
                 raise _OneByOne(f"{command.command!r} is not a transactional handler here")
@@ -189,11 +195,12 @@ class WorkerRunner:
             return await self._run_directly(call.pool, call.spec, call.command)
         assert call.spec is not None
         assert call.replies is not None
-        payload = await _apply_effect(
-            call.session, call.pool, call.spec, call.command, self.call_handler
-        )
+        ctx = step_context(call.command, call.session, pool=call.pool, topology=self.topology)
+        payload = await _apply_effect(call.session, ctx, call.spec, self.call_handler)
         # Inside the command's span: the reply continues its trace.
         call.replies.append(self._reply_message(call.command, payload))
+        if call.events is not None:
+            call.events.extend(ctx.written)  # committed with the reply, or not at all
         return _outcome(payload)
 
     async def _run_directly(self, pool: str, spec: HandlerSpec | None, message: Command) -> str:
@@ -226,7 +233,8 @@ class WorkerRunner:
             )
             await self._reply_directly(message, ReplyPayload(ok=False, failure=failure))
             return "unknown_command"
-        payload = await run_handler(spec, step_context(message, None), pool, self.call_handler)
+        ctx = step_context(message, None, pool=pool, topology=self.topology)
+        payload = await run_handler(spec, ctx, pool, self.call_handler)
         await self._reply_directly(message, payload)
         return _outcome(payload)
 
@@ -240,6 +248,7 @@ class WorkerRunner:
         replies, COMMIT; then publish the replies."""
         consumer = f"pool:{pool}"
         replies: list[OutboxMessage] = []
+        events: list[PendingRow] = []  # written by the handlers (ctx.publish_event)
         with transaction_span(engine):
             async with translate_errors(), AsyncSession(engine) as session, session.begin():
                 conn = await session.connection()
@@ -257,13 +266,14 @@ class WorkerRunner:
                             spec=spec,
                             session=session,
                             replies=replies,
+                            events=events,
                             delivery=message,
                         )
                     )
                 pending = await enqueue(conn, replies)
         crash_point("worker.after_commit")
         assert self.relay is not None
-        await self.relay.publish_committed(pending)
+        await self.relay.publish_committed([*pending, *events])
 
     async def _reply_directly(self, command: Command, payload: ReplyPayload) -> None:
         """At-least-once path (no database): publish the reply, confirmed, before the ack."""
@@ -287,12 +297,14 @@ class WorkerRunner:
 
 
 async def _apply_effect(
-    session: AsyncSession, pool: str, spec: HandlerSpec, command: Command, chain: NextHandler
+    session: AsyncSession, ctx: StepContext, spec: HandlerSpec, chain: NextHandler
 ) -> ReplyPayload:
-    """In a savepoint: claim the step phase's effect, run the handler (its writes go with
-    the claim), or replay the result an earlier attempt stored."""
+    """In a savepoint: claim the step phase's effect, run the handler (its writes, and the
+    events it wrote in `ctx.written`, go with the claim), or replay the result an earlier
+    attempt stored."""
+    pool = spec.pool
     consumer = f"pool:{pool}"
-    key = command.payload.idempotency_key
+    key = ctx.idempotency_key
     savepoint = await session.begin_nested()
     # Ask the session again: that emits the SAVEPOINT before the claim is written.
     conn = await session.connection()
@@ -300,9 +312,10 @@ async def _apply_effect(
     if stored is not None:
         await savepoint.commit()
         return ReplyPayload(ok=True, result=stored.result)
-    payload = await run_handler(spec, step_context(command, session), pool, chain)
+    payload = await run_handler(spec, ctx, pool, chain)
     if not payload.ok:
         await savepoint.rollback()
+        ctx.written.clear()  # rolled back with the handler's other writes
         return payload
     await session.flush()
     await step_results.record(conn, consumer, key, payload.result)
@@ -310,7 +323,28 @@ async def _apply_effect(
     return payload
 
 
-def step_context(message: Command, session: AsyncSession | None) -> StepContext:
+def in_current_shape(command: Command, registry: Upcasters = UPCASTERS) -> Command:
+    """`command` with its input upcast to the shape this worker's handlers know (chained,
+    `orchestrator.messaging.versions`). `UnknownVersion` (a `MessageError`: dead-lettered with
+    that reason) when it was written in a version newer than any known here.
+
+    The command keeps the version it was sent in: its reply echoes that version to the
+    orchestrator that wrote it, which knows it."""
+    if command.payload_version == registry.current(command.command):
+        return command
+    data, _ = registry.upcast(command.command, command.payload_version, command.payload.input)
+    return msgspec.structs.replace(
+        command, payload=msgspec.structs.replace(command.payload, input=data)
+    )
+
+
+def step_context(
+    message: Command,
+    session: AsyncSession | None,
+    *,
+    pool: str | None = None,
+    topology: Topology | None = None,
+) -> StepContext:
     """What a handler sees of `message` (the test harness builds it the same way)."""
     return StepContext(
         instance_id=message.instance_id,
@@ -326,6 +360,8 @@ def step_context(message: Command, session: AsyncSession | None) -> StepContext:
         message_id=message.id,
         correlation_id=message.correlation_id,
         db=session,
+        pool=pool,
+        topology=topology,
     )
 
 

@@ -1,6 +1,9 @@
 """Handlers of the example order saga. Each writes one row to a ledger in the same transaction
 as the step, and the ledger has NO unique constraint on (instance, step): a duplicate effect
-would show as a second row. The ledger is the proof of exactly-once."""
+would show as a second row. The ledger is the proof of exactly-once.
+
+They serve both versions of the saga: version 2 has no `charge` (the payment service's
+`payment.captured` event stands for it), so its orders write no charge row."""
 
 from __future__ import annotations
 

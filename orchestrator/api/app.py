@@ -16,8 +16,10 @@ from orchestrator.api.routes import route_handlers
 from orchestrator.config import Settings
 from orchestrator.messaging.broker import Broker
 from orchestrator.messaging.relay import BreakerBoard, Relay
+from orchestrator.messaging.versions import load_upcaster_modules
 from orchestrator.observability import tracing
 from orchestrator.persistence.definitions import DefinitionCache
+from orchestrator.service.events import EventReceiver
 from orchestrator.service.operations import Operations
 from orchestrator.service.starter import SagaStarter
 from orchestrator.storage.database import create_engine
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
+    load_upcaster_modules(settings.upcasters)  # the events it takes are read in current shapes
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.relay = relay
         app.state.starter = SagaStarter(engine, relay, settings.topology, definitions)
         app.state.operations = Operations(engine, relay, settings.topology, definitions)
+        app.state.receiver = EventReceiver(engine, relay, settings.topology, definitions)
         try:
             yield
         finally:

@@ -22,10 +22,12 @@ from litestar.status_codes import (
 from orchestrator.errors import (
     BrokerError,
     DefinitionError,
+    EventInvalid,
     IdempotencyConflict,
     InputInvalid,
     InstanceNotFound,
     InvalidState,
+    NotFound,
     RegistrationConflict,
     SagaNotFound,
     StorageError,
@@ -65,7 +67,8 @@ _MEANINGS = {
     409: "Not allowed now: `idempotency-conflict`, `invalid-state` or `definition-conflict`.",
     413: "The body is over `WARREN_MAX_BODY_BYTES` (`request-too-large`).",
     422: "A value that is not valid, named in `errors`: `request-invalid` (shape, type or "
-    "bounds), `input-invalid` (the saga's input schema), `definition-invalid`.",
+    "bounds), `input-invalid` (the saga's input schema), `definition-invalid`, "
+    "`event-invalid` (an event's data against its type's schema, or its version).",
     503: "Postgres or RabbitMQ does not answer; try again (`database-unavailable`, "
     "`broker-unavailable`).",
 }
@@ -115,6 +118,8 @@ _WARREN_ERRORS: list[tuple[type[WarrenError], int, str, str]] = [
     (InvalidState, HTTP_409_CONFLICT, "invalid-state", "Not allowed in the instance's status"),
     (CursorInvalid, HTTP_400_BAD_REQUEST, "cursor-invalid", "Cursor is not valid"),
     (DeadLetterNotFound, HTTP_404_NOT_FOUND, "dead-letter-not-found", "Dead letter not found"),
+    (EventInvalid, HTTP_422_UNPROCESSABLE_ENTITY, "event-invalid", "Event is not valid"),
+    (NotFound, HTTP_404_NOT_FOUND, "not-found", "Not Found"),
     (StorageError, HTTP_503_SERVICE_UNAVAILABLE, "database-unavailable", "Database unavailable"),
     (BrokerError, HTTP_503_SERVICE_UNAVAILABLE, "broker-unavailable", "Broker unavailable"),
 ]
@@ -131,7 +136,7 @@ def warren_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[
     assert isinstance(exc, WarrenError)
     for cls, status, slug, title in _WARREN_ERRORS:
         if isinstance(exc, cls):
-            extra = {"errors": exc.errors} if isinstance(exc, InputInvalid) else {}
+            extra = {"errors": exc.errors} if isinstance(exc, InputInvalid | EventInvalid) else {}
             return problem(status, slug, title, exc.message, **extra)
     return internal_error_handler(_, exc)
 

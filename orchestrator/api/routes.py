@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.enums import MediaType
@@ -22,9 +23,19 @@ from orchestrator.api.views import instance_view
 from orchestrator.definitions import Saga, graph
 from orchestrator.definitions.model import MAX_INT4, NAME
 from orchestrator.engine import InstanceState, SagaStatus
-from orchestrator.errors import InstanceNotFound, SagaNotFound, WarrenError
-from orchestrator.persistence import dead_letters, instances, pool_breakers
+from orchestrator.errors import (
+    EventInvalid,
+    InstanceNotFound,
+    NotFound,
+    SagaNotFound,
+    UnknownVersion,
+    WarrenError,
+)
+from orchestrator.messaging.cloudevents import CloudEvent
+from orchestrator.messaging.cloudevents import validate as validate_event
+from orchestrator.persistence import dead_letters, events, instances, pool_breakers
 from orchestrator.persistence import definitions as stored_definitions
+from orchestrator.service import verify
 from orchestrator.service.starter import StartRequest
 from orchestrator.storage.database import ping, transaction
 
@@ -238,6 +249,20 @@ class InstanceController(Controller):
         next_after = items[-1].seq if len(items) == limit else None
         return schema.HistoryPage(items=items, next_after_seq=next_after)
 
+    @get(
+        "/{instance_id:str}/verification",
+        summary="Verify an instance against its history",
+        responses=error_responses(400, 404, UNAVAILABLE),
+    )
+    async def verification(self, instance_id: FromPath[str], state: State) -> schema.Verification:
+        """Replay the instance's history through the engine and compare what it gives, event
+        by event and then with the stored snapshot: `ok`, `mismatch` (the first difference:
+        seq, field, recorded and replayed values) or `unverifiable` (recorded before Warren
+        kept each transition's cause). 404 for an unknown id."""
+        key = _uuid(instance_id)
+        async with transaction(state.engine) as conn:
+            return await verify.verify_instance(conn, state.definitions, key)
+
     @post(
         "/{instance_id:str}/cancel",
         status_code=HTTP_200_OK,
@@ -271,11 +296,68 @@ class InstanceController(Controller):
         snapshot = await state.operations.retry(_uuid(instance_id))
         return await _view(state, snapshot)
 
+    @post(
+        "/{instance_id:str}/signals/{name:str}",
+        status_code=HTTP_200_OK,
+        summary="Send a signal to an instance",
+        responses=error_responses(400, 404, 409, 413, 422, UNAVAILABLE),
+        operation_class=OptionalBody,
+    )
+    async def signal(
+        self,
+        instance_id: FromPath[str],
+        name: Annotated[
+            str,
+            PathParameter(
+                pattern=f"^{NAME.pattern}$", description="The signal's name, e.g. `approved`."
+            ),
+        ],
+        state: State,
+        data: JSONBody[schema.SignalBody | None] = None,
+    ) -> schema.SignalResponse:
+        """A wait for signal `name` (`WaitFor(signal=...)`) takes it, with `data` as what it
+        received; with none under way, it is kept and the next such wait takes it. 409 when
+        the instance is not running. With an `id`, sending the same signal again changes
+        nothing (`duplicate`)."""
+        body = data or schema.SignalBody()
+        sent = await state.operations.signal(_uuid(instance_id), name, body.data, body.id)
+        return schema.SignalResponse(
+            instance_id=sent.instance.id,
+            signal=name,
+            id=sent.id,
+            outcome=sent.outcome,
+            status=sent.instance.status.value,
+        )
+
 
 async def _view(state: State, snapshot: InstanceState) -> schema.InstanceView:
     async with transaction(state.engine) as conn:
         definition = await state.definitions.get(conn, snapshot.saga, snapshot.version)
     return instance_view(definition, snapshot)
+
+
+@get(
+    "/v1/verifications",
+    summary="Verify instances, a page at a time",
+    tags=["instances"],
+    responses=error_responses(400, 422, UNAVAILABLE),
+)
+async def verifications(
+    state: State,
+    after: Annotated[
+        UUID | None, QueryParameter(description="`next_after` of the previous page.")
+    ] = None,
+    limit: Annotated[
+        int, QueryParameter(ge=1, le=200, description="Instances per page, 1 to 200.")
+    ] = 50,
+) -> schema.VerificationPage:
+    """Every instance's verification (as `GET /v1/instances/{id}/verification`), in instance
+    id order, `limit` at a time: follow `next_after` to the end to verify them all."""
+    async with transaction(state.engine) as conn:
+        items, next_after = await verify.verify_page(
+            conn, state.definitions, after=after, limit=limit
+        )
+    return schema.VerificationPage(items=items, next_after=next_after)
 
 
 class DefinitionController(Controller):
@@ -507,11 +589,97 @@ class DeadLetterController(Controller):
             await dead_letters.delete_dead_letter(conn, letter_id)
 
 
+class EventNotFound(NotFound):
+    """No received event with that number (or it is past the retention)."""
+
+
+class EventController(Controller):
+    path = "/v1/events"
+    tags = ("events",)
+
+    @post(
+        "/",
+        status_code=HTTP_201_CREATED,
+        summary="Publish a domain event",
+        responses=_answer(200, schema.EventReceipt, "A copy of an event received before.")
+        | error_responses(400, 413, 422, UNAVAILABLE),
+    )
+    async def publish(
+        self, data: JSONBody[schema.EventBody], state: State
+    ) -> Response[schema.EventReceipt]:
+        """Receive an event (a CloudEvent, structured mode): start the sagas whose triggers
+        take it, satisfy the waits it matches (one per instance), or keep it for a wait that
+        begins later (within the retention); and publish it on the events exchange for every
+        other subscriber of its type. 201 with what it did; 200 for a copy of an event
+        received before (same source and id: nothing is done again). 422 when its data does
+        not fit the schema a definition declares for its type, or its `dataversion` is newer
+        than any upcaster knows."""
+        event = validate_event(CloudEvent(**msgspec.structs.asdict(data)))
+        try:
+            event = await state.receiver.prepare(event)
+        except UnknownVersion as exc:
+            raise EventInvalid(str(exc)) from exc
+        receipt = await state.receiver.receive(event, via="api")
+        body = schema.EventReceipt(
+            id=receipt.id,
+            source=receipt.source,
+            type=receipt.type,
+            seq=receipt.seq,
+            duplicate=receipt.duplicate,
+            started=receipt.started,
+            reached=[schema.ReachedWait(instance_id=i, wait=w) for i, w in receipt.reached],
+            problems=receipt.problems,
+        )
+        return Response(body, status_code=HTTP_200_OK if receipt.duplicate else HTTP_201_CREATED)
+
+    @get("/", summary="List received events", responses=error_responses(400, 422, UNAVAILABLE))
+    async def list(
+        self,
+        state: State,
+        type: Annotated[
+            str | None, QueryParameter(pattern=schema.STORABLE_TEXT, description="Event type.")
+        ] = None,
+        unmatched: Annotated[
+            bool, QueryParameter(description="Only events that started and reached nothing.")
+        ] = False,
+        before_seq: Annotated[
+            int | None,
+            QueryParameter(ge=1, le=schema.MAX_ID, description="Events older than this one."),
+        ] = None,
+        limit: Limit = 50,
+    ) -> schema.EventList:
+        """Newest first; kept for `WARREN_EVENT_RETENTION_SECONDS`."""
+        async with transaction(state.engine) as conn:
+            items = await events.list_events(
+                conn, type=type, unmatched=unmatched, before_seq=before_seq, limit=limit
+            )
+        next_before = items[-1].seq if len(items) == limit else None
+        return schema.EventList(items=items, next_before_seq=next_before)
+
+    @get(
+        "/{seq:int}",
+        summary="Read a received event",
+        responses=error_responses(400, 404, UNAVAILABLE),
+    )
+    async def read(
+        self,
+        seq: Annotated[int, PathParameter(ge=1, le=schema.MAX_ID, description="Its number.")],
+        state: State,
+    ) -> schema.EventRow:
+        async with transaction(state.engine) as conn:
+            found = await events.get_event(conn, seq)
+        if found is None:
+            raise EventNotFound(f"no received event {seq} (or it is past the retention)")
+        return found
+
+
 route_handlers: list[ControllerRouterHandler] = [
     DeadLetterController,
     SagaController,
     InstanceController,
     DefinitionController,
+    EventController,
+    verifications,
     pools,
     live,
     ready,

@@ -10,13 +10,13 @@ API's builders live in `orchestrator.api.views`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
 
 from orchestrator.definitions.graph import Graph, GraphEdge, GraphGroup, GraphNode
-from orchestrator.definitions.model import Version
+from orchestrator.definitions.model import MAX_INT4, Version
 
 # The module itself, not the `orchestrator.messaging` package: only msgspec behind it.
 from orchestrator.messaging.failure import Failure
@@ -35,6 +35,10 @@ __all__ = [
     "DefinitionList",
     "DefinitionSummary",
     "DefinitionVersions",
+    "EventBody",
+    "EventList",
+    "EventReceipt",
+    "EventRow",
     "Failure",
     "Graph",
     "GraphEdge",
@@ -50,8 +54,11 @@ __all__ = [
     "PartView",
     "PoolList",
     "PoolView",
+    "ReachedWait",
     "Readiness",
     "RegisterResponse",
+    "SignalBody",
+    "SignalResponse",
     "StartBody",
     "StartResponse",
     "StepView",
@@ -122,12 +129,12 @@ class PartView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class NodeView(msgspec.Struct, frozen=True, kw_only=True):
-    """A parallel, a choice or a map (steps and child sagas are in `steps`)."""
+    """A parallel, a choice, a map or a wait (steps and child sagas are in `steps`)."""
 
     key: str
     """Its name; ``seats[1]/name`` inside a map's item, like a step's."""
     kind: str
-    """`parallel`, `choice` or `map`."""
+    """`parallel`, `choice`, `map` or `wait`."""
     status: str
     """`pending` (its turn has not come), `running`, `succeeded` or `failed`."""
     case: str | None = None
@@ -140,6 +147,11 @@ class NodeView(msgspec.Struct, frozen=True, kw_only=True):
     """Branches or items started so far."""
     parts: list[PartView] = []
     """Each branch or item, in order."""
+    received: Any = None
+    """What a wait received: the event (`id`, `source`, `type`, `subject`, `time`, `data`) or
+    the signal (`name`, `id`, `data`)."""
+    timed_out: bool = False
+    """A wait whose timeout passed first."""
 
 
 class ParentView(msgspec.Struct, frozen=True, kw_only=True):
@@ -215,6 +227,31 @@ class HistoryPage(msgspec.Struct, frozen=True, kw_only=True):
     items: list[HistoryRow]
     next_after_seq: int | None
     """Pass as `after_seq` for the next page; null on the last page."""
+
+
+class Verification(msgspec.Struct, frozen=True, kw_only=True):
+    """An instance's history replayed through the engine and compared with its snapshot."""
+
+    instance_id: UUID
+    outcome: Literal["ok", "mismatch", "unverifiable"]
+    """`unverifiable`: recorded before Warren kept each transition's cause (not a failure)."""
+    message: str
+    """What was found, for a human; on a mismatch, where and what to do."""
+    transitions: int
+    """Transitions replayed (up to the first difference)."""
+    seq: int | None = None
+    """The history event where replay first differs (null: the snapshot differs)."""
+    field: str | None = None
+    """What differs: a history field (`type`, `data`…), or a path in the snapshot."""
+    recorded: Any = None
+    replayed: Any = None
+
+
+class VerificationPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[Verification]
+    """In instance id order."""
+    next_after: UUID | None
+    """Pass as `after` for the next page; null on the last page."""
 
 
 class CancelBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -330,3 +367,101 @@ class DeadLetterList(msgspec.Struct, frozen=True, kw_only=True):
     items: list[DeadLetterRow]
     next_before_id: int | None
     """Pass as `before_id` for the next (older) page; null on the last page."""
+
+
+# ---- events and signals ------------------------------------------------------------------------
+
+EventType = Annotated[str, msgspec.Meta(pattern="^[a-z][a-z0-9_.-]{0,127}$")]
+EventText = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=STORABLE_TEXT)]
+
+
+class EventBody(msgspec.Struct, frozen=True, kw_only=True):
+    """`POST /v1/events`: a CloudEvent in structured mode (other extension attributes are
+    ignored)."""
+
+    id: EventText
+    """Unique within `source`: the same (source, id) again is a duplicate."""
+    source: EventText
+    type: EventType
+    """What happened: ``payment.captured``."""
+    specversion: Literal["1.0"] = "1.0"
+    time: datetime | None = None
+    subject: EventText | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: EventText | None = None
+    dataversion: Annotated[int, msgspec.Meta(ge=1, le=MAX_INT4)] = 1
+    """The version of the data's shape: older ones are upcast, newer ones refused."""
+    correlationid: EventText | None = None
+    traceparent: EventText | None = None
+    data: Any = None
+
+
+class ReachedWait(msgspec.Struct, frozen=True, kw_only=True):
+    instance_id: UUID
+    wait: str
+    """The key of the wait that took the event."""
+
+
+class EventReceipt(msgspec.Struct, frozen=True, kw_only=True):
+    """What a received event did."""
+
+    id: str
+    source: str
+    type: str
+    seq: int | None
+    """Its number among received events; null for a duplicate (nothing was done again)."""
+    duplicate: bool
+    started: list[UUID]
+    """Instances its triggers started."""
+    reached: list[ReachedWait]
+    """Waits it satisfied (one per instance)."""
+    problems: list[str]
+    """Why a trigger that matched started nothing (the input it mapped did not fit)."""
+
+
+class EventRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A received event, as recorded."""
+
+    seq: int
+    id: str
+    source: str
+    type: str
+    subject: str | None = None
+    time: str | None = None
+    data: Any = None
+    attributes: dict[str, Any] = {}
+    """The other CloudEvents attributes (dataversion, correlationid, traceparent...)."""
+    via: str
+    """``broker`` or ``api``."""
+    received_at: datetime
+    started: int
+    reached: int
+    """Instances it started and waits it satisfied: both 0 for an unmatched event (kept, in
+    case a wait for it begins, until the retention ends)."""
+    problems: str | None = None
+
+
+class EventList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[EventRow]
+    next_before_seq: int | None
+    """Pass as `before_seq` for the next (older) page; null on the last page."""
+
+
+class SignalBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /v1/instances/{id}/signals/{name}`."""
+
+    data: Any = None
+    """What the wait receives (``results.<wait>.data``)."""
+    id: CorrelationKey | None = None
+    """Your id for the signal: sending it again with the same id changes nothing."""
+
+
+class SignalResponse(msgspec.Struct, frozen=True, kw_only=True):
+    instance_id: UUID
+    signal: str
+    id: str
+    outcome: Literal["delivered", "kept", "duplicate"]
+    """``delivered``: a wait took it; ``kept``: no wait for it yet, the next one takes it;
+    ``duplicate``: a signal with this id was sent before."""
+    status: str
+    """The instance's status after it."""

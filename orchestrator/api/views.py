@@ -97,6 +97,8 @@ class _Views:
             items=len(found.items) if found is not None and found.items is not None else None,
             started=started,
             parts=parts,
+            received=found.received if found is not None else None,
+            timed_out=found.timed_out if found is not None else False,
         )
 
     def part_status(self, nodes: Sequence[Node], prefix: str, started: bool) -> str:

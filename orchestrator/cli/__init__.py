@@ -345,10 +345,12 @@ async def _serve_api(settings: Settings, host: str, port: int, stopping: asyncio
 
 
 # The commands that operate sagas through the HTTP API.
+from orchestrator.cli import events as _events  # noqa: E402
 from orchestrator.cli import operate as _operate  # noqa: E402
 from orchestrator.cli.check import check as _check  # noqa: E402
 from orchestrator.cli.simulate import simulate as _simulate  # noqa: E402
 
 _operate.register_commands(main)
+_events.register_commands(main)
 main.add_command(_check)
 main.add_command(_simulate)

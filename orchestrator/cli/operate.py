@@ -1,9 +1,11 @@
-"""`warren start | status | history | list | cancel | retry | definitions | pools`: operating
-sagas through the HTTP API (WARREN_API_URL) with the Python client.
+"""`warren start | status | history | list | cancel | retry | definitions | pools |
+dead-letters | instances verify`: operating sagas through the HTTP API (WARREN_API_URL) with
+the Python client.
 
 Exit codes: 0 done; 1 the API refused or could not be reached (the message says why);
 2 usage error. `start --wait` ends with 0 completed, 3 compensated, 4 failed, 5 still running
-when --timeout ran out.
+when --timeout ran out. `instances verify` ends with 7 when an instance does not match its
+history.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ T = TypeVar("T")
 
 EXIT_BY_STATUS = {"completed": 0, "compensated": 3, "failed": 4}
 EXIT_WAIT_TIMEOUT = 5
+EXIT_MISMATCH = 7
+"""`instances verify`: an instance's snapshot does not follow from its history."""
 
 api_url_option = click.option(
     "--api-url",
@@ -76,20 +80,20 @@ def _call(api_url: str, action: Callable[[WarrenClient], Awaitable[Any]]) -> Any
         return asyncio.run(run())
 
 
-def _read_input(raw: str) -> Any:
-    """JSON text, or @path to a JSON file."""
+def _read_input(raw: str, option: str = "--input") -> Any:
+    """JSON text, or @path to a JSON file (given as `option`)."""
     text = raw
     if raw.startswith("@"):
         try:
             text = Path(raw[1:]).read_text()
         except OSError as exc:
             raise click.BadParameter(
-                f"cannot read {raw[1:]}: {exc.strerror}", param_hint="--input"
+                f"cannot read {raw[1:]}: {exc.strerror}", param_hint=option
             ) from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--input") from exc
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=option) from exc
 
 
 @click.command()
@@ -366,6 +370,51 @@ def dead_letters_delete(letter_id: int, api_url: str) -> None:
     click.echo(f"deleted dead letter {letter_id}")
 
 
+@click.group(name="instances")
+def instances_group() -> None:
+    """Instances as a whole: verify them against their history."""
+
+
+@instances_group.command(name="verify")
+@click.argument("instance_id", required=False)
+@click.option("--all", "every", is_flag=True, help="Every instance, a page at a time.")
+@click.option(
+    "--page", default=100, show_default=True, type=click.IntRange(1, 200), help="With --all."
+)
+@api_url_option
+@click.option(
+    "--json", "as_json", is_flag=True, help="Machine-readable output (--all: one line each)."
+)
+def verify(instance_id: str | None, every: bool, page: int, api_url: str, as_json: bool) -> None:
+    """Replay instance ID's history (or --all instances') through the engine and compare the
+    result with the stored snapshot. Exit 7 when one does not match."""
+    if (instance_id is None) == (not every):
+        raise click.UsageError("give an instance ID or --all (not both)")
+    if instance_id is not None:
+        found = _call(api_url, lambda c: c.verify(instance_id))
+        _show(found, as_json, render.verification)
+        counts = {found.outcome: 1}
+    else:
+        counts = _call(api_url, lambda c: _verify_all(c, page, as_json))
+    if counts.get("mismatch"):
+        raise click.exceptions.Exit(EXIT_MISMATCH)
+
+
+async def _verify_all(client: WarrenClient, page: int, as_json: bool) -> dict[str, int]:
+    """Every instance's verification: the ones that are not ok shown as they come, then the
+    counts (with --json, every one as a JSON line)."""
+    counts = {"ok": 0, "unverifiable": 0, "mismatch": 0}
+    async for found in client.verify_all(page=page):
+        counts[found.outcome] += 1
+        if as_json:
+            render.emit_json(found)
+        elif found.outcome != "ok":
+            render.verification(found)
+    if not as_json:
+        render.verification_counts(counts)
+    return counts
+
+
 def register_commands(group: click.Group) -> None:
     commands: list[click.Command] = [
         start,
@@ -377,6 +426,7 @@ def register_commands(group: click.Group) -> None:
         definitions,
         pools,
         dead_letters,
+        instances_group,
     ]
     for command in commands:
         group.add_command(command)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         InstanceView,
         NodeView,
         PoolView,
+        Verification,
     )
     from orchestrator.messaging.failure import Failure
 
@@ -288,3 +289,29 @@ def origin(letter: DeadLetterRow) -> str:
     """Exchange / routing key; "" is the default exchange (routing key = the queue)."""
     exchange = "(default exchange)" if letter.origin_exchange == "" else letter.origin_exchange
     return f"{exchange or '?'} / {letter.origin_routing_key or '?'}"
+
+
+def verification(found: Verification) -> None:
+    """One instance's verification: its outcome, and on a mismatch where replay differs."""
+    colour = {"ok": "green", "mismatch": "red"}.get(found.outcome, "yellow")
+    click.echo(f"{found.instance_id}  {click.style(found.outcome, fg=colour)}  {found.message}")
+    if found.outcome == "mismatch":
+        where = f"seq {found.seq}" if found.seq is not None else "snapshot"
+        click.echo(f"  at {where}, {found.field}:")
+        click.echo(f"    recorded: {msgspec.json.encode(found.recorded).decode()}")
+        click.echo(f"    replayed: {msgspec.json.encode(found.replayed).decode()}")
+
+
+def verification_counts(counts: dict[str, int]) -> None:
+    total = sum(counts.values())
+    click.echo(
+        f"verified {total} instances: {counts['ok']} ok, {counts['unverifiable']} unverifiable "
+        f"(recorded before causes were kept), {counts['mismatch']} mismatched"
+    )
+    if counts["mismatch"]:
+        click.echo(
+            "the mismatched instances' snapshots do not follow from their history: keep both "
+            "(warren history ID --json, warren status ID --json) and investigate before "
+            "operating them",
+            err=True,
+        )

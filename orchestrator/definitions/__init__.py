@@ -9,6 +9,7 @@ from orchestrator.definitions.model import (
     ChildSaga,
     Choice,
     Compensation,
+    Emit,
     Map,
     Node,
     Parallel,
@@ -16,6 +17,8 @@ from orchestrator.definitions.model import (
     Saga,
     Step,
     Task,
+    Trigger,
+    WaitFor,
 )
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "Choice",
     "Compensation",
     "Condition",
+    "Emit",
     "Map",
     "Node",
     "Parallel",
@@ -34,5 +38,7 @@ __all__ = [
     "Saga",
     "Step",
     "Task",
+    "Trigger",
+    "WaitFor",
     "field",
 ]

@@ -22,7 +22,13 @@ import msgspec
 
 from orchestrator.errors import DefinitionError
 
-ROOTS = frozenset({"input", "results", "item", "index"})
+ROOTS = frozenset({"input", "results", "events", "item", "index"})
+EVENT_ROOTS = frozenset({"id", "source", "type", "subject", "time", "data"})
+"""The roots of a path into a received event (a `WaitFor`'s correlation, a `Trigger`'s
+mappings): its CloudEvents attributes and its data."""
+_ANY_ROOT = ROOTS | EVENT_ROOTS
+"""Evaluating a path accepts either kind: which roots a path may use where is checked when the
+definition is built."""
 _SEGMENT = re.compile(r"([^.\[\]]+)((?:\[\d+\])*)")
 _INDEX = re.compile(r"\[(\d+)\]")
 MISSING: Any = msgspec.UNSET
@@ -31,9 +37,9 @@ MISSING: Any = msgspec.UNSET
 Operator = Literal["==", "!=", "<", "<=", ">", ">="]
 
 
-def parse_path(path: str) -> list[str | int]:
+def parse_path(path: str, roots: frozenset[str] = ROOTS) -> list[str | int]:
     """``results.seats[1].assign`` -> ['results', 'seats', 1, 'assign']; DefinitionError when
-    the path is malformed or starts at an unknown root."""
+    the path is malformed or starts at a root not in `roots`."""
     parts: list[str | int] = []
     if not isinstance(path, str) or not path:
         raise DefinitionError(f"path {path!r} is empty; write it like 'input.order_id'")
@@ -45,15 +51,15 @@ def parse_path(path: str) -> list[str | int]:
             )
         parts.append(match.group(1))
         parts.extend(int(i) for i in _INDEX.findall(match.group(2)))
-    if parts[0] not in ROOTS:
-        raise DefinitionError(f"path {path!r} must start with one of {', '.join(sorted(ROOTS))}")
+    if parts[0] not in roots:
+        raise DefinitionError(f"path {path!r} must start with one of {', '.join(sorted(roots))}")
     return parts
 
 
-def resolve(data: Mapping[str, Any], path: str) -> Any:
+def resolve(data: Mapping[str, Any], path: str, roots: frozenset[str] = _ANY_ROOT) -> Any:
     """The value at `path` in `data` (keyed by root), or MISSING."""
     value: Any = data
-    for part in parse_path(path):
+    for part in parse_path(path, roots):
         if isinstance(part, int):
             if not isinstance(value, list | tuple) or part >= len(value):
                 return MISSING
@@ -65,11 +71,13 @@ def resolve(data: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def map_input(data: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
+def map_input(
+    data: Mapping[str, Any], mapping: Mapping[str, str], roots: frozenset[str] = _ANY_ROOT
+) -> dict[str, Any]:
     """A command's input from paths: each key gets the value at its path (null when absent)."""
     out: dict[str, Any] = {}
     for key, path in mapping.items():
-        value = resolve(data, path)
+        value = resolve(data, path, roots)
         out[key] = None if value is MISSING else value
     return out
 
@@ -170,7 +178,9 @@ class field:
     """Builds conditions on the value at `path`."""
 
     def __init__(self, path: str) -> None:
-        parse_path(path)
+        # Any root here: a Choice's condition reads the saga's data, a Trigger's the event;
+        # the definition checks which roots its conditions use when it is built.
+        parse_path(path, _ANY_ROOT)
         self.path = path
 
     def __eq__(self, value: object) -> Compare:  # type: ignore[override]
@@ -200,11 +210,11 @@ class field:
     __hash__ = None  # type: ignore[assignment]
 
 
-def check_condition(condition: Condition, where: str) -> None:
-    """Every path well formed; combinations not empty."""
+def check_condition(condition: Condition, where: str, roots: frozenset[str] = ROOTS) -> None:
+    """Every path well formed (starting at one of `roots`); combinations not empty."""
     if isinstance(condition, Compare | In | Exists):
         try:
-            parse_path(condition.path)
+            parse_path(condition.path, roots)
         except DefinitionError as exc:
             raise DefinitionError(f"{where}: {exc}") from None
         if isinstance(condition, Compare) and condition.op not in _OPERATORS:
@@ -213,9 +223,9 @@ def check_condition(condition: Condition, where: str) -> None:
         if not condition.of:
             raise DefinitionError(f"{where}: an all/any condition needs at least one part")
         for part in condition.of:
-            check_condition(part, where)
+            check_condition(part, where, roots)
     elif isinstance(condition, Not):
-        check_condition(condition.of, where)
+        check_condition(condition.of, where, roots)
     else:
         raise DefinitionError(f"{where}: {condition!r} is not a condition; build one with field()")
 

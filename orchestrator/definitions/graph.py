@@ -26,6 +26,7 @@ from orchestrator.definitions.model import (
     Parallel,
     Saga,
     Step,
+    WaitFor,
 )
 
 if TYPE_CHECKING:
@@ -45,8 +46,10 @@ __all__ = [
 START = ":start"
 END = ":end"
 
-NodeKind = Literal["start", "end", "step", "child", "parallel", "choice", "map", "join", "merge"]
-EdgeKind = Literal["next", "branch", "case", "default", "item", "join", "compensate"]
+NodeKind = Literal[
+    "start", "end", "step", "child", "wait", "parallel", "choice", "map", "join", "merge"
+]
+EdgeKind = Literal["next", "branch", "case", "default", "item", "timeout", "join", "compensate"]
 GroupKind = Literal["parallel", "choice", "map"]
 
 
@@ -150,6 +153,8 @@ class _Builder:
             )
             self.add(child, exits)
             return [(name, "next", None)]
+        if isinstance(node, WaitFor):
+            return self.wait(node, exits, group)
         inner: list[_Exit] = []
         if isinstance(node, Parallel):
             limit = node.max_concurrency
@@ -174,6 +179,25 @@ class _Builder:
             closing = GraphNode(id=f"{name}:join", kind="join", label="join", group=name)
         self.add(closing, inner, closing=True)
         return [(closing.id, "next", None)]
+
+    def wait(self, node: WaitFor, exits: list[_Exit], group: str | None) -> list[_Exit]:
+        """A wait, and the nodes its timeout runs (their own path on from it)."""
+        if node.event is not None:
+            detail = f"event {node.event}"
+            if node.correlate is not None:
+                detail += f" where {node.correlate} = {node.equals}"
+        else:
+            detail = f"signal {node.signal}"
+        if node.timeout_seconds is not None:
+            detail += f" (timeout {node.timeout_seconds:g} s)"
+        self.add(
+            GraphNode(id=node.name, kind="wait", label=node.name, group=group, detail=detail),
+            exits,
+        )
+        if node.on_timeout is None:
+            return [(node.name, "next", None)]
+        timed_out = self.sequence(node.on_timeout, [(node.name, "timeout", "timed out")], group)
+        return [(node.name, "next", "received"), *timed_out]
 
     def _open(
         self,
@@ -244,6 +268,7 @@ _SHAPES: dict[str, tuple[str, str]] = {
     "end": ("([", "])"),
     "step": ("[", "]"),
     "child": ("[[", "]]"),
+    "wait": ("[\\", "\\]"),
     "parallel": ("{{", "}}"),
     "choice": ("{", "}"),
     "map": ("[/", "/]"),

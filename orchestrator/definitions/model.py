@@ -12,13 +12,14 @@ import hashlib
 import math
 import re
 from collections.abc import Sequence
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import jsonschema
 import msgspec
 from msgspec import Meta
 
 from orchestrator.definitions.conditions import (
+    EVENT_ROOTS,
     Condition,
     check_condition,
     parse_path,
@@ -27,7 +28,10 @@ from orchestrator.definitions.conditions import (
 from orchestrator.errors import DefinitionError
 
 NAME = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
-"""What saga, step and pool names look like (whole string)."""
+"""What saga, step, pool and signal names look like (whole string)."""
+EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.-]{0,127}")
+"""What an event type looks like (whole string): ``payment.captured``. It is the routing key
+on the events exchange, so no ``*`` or ``#``."""
 
 MAX_INT4 = 2**31 - 1
 """Versions and attempt numbers are stored in int4 columns."""
@@ -137,6 +141,36 @@ class Compensation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     timeout_seconds: Seconds | None = None
 
 
+SagaOutcome = Literal["completed", "compensated", "failed"]
+
+
+class Emit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A domain event the saga publishes: on a saga, when it ends (`on`); on a node, when that
+    node succeeds. Published through the outbox with the transition that caused it."""
+
+    type: str
+    """The event type, also its routing key on the events exchange: ``order.completed``."""
+    data: dict[str, str] = {}
+    """The event's data, key by key, from paths (``{"order_id": "input.order_id"}``)."""
+    on: SagaOutcome | None = None
+    """On a saga: the end it is published at. On a node: not given (it is its success)."""
+    dataversion: Annotated[int, Meta(ge=1, le=MAX_INT4)] = 1
+    """The version of the data's shape, for its consumers' upcasters."""
+
+
+class Trigger(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Start the saga for each event of a type (that `when` accepts): once per event id,
+    however often the event is delivered. Paths here read the event: ``data.order_id``,
+    ``subject``, ``source``, ``id``, ``type``, ``time``."""
+
+    event: str
+    when: Condition | None = None
+    input_map: dict[str, str] | None = None
+    """The instance's input, key by key, from paths; the event's data when not given."""
+    key: str | None = None
+    """Path of the business key, stored as the instance's correlation key (to find it)."""
+
+
 class _Node(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="kind"
 ):
@@ -161,6 +195,11 @@ class Step(_Node, frozen=True, kw_only=True, tag="step"):
     """The command's input, key by key, from paths (``{"order": "input.order_id"}``); the
     command then carries this and no results. Without it a command carries the saga's input
     (inside a `Map`: the item) and every result so far."""
+    emits: Sequence[Emit] = ()
+    """Events published when the step succeeds."""
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "emits", tuple(self.emits))
 
     @property
     def command_name(self) -> str:
@@ -241,6 +280,11 @@ class ChildSaga(_Node, frozen=True, kw_only=True, tag="child"):
     """Pinned version; the newest registered when the child starts, if not given."""
     input_map: dict[str, str] | None = None
     """The child's input from paths; the parent's input when not given."""
+    emits: Sequence[Emit] = ()
+    """Events published when the child saga completed."""
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "emits", tuple(self.emits))
 
     # What the engine asks of a node it dispatches (as of a `Step`): a child's orders go to
     # the orchestrators' own pool, once each; the child saga retries its own steps.
@@ -259,8 +303,41 @@ class ChildSaga(_Node, frozen=True, kw_only=True, tag="child"):
         return Compensation(command=self.command_name, pool=CHILD_POOL, retry=self.retry)
 
 
+class WaitFor(_Node, frozen=True, kw_only=True, tag="wait"):
+    """Pause this branch until an event or a signal arrives; what arrived becomes the node's
+    result (``results.<name>``: the event's ``id``, ``source``, ``type``, ``subject``, ``time``
+    and ``data``, or the signal's ``name``, ``id`` and ``data``).
+
+    An event counts when its type is `event` and, with `correlate`, when the value at that
+    path in the event equals the value at `equals` in the instance's data when the wait
+    begins (``correlate="data.order_id", equals="input.order_id"``). One that arrived before
+    the wait began (within the retention) counts too. A signal is sent to one instance by
+    name (`POST /v1/instances/{id}/signals/{name}`); one sent early is kept until the wait.
+
+    Past `timeout_seconds`, the node fails and the saga compensates, or, with `on_timeout`,
+    those nodes run and the saga goes on after the wait."""
+
+    name: str
+    event: str | None = None
+    signal: str | None = None
+    correlate: str | None = None
+    """Path into the event whose value must equal `equals`'s."""
+    equals: str | None = None
+    """Path into the instance's data (``input.order_id``, ``results.charge.payment_id``)."""
+    timeout_seconds: Seconds | None = None
+    on_timeout: Sequence[Node] | None = None
+    """What runs when the wait times out (may be empty: go on); without it, the node fails."""
+    emits: Sequence[Emit] = ()
+    """Events published when the wait is satisfied."""
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "emits", tuple(self.emits))
+        if self.on_timeout is not None:
+            msgspec.structs.force_setattr(self, "on_timeout", tuple(self.on_timeout))
+
+
 # The node kinds a saga is built from; a task is one the engine dispatches.
-Node = Step | Parallel | Choice | Map | ChildSaga
+Node = Step | Parallel | Choice | Map | ChildSaga | WaitFor
 Task = Step | ChildSaga
 
 
@@ -276,10 +353,19 @@ class Saga(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     description: str = ""
     deadline_seconds: Seconds | None = None
     """Past this long after its start, a still-running instance stops and compensates."""
+    emits: Sequence[Emit] = ()
+    """Events published when an instance ends (each `Emit` says at which end)."""
+    triggers: Sequence[Trigger] = ()
+    """Events that start an instance, one per event."""
+    event_schemas: dict[str, dict[str, Any]] | None = None
+    """JSON Schema (2020-12) of the data of event types: an event that does not match is
+    refused (422 at the API, dead-lettered from the broker)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.steps, tuple):  # accept any sequence; store a tuple
-            msgspec.structs.force_setattr(self, "steps", tuple(self.steps))
+        for field in ("steps", "emits", "triggers"):  # accept any sequence; store a tuple
+            value = getattr(self, field)
+            if not isinstance(value, tuple):
+                msgspec.structs.force_setattr(self, field, tuple(value))
         _validate(self)
         # Not a field (dict=True keeps it out of the stored JSON): every node by name.
         self.__dict__["_nodes"] = {node.name: node for node in walk(self.steps)}
@@ -368,7 +454,12 @@ class Saga(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
             raise DefinitionError(f"stored definition is not valid: {exc}") from exc
 
 
-_LATER_FIELDS = {"input_map": None}
+_LATER_FIELDS: dict[str, Any] = {
+    "input_map": None,
+    "emits": [],
+    "triggers": [],
+    "event_schemas": None,
+}
 """Fields added since the first release, with their defaults."""
 
 
@@ -377,11 +468,18 @@ def _without_later_defaults(value: Any) -> Any:
         return {
             key: _without_later_defaults(inner)
             for key, inner in sorted(value.items())
-            if not (key in _LATER_FIELDS and inner == _LATER_FIELDS[key])
+            if not (key in _LATER_FIELDS and _is_default(inner, _LATER_FIELDS[key]))
         }
     if isinstance(value, list | tuple):
         return [_without_later_defaults(inner) for inner in value]
     return value
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    """`value` is the default (an empty sequence is, whether a list or a tuple)."""
+    if isinstance(value, list | tuple) and isinstance(default, list):
+        return list(value) == default
+    return bool(value == default)
 
 
 def node_name(key: str) -> str:
@@ -403,6 +501,8 @@ def children_of(node: Node) -> list[tuple[str, Sequence[Node]]]:
         return cases + ([("default", node.default)] if node.default is not None else [])
     if isinstance(node, Map):
         return [("item", node.steps)]
+    if isinstance(node, WaitFor) and node.on_timeout is not None:
+        return [("on timeout", node.on_timeout)]
     return []
 
 
@@ -429,24 +529,20 @@ def _validate(saga: Saga) -> None:
         raise DefinitionError(f"saga {saga.name!r} has no steps; give it at least one Step")
     _validate_nodes(saga.steps, f"saga {saga.name!r}", set(), in_map=False)
     _check_duration(saga.deadline_seconds, f"saga {saga.name!r}", "deadline_seconds")
+    _validate_events(saga, f"saga {saga.name!r}")
     problem = unstorable(msgspec.to_builtins(saga))
     if problem is not None:
         raise DefinitionError(f"saga {saga.name!r}: {problem}")
     if saga.input_schema is not None:
-        _check_refs(saga.input_schema, f"saga {saga.name!r}")
-        try:
-            jsonschema.Draft202012Validator.check_schema(saga.input_schema)
-        except jsonschema.SchemaError as exc:
-            raise DefinitionError(
-                f"saga {saga.name!r}: input_schema is not a valid JSON Schema: {exc.message}"
-            ) from exc
+        _check_schema(saga.input_schema, f"saga {saga.name!r}", "input_schema")
 
 
 def _validate_nodes(nodes: Sequence[Node], where: str, seen: set[str], *, in_map: bool) -> None:
     for node in nodes:
-        if not isinstance(node, Step | Parallel | Choice | Map | ChildSaga):
+        if not isinstance(node, Step | Parallel | Choice | Map | ChildSaga | WaitFor):
             raise DefinitionError(
-                f"{where}: {node!r} is not a node; use Step, Parallel, Choice, Map or ChildSaga"
+                f"{where}: {node!r} is not a node; use Step, Parallel, Choice, Map, ChildSaga "
+                "or WaitFor"
             )
         here = f"{where}, {node_kind(node)} {node.name!r}"
         if not NAME.fullmatch(node.name):
@@ -458,11 +554,13 @@ def _validate_nodes(nodes: Sequence[Node], where: str, seen: set[str], *, in_map
         seen.add(node.name)
         _validate_node(node, here, in_map=in_map)
         for label, inner in children_of(node):
-            if not inner and not isinstance(node, Choice):
+            if not inner and not isinstance(node, Choice | WaitFor):
                 raise DefinitionError(f"{here}: {label} has no nodes")
             _validate_nodes(inner, here, seen, in_map=in_map or isinstance(node, Map))
         for path in (getattr(node, "input_map", None) or {}).values():
             _check_path(path, here, in_map=in_map)
+        for emit in getattr(node, "emits", ()):
+            _check_emit(emit, here, in_map=in_map, at_end=False)
 
 
 def _validate_node(node: Node, here: str, *, in_map: bool) -> None:
@@ -474,6 +572,8 @@ def _validate_node(node: Node, here: str, *, in_map: bool) -> None:
             raise DefinitionError(f"{here}: saga {node.saga!r} is not a saga name")
     elif isinstance(node, Map):
         _check_path(node.items, here, in_map=in_map)
+    elif isinstance(node, WaitFor):
+        _validate_wait(node, here, in_map=in_map)
     elif isinstance(node, Choice):
         if not node.cases:
             raise DefinitionError(f"{here}: give at least one Case")
@@ -485,6 +585,81 @@ def _validate_node(node: Node, here: str, *, in_map: bool) -> None:
             _check_condition_paths(case.when, f"{here}, case {case.name!r}", in_map)
     elif not node.branches:
         raise DefinitionError(f"{here}: give at least one branch")
+
+
+def _validate_wait(node: WaitFor, here: str, *, in_map: bool) -> None:
+    if (node.event is None) == (node.signal is None):
+        raise DefinitionError(f"{here}: give either event= (an event type) or signal= (a name)")
+    if node.event is not None:
+        _check_event_type(node.event, here)
+    if node.signal is not None and not NAME.fullmatch(node.signal):
+        raise DefinitionError(f"{here}: signal {node.signal!r} must look like 'approved'")
+    if (node.correlate is None) != (node.equals is None):
+        raise DefinitionError(
+            f"{here}: correlate= (a path in the event) and equals= (a path in the saga's "
+            "data) go together"
+        )
+    if node.correlate is not None:
+        if node.signal is not None:
+            raise DefinitionError(f"{here}: a signal is sent to one instance: no correlate=")
+        _check_event_path(node.correlate, here)
+        assert node.equals is not None
+        _check_path(node.equals, here, in_map=in_map)
+    _check_timeout(node.timeout_seconds, here)
+    if node.on_timeout is not None and node.timeout_seconds is None:
+        raise DefinitionError(f"{here}: on_timeout= needs timeout_seconds=")
+
+
+def _check_event_type(event_type: str, where: str) -> None:
+    if not isinstance(event_type, str) or not EVENT_TYPE.fullmatch(event_type):
+        raise DefinitionError(
+            f"{where}: event type {event_type!r} must look like 'payment.captured' (lowercase "
+            "letters, digits, '_', '.', '-', starting with a letter)"
+        )
+
+
+def _check_event_path(path: str, where: str) -> None:
+    try:
+        parse_path(path, EVENT_ROOTS)
+    except DefinitionError as exc:
+        raise DefinitionError(f"{where}: {exc}") from None
+
+
+def _check_emit(emit: Emit, where: str, *, in_map: bool, at_end: bool) -> None:
+    here = f"{where}, emit {emit.type!r}"
+    _check_event_type(emit.type, here)
+    if at_end and emit.on is None:
+        raise DefinitionError(f"{here}: a saga's emit says when: on='completed', ... ")
+    if not at_end and emit.on is not None:
+        raise DefinitionError(f"{here}: a node's emit is published when it succeeds: no on=")
+    for path in emit.data.values():
+        _check_path(path, here, in_map=in_map)
+
+
+def _validate_events(saga: Saga, where: str) -> None:
+    """The saga's emits, triggers and event schemas."""
+    for emit in saga.emits:
+        _check_emit(emit, where, in_map=False, at_end=True)
+    for trigger in saga.triggers:
+        here = f"{where}, trigger on {trigger.event!r}"
+        _check_event_type(trigger.event, here)
+        if trigger.when is not None:
+            check_condition(trigger.when, here, EVENT_ROOTS)
+        for path in [*(trigger.input_map or {}).values(), *filter(None, [trigger.key])]:
+            _check_event_path(path, here)
+    for event_type, schema in (saga.event_schemas or {}).items():
+        _check_event_type(event_type, f"{where}, event_schemas")
+        _check_schema(schema, where, f"event_schemas[{event_type!r}]")
+
+
+def _check_schema(schema: dict[str, Any], where: str, label: str) -> None:
+    _check_refs(schema, where, label)
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise DefinitionError(
+            f"{where}: {label} is not a valid JSON Schema: {exc.message}"
+        ) from exc
 
 
 def _check_path(path: str, where: str, *, in_map: bool) -> None:
@@ -534,20 +709,20 @@ def _check_timeout(timeout: float | None, where: str) -> None:
     _check_duration(timeout, where, "timeout_seconds")
 
 
-def _check_refs(schema: Any, where: str) -> None:
+def _check_refs(schema: Any, where: str, label: str = "input_schema") -> None:
     """Only references inside the schema itself ('#/$defs/…'): inputs are validated with no
     retrieval at all, so a reference to a URL could never resolve (and must never be fetched)."""
     if isinstance(schema, dict):
         for key, value in schema.items():
             if key in _REF_KEYWORDS and isinstance(value, str) and not value.startswith("#"):
                 raise DefinitionError(
-                    f"{where}: input_schema refers to {value!r} ({key}); only references "
+                    f"{where}: {label} refers to {value!r} ({key}); only references "
                     "inside the schema are allowed, such as '#/$defs/amount'"
                 )
-            _check_refs(value, where)
+            _check_refs(value, where, label)
     elif isinstance(schema, list):
         for item in schema:
-            _check_refs(item, where)
+            _check_refs(item, where, label)
 
 
 def unstorable(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> str | None:

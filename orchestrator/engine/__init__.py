@@ -10,9 +10,12 @@
     fanout        a map: the same steps for each item of a list
     forward       start, the replies of steps and child sagas, a step that failed for good
     compensation  undo completed steps newest first, their replies
+    ordering      a reply answers the dispatch whose seq it carries, or is ignored
     operations    cancel, resume, and a parent's request to undo a child saga
     timers        delay, retry, timeout, deadline
+    waits         a wait for an event or a signal, and its timeout
     retries       may an attempt be retried, and how the next one is sent
+    replay        rebuild an instance from its recorded history and compare (verify)
 
 The engine imports only `orchestrator.definitions` and `orchestrator.errors`. Its names load
 on first use, so the wire format can import the vocabulary without the engine's logic.
@@ -28,7 +31,9 @@ if TYPE_CHECKING:
     from orchestrator.engine.state import (
         Cancel,
         Dispatch,
+        Emitted,
         Event,
+        EventReceived,
         HistoryEvent,
         InstanceState,
         NodeState,
@@ -36,9 +41,12 @@ if TYPE_CHECKING:
         ParentReply,
         Resume,
         ScheduleTimer,
+        Signal,
+        SignalReceived,
         Start,
         StepReply,
         StepState,
+        Subscription,
         TimerFired,
         Transition,
         Undo,
@@ -59,7 +67,9 @@ _HOMES = {
     "orchestrator.engine.state": (
         "Cancel",
         "Dispatch",
+        "Emitted",
         "Event",
+        "EventReceived",
         "HistoryEvent",
         "InstanceState",
         "NodeState",
@@ -67,9 +77,12 @@ _HOMES = {
         "ParentReply",
         "Resume",
         "ScheduleTimer",
+        "Signal",
+        "SignalReceived",
         "Start",
         "StepReply",
         "StepState",
+        "Subscription",
         "TimerFired",
         "Transition",
         "Undo",
@@ -100,7 +113,9 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "Cancel",
     "Dispatch",
+    "Emitted",
     "Event",
+    "EventReceived",
     "Failure",
     "FailureType",
     "HistoryEvent",
@@ -114,10 +129,13 @@ __all__ = [
     "Resume",
     "SagaStatus",
     "ScheduleTimer",
+    "Signal",
+    "SignalReceived",
     "Start",
     "StepReply",
     "StepState",
     "StepStatus",
+    "Subscription",
     "TimerFired",
     "TimerKind",
     "Transition",

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from orchestrator.engine import compensation, forward, operations, timers
+from orchestrator.engine import compensation, forward, operations, ordering, timers, waits
 from orchestrator.engine.draft import Draft
 from orchestrator.engine.state import (
     SNAPSHOT_FORMAT,
     Cancel,
     Event,
+    EventReceived,
     InstanceState,
     ParentLink,
     Resume,
+    SignalReceived,
     Start,
     StepReply,
     StepState,
@@ -69,6 +71,10 @@ def decide(definition: Saga, instance: InstanceState, event: Event, now: datetim
 
 
 def _on_reply(draft: Draft, reply: StepReply) -> None:
+    reason = ordering.out_of_order(draft.instance, reply)
+    if reason is not None:
+        draft.ignore(reply, reason)
+        return
     _ON_REPLY[reply.phase](draft, reply)
 
 
@@ -85,4 +91,6 @@ _ON_EVENT: Final[Mapping[type[Event], Callable[[Draft, Any], None]]] = {
     Cancel: operations.on_cancel,
     Resume: operations.on_resume,
     Undo: operations.on_undo,
+    EventReceived: waits.on_event,
+    SignalReceived: waits.on_signal,
 }

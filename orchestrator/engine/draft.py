@@ -17,13 +17,16 @@ from orchestrator.definitions.conditions import map_input
 from orchestrator.definitions.model import CANCEL_CHILD_COMMAND, CHILD_POOL
 from orchestrator.engine.state import (
     Dispatch,
+    Emitted,
     HistoryEvent,
     InstanceState,
     NodeState,
     ParentReply,
     ScheduleTimer,
     StepReply,
+    Subscription,
     Transition,
+    emitted_event_id,
     gather_results,
 )
 from orchestrator.engine.vocabulary import (
@@ -38,7 +41,9 @@ from orchestrator.engine.vocabulary import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.definitions import Saga, Task
+    from collections.abc import Sequence
+
+    from orchestrator.definitions import Emit, Saga, Task
 
 replace = msgspec.structs.replace
 
@@ -75,19 +80,23 @@ class Draft:
         self.dispatches: list[Dispatch] = []
         self.timers: list[ScheduleTimer] = []
         self.parent_reply: ParentReply | None = None
+        self.subscriptions: list[Subscription] = []
+        self.waits_ended: list[str] = []
+        self.events: list[Emitted] = []
 
     # ---- bookkeeping ------------------------------------------------------------------------
 
     def record(
         self,
         type: HistoryEventType,
+        /,
         *,
         step: str | None = None,
         phase: Phase | None = None,
         attempt: int | None = None,
         **data: Any,
     ) -> int:
-        seq = self.instance.seq + len(self.history) + 1
+        seq = self.next_seq()
         pool = self.pool_of(step, phase)
         self.history.append(
             HistoryEvent(
@@ -102,6 +111,10 @@ class Draft:
             )
         )
         return seq
+
+    def next_seq(self) -> int:
+        """The sequence number the next history event gets."""
+        return self.instance.seq + len(self.history) + 1
 
     def elapsed(self, since: datetime | None) -> float:
         return (self.now - since).total_seconds() if since is not None else 0.0
@@ -126,7 +139,8 @@ class Draft:
 
     def data(self, scope: Scope) -> dict[str, Any]:
         """What a path reads at `scope`: the input, the results so far, a map's item."""
-        data = {"input": self.instance.input, "results": self.results()}
+        received = {k: n.received for k, n in self.nodes.items() if n.received is not None}
+        data = {"input": self.instance.input, "results": self.results(), "events": received}
         if scope.index is not None:
             data |= {"item": scope.item, "index": scope.index}
         return data
@@ -149,8 +163,26 @@ class Draft:
         self.instance = replace(self.instance, **changes)
         data: dict[str, Any] = {"failure": failure} if failure else {}
         self.record(STATUS_ENTERED[status], **data)
+        if status.terminal:
+            self.emit([e for e in self.definition.emits if e.on == status.value], ROOT)
         if status.terminal and self.instance.parent is not None:
             self.answer_parent(status)
+
+    def emit(self, emits: Sequence[Emit], scope: Scope, *, key: str | None = None) -> None:
+        """Publish `emits`, their data read at `scope` (after node `key` succeeded)."""
+        for emit in emits:
+            data = map_input(self.data(scope), emit.data)
+            event_id = emitted_event_id(self.instance.id, self.next_seq())
+            self.record(
+                HistoryEventType.EVENT_EMITTED,
+                step=key,
+                id=str(event_id),
+                type=emit.type,
+                data=data,
+            )
+            self.events.append(
+                Emitted(id=event_id, type=emit.type, data=data, dataversion=emit.dataversion)
+            )
 
     def answer_parent(self, status: SagaStatus) -> None:
         """A child saga ended: tell the parent's node how (its undo, once it asked for it)."""
@@ -171,14 +203,18 @@ class Draft:
         )
         self.parent_reply = ParentReply(parent=parent, ok=False, failure=failure)
 
-    def ignore(self, reply: StepReply) -> None:
-        """A duplicate, late or stale reply: recorded for operators, otherwise without effect."""
+    def ignore(self, reply: StepReply, reason: str | None = None) -> None:
+        """A duplicate, late or stale reply: recorded for operators, otherwise without effect
+        (with why, when it is not just a duplicate or a late one)."""
+        data: dict[str, Any] = {"ok": reply.ok}
+        if reason is not None:
+            data |= {"reason": reason, "seq": reply.seq}
         self.record(
             HistoryEventType.REPLY_IGNORED,
             step=reply.step,
             phase=reply.phase,
             attempt=reply.attempt,
-            ok=reply.ok,
+            **data,
         )
 
     def transition(self) -> Transition:
@@ -197,6 +233,9 @@ class Draft:
             dispatches=tuple(self.dispatches),
             timers=tuple(self.timers),
             parent_reply=self.parent_reply,
+            subscriptions=tuple(self.subscriptions),
+            waits_ended=tuple(self.waits_ended),
+            events=tuple(self.events),
         )
 
     # ---- commands and timers ----------------------------------------------------------------
@@ -225,6 +264,9 @@ class Draft:
             )
             kind = HistoryEventType.COMPENSATION_DISPATCHED
         seq = self.record(kind, step=key, phase=phase, attempt=attempt, command=command)
+        # Its reply carries this seq back: `ordering` checks it.
+        sent = "dispatch_seq" if phase is Phase.FORWARD else "compensation_dispatch_seq"
+        self.set_step(key, **{sent: seq})
         dispatch = Dispatch(
             step=key, phase=phase, command=command, pool=pool, attempt=attempt, seq=seq
         )

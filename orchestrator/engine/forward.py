@@ -44,6 +44,8 @@ def on_reply(draft: Draft, reply: StepReply) -> None:
     if reply.ok:
         _succeed(draft, reply, HistoryEventType.STEP_SUCCEEDED)
         if draft.instance.status is SagaStatus.RUNNING:
+            emits = draft.definition.step(reply.step).emits
+            draft.emit(emits, draft.scope_of(reply.step), key=reply.step)
             walk.advance(draft)
         else:  # it finished after compensation began: it must be undone too
             compensation.advance(draft)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from orchestrator.definitions import ChildSaga
-from orchestrator.engine import compensation
+from orchestrator.engine import compensation, waits
 from orchestrator.engine.draft import replace
 from orchestrator.engine.retries import abandoned
 from orchestrator.engine.state import Resume
@@ -33,6 +33,7 @@ def on_cancel(draft: Draft, cancel: Cancel) -> None:
 def stop_forward(draft: Draft, failure: Failure) -> None:
     """No new forward step; undo what was done (cancel, deadline)."""
     draft.set_saga(SagaStatus.COMPENSATING, failure)
+    waits.end_waits(draft)
     for name, state in list(draft.steps.items()):
         if state.status is StepStatus.SCHEDULED:  # never started: nothing to undo
             draft.set_step(name, status=StepStatus.PENDING)

@@ -43,6 +43,11 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     """When its compensation's first attempt (or an operator's resume) was dispatched."""
     compensation_attempts_before_resume: int = 0
     """Compensation attempts made before an operator's last resume: the retry budget restarts."""
+    dispatch_seq: int = 0
+    """The history seq of the current forward attempt's dispatch, which its reply carries
+    back (0: dispatched before Warren kept it: not checked)."""
+    compensation_dispatch_seq: int = 0
+    """The same for the current compensation attempt."""
 
 
 class NodeState(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,6 +61,10 @@ class NodeState(msgspec.Struct, frozen=True, kw_only=True):
     """The items a map runs over, as found when it started."""
     started: int = 0
     """Branches or items started so far (in order: a concurrency limit starts the next)."""
+    received: Any = None
+    """What satisfied a wait: the event (or the signal), as its result."""
+    timed_out: bool = False
+    """A wait that timed out (its `on_timeout` nodes run, if it has them)."""
 
 
 class ParentLink(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,6 +94,12 @@ SNAPSHOT_FORMAT = 2
 
 
 _CHILDREN = UUID("6f1c6a52-9d0e-4f0a-9a51-8f4b1e0c2d7a")
+_EMITTED = UUID("0b7f5d9e-3c1a-4e8b-a2f6-5d4c3b2a1908")
+
+
+def emitted_event_id(instance_id: UUID, seq: int) -> UUID:
+    """The id of the event an instance publishes at history event `seq`."""
+    return uuid5(_EMITTED, f"{instance_id}/{seq}")
 
 
 def child_instance_id(parent_id: UUID, key: str) -> UUID:
@@ -110,6 +125,14 @@ def upgraded(state: InstanceState) -> InstanceState:
     return msgspec.structs.replace(state, format=SNAPSHOT_FORMAT)
 
 
+class Signal(msgspec.Struct, frozen=True, kw_only=True):
+    """A signal sent to an instance: what a `WaitFor(signal=...)` receives as its result."""
+
+    name: str
+    id: str
+    data: Any = None
+
+
 class InstanceState(msgspec.Struct, frozen=True, kw_only=True):
     """The snapshot of one saga instance: what the history adds up to."""
 
@@ -131,13 +154,15 @@ class InstanceState(msgspec.Struct, frozen=True, kw_only=True):
     """Parallels, choices and maps under way or done, by key."""
     parent: ParentLink | None = None
     """Set on a child saga's instance."""
+    signals: tuple[Signal, ...] = ()
+    """Signals sent before a wait for them began, oldest first: the wait takes them."""
     format: int = 1
     """The snapshot's shape (`SNAPSHOT_FORMAT` when written now; absent, so 1, before)."""
 
     def results(self) -> dict[str, Any]:
-        """The results so far, by node name; a map's, once it found its items, as a list of
-        its items' results (each by node name), in item order, empty for no items; a step
-        inside a map's item only in that list."""
+        """The results so far, by node name (a wait's: what it received); a map's, once it
+        found its items, as a list of its items' results (each by node name), in item order,
+        empty for no items; a step inside a map's item only in that list."""
         return gather_results(self.completed, self.steps, self.nodes)
 
 
@@ -173,6 +198,9 @@ def gather_results(
         if node.items is not None:  # a map that found its items has its list, even empty
             *items, name = key.split("/")
             _item_results(out, items, nodes).setdefault(name, [{} for _ in node.items])
+        elif node.received is not None:  # a wait that received its event or signal
+            *items, name = key.split("/")
+            _item_results(out, items, nodes)[name] = node.received
     return out
 
 
@@ -193,39 +221,43 @@ def _item_results(
 
 
 # ---- inputs ---------------------------------------------------------------------------------
+# Tagged (``{"event": "step_reply", ...}``) so that an `Event` encodes and decodes as JSON: the
+# history keeps the one that caused each transition, and replay decides it again.
 
 
-class Start(msgspec.Struct, frozen=True, kw_only=True):
+class Start(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag="start"):
     input: Any
 
 
-class StepReply(msgspec.Struct, frozen=True, kw_only=True):
+class StepReply(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag="step_reply"):
     step: str
     phase: Phase
     attempt: int
     ok: bool
     result: Any = None
     failure: Failure | None = None
+    seq: int | None = None
+    """The seq of the dispatch it answers, from the reply's envelope (None: not checked)."""
 
 
-class TimerFired(msgspec.Struct, frozen=True, kw_only=True):
+class TimerFired(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag="timer_fired"):
     kind: TimerKind
     step: str
     phase: Phase
     attempt: int
 
 
-class Cancel(msgspec.Struct, frozen=True, kw_only=True):
+class Cancel(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag="cancel"):
     """An operator (or client) asks to stop: no new forward steps, undo what was done."""
 
     reason: str = "cancelled by request"
 
 
-class Resume(msgspec.Struct, frozen=True, kw_only=True):
+class Resume(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag="resume"):
     """An operator retries a `failed` instance: its stuck compensation runs again."""
 
 
-class Undo(msgspec.Struct, frozen=True, kw_only=True):
+class Undo(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag="undo"):
     """A child saga's parent compensates the node that ran it: undo the child (its attempt
     and seq are the parent's compensation order's, answered when the child is undone)."""
 
@@ -233,7 +265,27 @@ class Undo(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
 
 
-Event = Start | StepReply | TimerFired | Cancel | Resume | Undo
+class EventReceived(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag="event_received"
+):
+    """An event the shell matched to the wait `wait` of this instance (its type, and its
+    correlation value, are the wait's)."""
+
+    wait: str
+    received: dict[str, Any]
+    """The event as the wait's result: ``id``, ``source``, ``type``, ``subject``, ``time``,
+    ``data``."""
+
+
+class SignalReceived(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag="signal_received"
+):
+    """A signal sent to this instance (the shell dropped copies with the same id)."""
+
+    signal: Signal
+
+
+Event = Start | StepReply | TimerFired | Cancel | Resume | Undo | EventReceived | SignalReceived
 
 
 # ---- outputs --------------------------------------------------------------------------------
@@ -274,6 +326,27 @@ class ScheduleTimer(msgspec.Struct, frozen=True, kw_only=True):
     due_at: datetime
 
 
+class Subscription(msgspec.Struct, frozen=True, kw_only=True):
+    """A wait that began: events of `event_type` whose value at `path` (None: any) equals
+    `value` are for the wait `key`. The shell stores it, and looks for such an event that
+    arrived before."""
+
+    key: str
+    event_type: str
+    path: str | None
+    value: Any = None
+
+
+class Emitted(msgspec.Struct, frozen=True, kw_only=True):
+    """A domain event to publish (the shell adds the CloudEvents attributes)."""
+
+    id: UUID
+    """Derived from the instance and the history event that records it: the same on replay."""
+    type: str
+    data: Any
+    dataversion: int = 1
+
+
 class ParentReply(msgspec.Struct, frozen=True, kw_only=True):
     """A child saga ended (or was undone): the reply its parent's node waits for."""
 
@@ -289,3 +362,8 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     dispatches: tuple[Dispatch, ...] = ()
     timers: tuple[ScheduleTimer, ...] = ()
     parent_reply: ParentReply | None = None
+    subscriptions: tuple[Subscription, ...] = ()
+    """Event waits that began."""
+    waits_ended: tuple[str, ...] = ()
+    """Keys of event waits that are over (satisfied, timed out, abandoned)."""
+    events: tuple[Emitted, ...] = ()

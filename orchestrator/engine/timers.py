@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from orchestrator.engine import compensation, forward, operations
+from orchestrator.definitions import WaitFor
+from orchestrator.engine import compensation, forward, operations, waits
 from orchestrator.engine.retries import abandoned
 from orchestrator.engine.vocabulary import (
     Failure,
@@ -66,7 +67,11 @@ def on_retry(draft: Draft, timer: TimerFired) -> None:
 
 
 def on_timeout(draft: Draft, timer: TimerFired) -> None:
-    """The attempt in flight took too long: it counts as a failed, retryable attempt."""
+    """The attempt in flight took too long: it counts as a failed, retryable attempt (a
+    wait's timeout is the wait's to handle)."""
+    if isinstance(draft.definition.find(timer.step), WaitFor):
+        waits.on_timeout(draft, timer)
+        return
     state = draft.steps.get(timer.step)
     if state is None or _attempt_of(draft, timer) != timer.attempt:
         return  # a timer of an attempt that is over: nothing to do

@@ -73,10 +73,10 @@ class StepStatus(StrEnum):
 
 
 class NodeStatus(StrEnum):
-    """Where a parallel, a choice or a map stands."""
+    """Where a parallel, a choice, a map or a wait stands."""
 
     RUNNING = "running"
-    """Started: its branches, case or items are under way."""
+    """Started: its branches, case or items are under way; a wait waits."""
     SUCCEEDED = "succeeded"
     """Every branch, the case taken, or every item succeeded."""
     FAILED = "failed"
@@ -125,6 +125,18 @@ class HistoryEventType(StrEnum):
     """Every branch of a parallel, the case a choice took, or every item of a map succeeded."""
     NODE_FAILED = "node_failed"
     """A choice found no case, or a map's items were not a list (or too many): it fails."""
+    WAIT_STARTED = "wait_started"
+    """A wait began; its data holds the event type (and correlation) or the signal name."""
+    EVENT_RECEIVED = "event_received"
+    """The event a wait waited for arrived; its data holds the event."""
+    SIGNAL_RECEIVED = "signal_received"
+    """A signal arrived: for a wait (`step` names it), or kept until a wait for it begins."""
+    WAIT_TIMED_OUT = "wait_timed_out"
+    """A wait's timeout passed first: its on_timeout nodes run, or it fails."""
+    EVENT_IGNORED = "event_ignored"
+    """An event or signal for a wait that is over, or for an instance that ended."""
+    EVENT_EMITTED = "event_emitted"
+    """The saga published a domain event; its data holds the event's id, type and data."""
     CHILD_CANCEL_SENT = "child_cancel_sent"
     """The saga stopped going forward while a child saga ran: the child is told to stop."""
     CHILD_UNDO_REQUESTED = "child_undo_requested"
@@ -208,6 +220,10 @@ class FailureType(StrEnum):
     """A map's items were not a list, or more than its max_items."""
     CHILD_FAILED = "ChildFailed"
     """A child saga compensated or failed instead of completing."""
+    WAIT_TIMED_OUT = "WaitTimedOut"
+    """A wait with no on_timeout path received nothing in time."""
+    NOTHING_TO_CORRELATE = "NothingToCorrelate"
+    """A wait's `equals` path found nothing in the saga's data when the wait began."""
 
 
 class Failure(msgspec.Struct, frozen=True, kw_only=True):

@@ -15,8 +15,8 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.definitions import ChildSaga, Choice, Map, Parallel, Step
-from orchestrator.engine import choice, fanout, operations, parallel
+from orchestrator.definitions import ChildSaga, Choice, Map, Parallel, Step, WaitFor
+from orchestrator.engine import choice, fanout, operations, parallel, waits
 from orchestrator.engine.draft import ROOT
 from orchestrator.engine.vocabulary import (
     HistoryEventType,
@@ -130,4 +130,5 @@ def _runs() -> Mapping[type[Node], Callable[[Draft, Any, Scope], bool]]:
         Parallel: parallel.run,
         Choice: choice.run,
         Map: fanout.run,
+        WaitFor: waits.run,
     }

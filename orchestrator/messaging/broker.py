@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -35,7 +36,7 @@ from orchestrator.messaging.envelope import CONTENT_TYPE
 from orchestrator.observability import metrics
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Collection
     from uuid import UUID
 
     from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
@@ -172,11 +173,16 @@ class Broker:
         *,
         message_id: UUID,
         headers: dict[str, Any] | None = None,
+        content_type: str = CONTENT_TYPE,
     ) -> None:
         """Publish persistently and wait for the broker's confirm. Mandatory: an unroutable
-        command or reply makes us declare its queue once and try again."""
+        command or reply makes us declare its queue once and try again.
+
+        Not so events: the events exchange is publish/subscribe, and an event no queue is
+        bound for is one nobody listens to. It is confirmed (the broker took it) and dropped."""
+        message = _Outgoing(body, message_id, headers, content_type)
         try:
-            await self._publish_confirmed(exchange, routing_key, body, message_id, headers)
+            await self._publish_confirmed(exchange, routing_key, message)
         except UnroutableMessage:
             # Nobody has declared the destination queue yet: declare it (idempotent) so the
             # message waits there for its consumers, and publish again. Once per destination.
@@ -191,7 +197,7 @@ class Broker:
             else:
                 raise
             self._declared.add(destination)
-            await self._publish_confirmed(exchange, routing_key, body, message_id, headers)
+            await self._publish_confirmed(exchange, routing_key, message)
 
     async def publish_dead_letter(
         self, body: bytes, *, message_id: str | None, headers: dict[str, Any]
@@ -215,26 +221,22 @@ class Broker:
             raise BrokerError(f"could not dead-letter message {message_id}: {exc!r}") from exc
 
     async def _publish_confirmed(
-        self,
-        exchange_name: str,
-        routing_key: str,
-        body: bytes,
-        message_id: UUID,
-        headers: dict[str, Any] | None,
+        self, exchange_name: str, routing_key: str, outgoing: _Outgoing
     ) -> None:
         message = Message(
-            body,
-            message_id=str(message_id),
-            content_type=CONTENT_TYPE,
+            outgoing.body,
+            message_id=str(outgoing.message_id),
+            content_type=outgoing.content_type,
             delivery_mode=DeliveryMode.PERSISTENT,
-            headers=headers or {},
+            headers=outgoing.headers or {},
         )
+        mandatory = exchange_name != self.topology.events_exchange
         channel = self._publisher
         try:
             # The whole publish is bounded, waiting for a reconnecting channel included.
             async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
                 exchange = await self._exchange(exchange_name)
-                confirmation = await exchange.publish(message, routing_key, mandatory=True)
+                confirmation = await exchange.publish(message, routing_key, mandatory=mandatory)
         except (DeliveryError, PublishError) as exc:
             raise UnroutableMessage(
                 f"no queue for routing key {routing_key!r} on exchange {exchange_name!r}"
@@ -285,6 +287,21 @@ class Broker:
                     async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
                         await stale.close()
 
+    async def bind_event_types(self, types: Collection[str]) -> None:
+        """Route these event types to the orchestrators' events queue (idempotent)."""
+
+        async def bind() -> None:
+            channel = await self.connection.channel()
+            try:
+                await self.topology.bind_event_types(channel, types)
+            finally:
+                await close_quietly(channel)
+
+        try:
+            await self.setting_up(bind)
+        except (AMQPError, aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
+            raise BrokerError(f"could not bind event types {sorted(types)}: {exc!r}") from exc
+
     async def ping(self) -> None:
         """Open and close a channel: `BrokerError` when RabbitMQ does not answer."""
         try:
@@ -322,6 +339,14 @@ class Broker:
             self._connection = None
             self._publisher = None
             self._exchanges.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    body: bytes
+    message_id: UUID
+    headers: dict[str, Any] | None
+    content_type: str
 
 
 def _worth_waiting_for(exc: BaseException) -> bool:

@@ -9,7 +9,7 @@ Decoding is strict: a message that does not fit is a `MessageError` (poison).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
@@ -63,6 +63,10 @@ class _Envelope(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     correlation_id: UUID
     traceparent: str | None = None
     timestamp: datetime
+    payload_version: Annotated[int, msgspec.Meta(ge=1)] = 1
+    """The version of the payload's shape, per command name (`orchestrator.messaging.versions`):
+    a command's input is upcast to the worker's current version; a reply echoes its command's.
+    Absent (1) in messages from before versions existed."""
 
 
 class Command(_Envelope, frozen=True, kw_only=True, tag="command"):

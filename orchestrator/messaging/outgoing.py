@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from orchestrator.messaging.cloudevents import CloudEvent, event_message
 from orchestrator.messaging.envelope import (
     Command,
     CommandPayload,
@@ -25,6 +26,7 @@ from orchestrator.messaging.envelope import (
     utcnow,
 )
 from orchestrator.messaging.topology import REPLY_ROUTING_KEY
+from orchestrator.messaging.versions import UPCASTERS
 from orchestrator.persistence.outbox import OutboxMessage
 
 if TYPE_CHECKING:
@@ -97,6 +99,8 @@ def command_for(
         correlation_id=instance.id,
         traceparent=traceparent,
         timestamp=utcnow(),
+        # The input's shape as this process knows it; older workers refuse newer shapes.
+        payload_version=UPCASTERS.current(dispatch.command),
         payload=CommandPayload(
             input=instance.input if dispatch.input is msgspec.UNSET else dispatch.input,
             results=instance.results() if dispatch.with_results else {},
@@ -107,6 +111,48 @@ def command_for(
     return _addressed(command, topology.commands_exchange, dispatch.pool)
 
 
+class Published(Protocol):
+    """A domain event an instance publishes (the engine's `Emitted`)."""
+
+    @property
+    def id(self) -> UUID: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def data(self) -> Any: ...
+    @property
+    def dataversion(self) -> int: ...
+
+
+EVENT_SOURCE_PREFIX = "warren/sagas/"
+"""An event a saga publishes has ``warren/sagas/<saga>`` as its CloudEvents source."""
+
+
+def event_from(
+    instance: Instance,
+    event: Published,
+    topology: Topology,
+    *,
+    traceparent: str | None = None,
+) -> OutboxMessage:
+    """A domain event an instance publishes, as a CloudEvent to the events exchange: its
+    subject and correlation are the instance."""
+    return event_message(
+        CloudEvent(
+            id=str(event.id),
+            source=f"{EVENT_SOURCE_PREFIX}{instance.saga}",
+            type=event.type,
+            time=utcnow(),
+            subject=str(instance.id),
+            dataversion=event.dataversion,
+            correlationid=str(instance.id),
+            traceparent=traceparent,
+            data=event.data,
+        ),
+        topology,
+    )
+
+
 def reply_to(
     command: Command,
     payload: ReplyPayload,
@@ -115,13 +161,15 @@ def reply_to(
     traceparent: str | None = None,
 ) -> OutboxMessage:
     """The reply to `command`: caused by it, carrying its identity back to the orchestrators.
-    `traceparent` is where the reply continues the trace (the command's when not given)."""
+    `traceparent` is where the reply continues the trace (the command's when not given).
+    The reply echoes the command's payload version: the exchange was in that version's terms."""
     return _reply(
         command,
         payload,
         topology,
         causation_id=command.id,
         traceparent=traceparent or command.traceparent,
+        payload_version=command.payload_version,
     )
 
 
@@ -183,6 +231,7 @@ def _reply(
     *,
     causation_id: UUID | None,
     traceparent: str | None,
+    payload_version: int = 1,
 ) -> OutboxMessage:
     reply = Reply(
         id=new_message_id(),
@@ -198,6 +247,7 @@ def _reply(
         correlation_id=to.correlation_id,
         traceparent=traceparent,
         timestamp=utcnow(),
+        payload_version=payload_version,
         payload=payload,
     )
     return _addressed(reply, topology.replies_exchange, REPLY_ROUTING_KEY)

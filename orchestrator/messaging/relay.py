@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import WarrenError
+from orchestrator.messaging.envelope import CONTENT_TYPE
 from orchestrator.messaging.faults import crash_point
 from orchestrator.observability import metrics, tracing
 from orchestrator.persistence import outbox, pool_breakers
@@ -229,10 +230,17 @@ class Relay:
         """One publish, as a span of the trace whose context the row stored; the message
         carries the publish span's context on."""
         with tracing.messaging_span("send", message):
+            headers = {**message.headers, **tracing.carrier()}
+            # A CloudEvent's content type is its data's (an AMQP property, not a header); its
+            # trace context is a `ce-` attribute too, the one it was made in when it has one.
+            content_type = headers.pop("content-type", CONTENT_TYPE)
+            if "ce-id" in headers and "traceparent" in headers:
+                headers.setdefault("ce-traceparent", headers["traceparent"])
             await self.broker.publish(
                 message.exchange,
                 message.routing_key,
                 message.body,
                 message_id=message.message_id,
-                headers={**message.headers, **tracing.carrier()},
+                headers=headers,
+                content_type=content_type,
             )

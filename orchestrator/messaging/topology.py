@@ -2,7 +2,8 @@
 
     {ns}.commands  (direct) --pool name-->  {ns}.pool.{pool}    (quorum, one per worker pool)
     {ns}.replies   (direct) --"reply"---->  {ns}.orchestrator   (quorum, shared by orchestrators)
-    {ns}.events    (topic)                   domain events in and out (later)
+    {ns}.events    (topic)  --event type-->  {ns}.orchestrator.events   (quorum, shared by
+                                             orchestrators; bound to the types definitions name)
     {ns}.dead-letter (fanout) ----------->  {ns}.dead-letters   (quorum)
 
 Work queues are quorum queues with an explicit delivery limit: a message that crashes its consumer
@@ -17,6 +18,8 @@ import msgspec
 from aio_pika import ExchangeType
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from aio_pika.abc import AbstractChannel, AbstractQueue
     from aiormq.abc import FieldTable
 
@@ -52,6 +55,10 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def orchestrator_queue(self) -> str:
         return f"{self.namespace}.orchestrator"
+
+    @property
+    def events_queue(self) -> str:
+        return f"{self.namespace}.orchestrator.events"
 
     def pool_queue(self, pool: str) -> str:
         return f"{self.namespace}.pool.{pool}"
@@ -97,3 +104,17 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
         )
         await queue.bind(self.replies_exchange, routing_key=REPLY_ROUTING_KEY)
         return queue
+
+    async def declare_events(self, channel: AbstractChannel) -> AbstractQueue:
+        """The orchestrators' events queue; `bind_event_types` says which types reach it.
+        One orchestrator at a time consumes it (another takes over when it goes), so events
+        are applied in the order they were received."""
+        await self.declare_base(channel)
+        arguments = {**self._work_queue_arguments(), "x-single-active-consumer": True}
+        return await channel.declare_queue(self.events_queue, durable=True, arguments=arguments)
+
+    async def bind_event_types(self, channel: AbstractChannel, types: Iterable[str]) -> None:
+        """Route these event types to the events queue (binding again changes nothing)."""
+        queue = await self.declare_events(channel)
+        for event_type in sorted(types):
+            await queue.bind(self.events_exchange, routing_key=event_type)

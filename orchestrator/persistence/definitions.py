@@ -16,6 +16,8 @@ from orchestrator.storage.database import driver
 from orchestrator.storage.tables import definitions
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from orchestrator.api.schema import DefinitionSummary, StoredDefinition
@@ -128,6 +130,13 @@ async def keys(conn: AsyncConnection) -> list[tuple[str, int]]:
     """(name, version) of every stored definition."""
     rows = await conn.execute(select(definitions.c.name, definitions.c.version))
     return [(r.name, r.version) for r in rows]
+
+
+async def registered_marker(conn: AsyncConnection) -> tuple[int, datetime | None]:
+    """How many definitions are stored, and when the newest was: changes when one is
+    registered (definitions are never changed nor deleted)."""
+    row = (await conn.execute(select(func.count(), func.max(definitions.c.registered_at)))).one()
+    return int(row[0]), row[1]
 
 
 class DefinitionCache:

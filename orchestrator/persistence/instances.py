@@ -23,11 +23,12 @@ from sqlalchemy import func, or_, select, text, tuple_
 from orchestrator.api.schema import HistoryRow as HistoryRow
 from orchestrator.api.schema import InstanceRow as InstanceRow
 from orchestrator.engine import InstanceState, Transition
+from orchestrator.engine.replay import Recorded
 from orchestrator.engine.state import upgraded
-from orchestrator.engine.vocabulary import DISPATCH_EVENTS, FAILURE_EVENTS
+from orchestrator.engine.vocabulary import DISPATCH_EVENTS, FAILURE_EVENTS, Phase
 from orchestrator.errors import Conflict, InstanceNotFound, WarrenError
-from orchestrator.messaging.outgoing import command_for, reply_to_parent
-from orchestrator.persistence import timers
+from orchestrator.messaging.outgoing import command_for, event_from, reply_to_parent
+from orchestrator.persistence import events, timers
 from orchestrator.persistence.outbox import PendingRow, enqueue
 from orchestrator.storage.database import driver
 from orchestrator.storage.tables import history, instances
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from sqlalchemy import ColumnElement
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+    from orchestrator.engine.replay import Cause
     from orchestrator.messaging.topology import Topology
 
 # The statements on every message's path, sent on the driver connection (storage.database.driver):
@@ -59,10 +61,11 @@ FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6
 WHERE i.id = u.id AND i.seq = u.since"""
 
 _INSERT_HISTORY = """
-INSERT INTO warren.history (instance_id, seq, type, step, phase, attempt, pool, data, recorded_at)
-SELECT i, s, t, st, ph, a, p, d::jsonb, r
+INSERT INTO warren.history (instance_id, seq, type, step, phase, attempt, pool, data, recorded_at,
+                            cause)
+SELECT i, s, t, st, ph, a, p, d::jsonb, r, c::jsonb
 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
-            $8::text[], $9::timestamptz[]) AS x(i, s, t, st, ph, a, p, d, r)"""
+            $8::text[], $9::timestamptz[], $10::text[]) AS x(i, s, t, st, ph, a, p, d, r, c)"""
 
 # Not on a message's path: the steps with a command out now, for the pools page.
 _STEPS_IN_FLIGHT = text(
@@ -159,6 +162,8 @@ class Written:
     traceparent: str | None = None
     new: NewInstance | None = None
     """Set on an instance's first transition (its start): the snapshot is inserted."""
+    cause: Cause | None = None
+    """The engine event it decided: kept on its first history row, for replay."""
 
 
 async def load_many(conn: AsyncConnection, instance_ids: list[UUID]) -> dict[UUID, InstanceState]:
@@ -245,7 +250,8 @@ async def _update(
 async def append_many(
     conn: AsyncConnection, written: list[Written], topology: Topology
 ) -> list[PendingRow]:
-    """History, timers and commands of several transitions: one statement each."""
+    """History, timers and commands of several transitions: one statement each. Each
+    transition's cause goes on its first history row."""
     events = [
         (item.transition.instance.id, event)
         for item in written
@@ -253,6 +259,11 @@ async def append_many(
     ]
     if not events:
         return []
+    causes = [
+        _json.encode(item.cause).decode() if index == 0 and item.cause is not None else None
+        for item in written
+        for index, _ in enumerate(item.transition.history)
+    ]
     await (await driver(conn)).execute(
         _INSERT_HISTORY,
         [instance_id for instance_id, _ in events],
@@ -264,6 +275,7 @@ async def append_many(
         [e.pool for _, e in events],
         [_json.encode(e.data).decode() for _, e in events],
         [e.at for _, e in events],
+        causes,
     )
     await timers.insert_many(
         conn,
@@ -294,7 +306,33 @@ async def append_many(
         for item in written
         if item.transition.parent_reply is not None
     ]
+    commands += [
+        event_from(item.transition.instance, event, topology, traceparent=item.traceparent)
+        for item in written
+        for event in item.transition.events
+    ]
+    await _record_waits(conn, written)
     return await enqueue(conn, commands)
+
+
+async def _record_waits(conn: AsyncConnection, written: list[Written]) -> None:
+    """The event waits that began (matched against arriving events from now on) and those
+    that are over (their rows and timeouts go)."""
+    opened = [
+        (item.transition.instance.id, sub, item.transition.instance.updated_at)
+        for item in written
+        for sub in item.transition.subscriptions
+    ]
+    ended = [
+        (item.transition.instance.id, key)
+        for item in written
+        for key in item.transition.waits_ended
+    ]
+    if opened:
+        await events.open_waits(conn, opened)
+    if ended:
+        await events.end_waits(conn, ended)
+        await timers.cancel_timeouts(conn, [(i, key, Phase.FORWARD, 1) for i, key in ended])
 
 
 # ---- the read side -------------------------------------------------------------------------
@@ -401,6 +439,81 @@ async def instance_history(
         .limit(limit)
     )
     return [HistoryRow(**r._mapping) for r in rows]
+
+
+class StoredInstance(msgspec.Struct, frozen=True, kw_only=True):
+    """What replay reads of an instance: its pinned definition, its snapshot (decoded JSON)
+    and its history with the causes."""
+
+    id: UUID
+    saga: str
+    version: int
+    snapshot: Any
+    history: list[Recorded]
+
+
+async def stored_instances(
+    conn: AsyncConnection,
+    *,
+    ids: list[UUID] | None = None,
+    after: UUID | None = None,
+    limit: int = 100,
+) -> list[StoredInstance]:
+    """Instances with their whole history, in id order: those of `ids`, or a page of at most
+    `limit` after the id `after`. Two statements for the page; the history up to each
+    snapshot's seq (a transition committed between the two is the next verification's)."""
+    c, h = instances.c, history.c
+    query = select(c.id, c.saga_name, c.saga_version, c.seq, c.state).order_by(c.id).limit(limit)
+    if ids is not None:
+        query = query.where(c.id.in_(ids))
+    elif after is not None:
+        query = query.where(c.id > after)
+    found = (await conn.execute(query)).all()
+    rows: dict[UUID, list[Recorded]] = {row.id: [] for row in found}
+    upto = {row.id: row.seq for row in found}
+    if rows:
+        logged = await conn.execute(
+            select(
+                h.instance_id,
+                h.seq,
+                h.type,
+                h.step,
+                h.phase,
+                h.attempt,
+                h.pool,
+                h.data,
+                h.recorded_at,
+                h.cause,
+            )
+            .where(h.instance_id.in_(list(rows)))
+            .order_by(h.instance_id, h.seq)
+        )
+        for r in logged:
+            if r.seq > upto[r.instance_id]:
+                continue
+            rows[r.instance_id].append(
+                Recorded(
+                    seq=r.seq,
+                    type=r.type,
+                    at=r.recorded_at,
+                    step=r.step,
+                    phase=r.phase,
+                    attempt=r.attempt,
+                    pool=r.pool,
+                    data=r.data,
+                    cause=r.cause,
+                )
+            )
+    return [
+        StoredInstance(
+            id=row.id,
+            saga=row.saga_name,
+            version=row.saga_version,
+            snapshot=row.state,
+            history=rows[row.id],
+        )
+        for row in found
+    ]
 
 
 async def instance_exists(conn: AsyncConnection, instance_id: UUID) -> bool:

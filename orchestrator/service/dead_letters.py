@@ -80,6 +80,7 @@ class DeadLetterRecorder(TransitionService):
             attempt=command.attempt,
             ok=False,
             failure=failure,
+            seq=command.seq,
         )
         try:
             return await apply_event(

@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING
 
 from orchestrator.definitions import CHILD_POOL
 from orchestrator.engine import Phase, TimerFired, TimerKind
-from orchestrator.errors import MessageError, WarrenError
+from orchestrator.errors import EventInvalid, MessageError, WarrenError
 from orchestrator.messaging.broker import Broker
+from orchestrator.messaging.cloudevents import from_amqp
 from orchestrator.messaging.consumer import Consumer, Delivery, envelope_batches, envelopes
 from orchestrator.messaging.envelope import Reply, utcnow
 from orchestrator.messaging.faults import crash_point
 from orchestrator.messaging.relay import BreakerBoard, Relay
+from orchestrator.messaging.versions import UPCASTERS, load_upcaster_modules
 from orchestrator.observability import logs, metrics, tracing
 from orchestrator.observability.middleware import compose
 from orchestrator.persistence import inbox, instances, timers
@@ -31,6 +33,7 @@ from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service.breakers import evaluate as evaluate_breakers
 from orchestrator.service.children import ChildOrders
 from orchestrator.service.dead_letters import DeadLetterRecorder
+from orchestrator.service.events import EventReceiver
 from orchestrator.service.middleware import Batch, Handled, Metrics, observe_reply
 from orchestrator.service.transitions import Incoming, apply_event, apply_events, reply_event
 from orchestrator.storage.database import create_engine, transaction
@@ -53,6 +56,7 @@ BATCH_LANES = 2
 
 class Orchestrator:
     def __init__(self, settings: Settings, *, engine: AsyncEngine | None = None) -> None:
+        load_upcaster_modules(settings.upcasters)
         self.settings = settings
         self.topology = settings.topology
         self.engine = engine or create_engine(settings.database_url)
@@ -66,6 +70,7 @@ class Orchestrator:
             commands_exchange=self.topology.commands_exchange,
         )
         self.definitions = DefinitionCache()
+        self._bound_types: frozenset[str] = frozenset()
         self.payloads = logs.PayloadLog(enabled=settings.log_payloads, redact=settings.log_redact)
         # Composed once (orchestrator.service.middleware); each reply of a batch also gets
         # `observe_reply` around its transition.
@@ -87,6 +92,17 @@ class Orchestrator:
             envelopes(ChildOrders(self.engine, self.relay, self.topology, self.definitions).handle),
             prefetch=16,
         )
+        # Domain events: the types the registered definitions listen to (`_run_events` binds).
+        self.receiver = EventReceiver(self.engine, self.relay, self.topology, self.definitions)
+        self.events = Consumer(
+            self.broker,
+            self.topology.declare_events,
+            self._receive_event,
+            prefetch=settings.prefetch,
+            handle_batch=self._receive_events,
+            batch_size=settings.batch_size,
+            lanes=1,  # in the order received
+        )
         self.dead_letters = Consumer(
             self.broker,
             self.topology.declare_dead_letters,
@@ -99,12 +115,15 @@ class Orchestrator:
         await self.broker.connect()
         await self.consumer.start()
         await self.children.start()
+        await self.bind_event_types()
+        await self.events.start()
         await self.dead_letters.start()
         interval = self.settings.sweep_interval_seconds
         background = [
             asyncio.create_task(self.relay.run_sweeper(stopping, interval_seconds=interval)),
             asyncio.create_task(self._run_timers(stopping, interval)),
             asyncio.create_task(self._run_breakers(stopping, interval)),
+            asyncio.create_task(self._run_events(stopping, interval)),
         ]
         log.info("orchestrator consuming %s", self.topology.orchestrator_queue)
         try:
@@ -114,6 +133,7 @@ class Orchestrator:
             await asyncio.gather(
                 self.consumer.stop(grace),
                 self.children.stop(grace),
+                self.events.stop(grace),
                 self.dead_letters.stop(grace),
             )
             for task in background:
@@ -131,6 +151,7 @@ class Orchestrator:
         """One reply (the consumer made its span)."""
         if not isinstance(message, Reply):
             raise MessageError(f"orchestrators take replies, not {type(message).__name__.lower()}s")
+        UPCASTERS.check(message.command, message.payload_version)  # newer: dead-lettered
         await self.handle_replies(Batch(replies=[(message, None)]))
 
     async def handle_batch(self, deliveries: list[Delivery]) -> None:
@@ -139,6 +160,8 @@ class Orchestrator:
         for delivery in deliveries:
             if not isinstance(delivery.envelope, Reply):
                 raise MessageError("orchestrators take replies only")
+            # A reply in a version newer than known fails the batch; alone, it is parked.
+            UPCASTERS.check(delivery.envelope.command, delivery.envelope.payload_version)
             replies.append((delivery.envelope, delivery.message))
         await self.handle_replies(Batch(replies=replies))
 
@@ -170,6 +193,46 @@ class Orchestrator:
         crash_point("orchestrator.after_commit")
         await self.relay.publish_committed(pending)
         return Handled(transitions=transitions, pending=pending)
+
+    # ---- events -------------------------------------------------------------------------------
+
+    async def _receive_event(self, message: AbstractIncomingMessage) -> None:
+        await self._receive_events([message])
+
+    async def _receive_events(self, messages: list[AbstractIncomingMessage]) -> None:
+        """Domain events from the broker (CloudEvents binary mode), in the order received, in
+        one transaction. One that cannot be read, of an unknown future version or that its
+        schema refuses is poison (the batch is then handled one by one, to park it alone)."""
+        read = [from_amqp(m.body, m.headers, m.content_type) for m in messages]
+        try:
+            events = await self.receiver.prepare_many(read)
+        except EventInvalid as exc:
+            raise MessageError(str(exc)) from exc
+        await self.receiver.receive_many(events, via="broker")
+
+    async def bind_event_types(self) -> None:
+        """Bind the events queue to every type a registered definition listens to."""
+        async with transaction(self.engine) as conn:
+            await self.receiver.routes.refresh(conn)
+        types = self.receiver.routes.types
+        if types != self._bound_types:
+            await self.broker.bind_event_types(types - self._bound_types)
+            self._bound_types = types
+
+    async def _run_events(self, stopping: asyncio.Event, interval: float) -> None:
+        """Bind the types of definitions registered since; deliver kept events that missed
+        their waits; forget events past their retention."""
+        while not stopping.is_set():
+            try:
+                await self.bind_event_types()
+                while await self.receiver.sweep(self.settings.event_retention_seconds) >= 100:
+                    pass
+            except WarrenError as exc:
+                log.warning("event upkeep failed, will try again: %s", exc)
+            except Exception:
+                log.exception("event upkeep failed unexpectedly, will try again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=interval)
 
     # ---- timers -------------------------------------------------------------------------------
 

@@ -18,8 +18,11 @@ from opentelemetry import trace
 
 from orchestrator.engine import (
     Cancel,
+    EventReceived,
+    HistoryEventType,
     Phase,
     Resume,
+    SignalReceived,
     Start,
     StepReply,
     TimerFired,
@@ -27,9 +30,10 @@ from orchestrator.engine import (
     decide,
     new_instance,
 )
+from orchestrator.engine.replay import Cause
 from orchestrator.messaging.envelope import utcnow
 from orchestrator.observability import tracing
-from orchestrator.persistence import instances, timers
+from orchestrator.persistence import events, instances, timers
 from orchestrator.persistence.definitions import DefinitionCache
 
 if TYPE_CHECKING:
@@ -42,7 +46,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from orchestrator.definitions import Saga
-    from orchestrator.engine import Event, InstanceState, ParentLink, Transition
+    from orchestrator.engine import Event, InstanceState, ParentLink, Subscription, Transition
     from orchestrator.messaging.envelope import Reply
     from orchestrator.messaging.relay import Relay
     from orchestrator.messaging.topology import Topology
@@ -74,6 +78,7 @@ async def start(
     input: Any,
     new: instances.NewInstance,
     parent: ParentLink | None = None,
+    definitions: DefinitionCache | None = None,
 ) -> tuple[Transition, list[PendingRow]]:
     """An instance's first transition: decide its start and insert it, with its history and
     first commands. `AlreadyStarted` (nothing written) when its id or idempotency key is taken.
@@ -83,8 +88,13 @@ async def start(
     now = utcnow()
     state = new_instance(definition, instance_id, input, now, parent)
     transition = decide(definition, state, Start(input=input), now)
-    written = instances.Written(transition, traceparent=new.traceparent, new=new)
-    return transition, await instances.save_many(conn, [written], topology)
+    cause = Cause(event=Start(input=input), parent=parent)
+    written = instances.Written(transition, traceparent=new.traceparent, new=new, cause=cause)
+    pending = await instances.save_many(conn, [written], topology)
+    if transition.subscriptions:  # its first wait may take an event that came first
+        cache = definitions or DefinitionCache()
+        pending += await take_kept_events(conn, cache, topology, [transition])
+    return transition, pending
 
 
 def reply_event(reply: Reply) -> StepReply:
@@ -96,6 +106,7 @@ def reply_event(reply: Reply) -> StepReply:
         ok=reply.payload.ok,
         result=reply.payload.result,
         failure=reply.payload.failure,
+        seq=reply.seq,
     )
 
 
@@ -123,6 +134,7 @@ async def apply_event(
         written, timeout = await _decide(conn, definitions, state, event, causation_id, traceparent)
         pending = await instances.save_many(conn, [written], topology)
         await timers.cancel_timeouts(conn, timeout)
+        pending += await take_kept_events(conn, definitions, topology, [written.transition])
         return written.transition, pending
 
 
@@ -165,7 +177,38 @@ async def apply_events(
         timeouts += timeout
     pending = await instances.save_many(conn, written, topology)
     await timers.cancel_timeouts(conn, timeouts)
-    return [item.transition for item in written], pending
+    transitions = [item.transition for item in written]
+    pending += await take_kept_events(conn, definitions, topology, transitions)
+    return transitions, pending
+
+
+async def take_kept_events(
+    conn: AsyncConnection,
+    definitions: DefinitionCache,
+    topology: Topology,
+    transitions: list[Transition],
+) -> list[PendingRow]:
+    """The event waits these transitions began take an event that arrived before them (kept
+    within the retention), if there is one: applied now, in the same transaction."""
+    began: dict[tuple[UUID, str], Subscription] = {}
+    for transition in transitions:
+        instance_id = transition.instance.id
+        for sub in transition.subscriptions:
+            began[(instance_id, sub.key)] = sub
+        for key in transition.waits_ended:  # a later transition of the batch ended it
+            began.pop((instance_id, key), None)
+    incoming: list[Incoming] = []
+    now = utcnow()
+    for (instance_id, key), sub in began.items():
+        kept = await events.kept_event(conn, instance_id, sub)
+        if kept is not None and await events.deliver(conn, kept.seq, instance_id, key, now):
+            await events.count(conn, kept.seq, started=0, reached=1, problems=[])
+            incoming.append(Incoming(instance_id, EventReceived(wait=key, received=kept.body)))
+    if not incoming:
+        return []
+    # Applying them may begin further waits, which look in turn (each takes one event).
+    _, pending = await apply_events(conn, definitions, topology, incoming)
+    return pending
 
 
 async def _decide(
@@ -183,12 +226,21 @@ async def _decide(
     if current.is_recording():
         current.set_attributes(_span_attributes(transition.instance, event))
     written = instances.Written(
-        transition, causation_id, tracing.current_traceparent(fallback=traceparent)
+        transition,
+        causation_id,
+        tracing.current_traceparent(fallback=traceparent),
+        cause=Cause(event=event),
     )
-    if isinstance(event, StepReply) and _has_timeout(definition, event):
+    if isinstance(event, StepReply) and _has_timeout(definition, event) and _heard(transition):
         # The attempt replied: its timeout timer has nothing left to do.
         return written, [(state.id, event.step, event.phase, event.attempt)]
     return written, []
+
+
+def _heard(transition: Transition) -> bool:
+    """Did the engine take the reply? One it ignored (a duplicate, or one that does not
+    answer the attempt's dispatch) leaves the attempt's timeout to run."""
+    return not (transition.history and transition.history[0].type is HistoryEventType.REPLY_IGNORED)
 
 
 def _verb(event: Event) -> str:
@@ -202,6 +254,10 @@ def _verb(event: Event) -> str:
         return "retry"
     if isinstance(event, Undo):
         return "undo"
+    if isinstance(event, EventReceived):
+        return "event"
+    if isinstance(event, SignalReceived):
+        return "signal"
     return "start"
 
 

@@ -53,10 +53,37 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 @asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """One transaction; driver failures leave as `StorageError` (retryable)."""
+    """One transaction; driver failures leave as `StorageError` (retryable).
+
+    It begins at once, and commits only if the driver's transaction is still the one it
+    began: a connection that died under it (the server ended it) could otherwise go unseen,
+    because SQLAlchemy's asyncpg adapter forgets a transaction whose connection closed and
+    then skips COMMIT without a word, and what was written was not committed. Then nothing
+    of it is, and the caller hears a `StorageError` (its message is handled again)."""
     with transaction_span(engine):
         async with translate_errors(), engine.begin() as conn:
+            began = await _begin(conn)
             yield conn
+            await _still_ours(conn, began)
+
+
+async def _begin(conn: AsyncConnection) -> object:
+    """Send BEGIN now (the first statement would anyway); the driver's transaction."""
+    await driver(conn)
+    pooled = await conn.get_raw_connection()
+    began: object = pooled.dbapi_connection._transaction  # type: ignore[union-attr]
+    return began
+
+
+async def _still_ours(conn: AsyncConnection, began: object) -> None:
+    pooled = await conn.get_raw_connection()
+    adapted: Any = pooled.dbapi_connection
+    raw: Any = pooled.driver_connection
+    if adapted._transaction is not began or raw.is_closed():
+        await conn.invalidate()
+        raise StorageError(
+            "database connection lost during the transaction: nothing of it was committed"
+        )
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -15,10 +16,11 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 SCHEMA = "warren"
 metadata = MetaData(schema=SCHEMA)
@@ -136,6 +138,14 @@ history = Table(
     Column("pool", Text, nullable=True),
     Column("data", JSONB, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column(
+        "cause",
+        JSONB,
+        nullable=True,
+        comment="on a transition's first row, the engine event that caused it, for replay: "
+        '{"event": {"event": <tag>, ...}, "parent": <link, on a child\'s start>}; '
+        "null on its other rows, and on rows written before 0009",
+    ),
     PrimaryKeyConstraint("instance_id", "seq"),
     Index(
         "ix_history_pool_recorded",
@@ -207,4 +217,75 @@ pool_breakers = Table(
     Column("calls", Integer, nullable=False, server_default=text("0")),
     Column("failures", Integer, nullable=False, server_default=text("0")),
     comment="Circuit breaker per worker pool: while open, its commands wait in the outbox.",
+)
+
+# ---- events in ---------------------------------------------------------------------------------
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", BigInteger, Identity(), primary_key=True),
+    Column("event_id", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column(
+        "body",
+        JSONB,
+        nullable=False,
+        comment="the event as waits see it: id, source, type, subject, time, data",
+    ),
+    Column("attributes", JSONB, nullable=False),
+    Column("via", Text, nullable=False, comment="'broker' or 'api'"),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("started", Integer, nullable=False, server_default=text("0")),
+    Column("reached", Integer, nullable=False, server_default=text("0")),
+    Column("problems", Text, nullable=True),
+    UniqueConstraint("source", "event_id", name="uq_events_source_id"),
+    Index("ix_events_type_received", "type", "received_at"),
+    Index("ix_events_received", "received_at"),
+    # A kept event is found by containment of its correlation value (persistence.events).
+    Index(
+        "ix_events_body", "body", postgresql_using="gin", postgresql_ops={"body": "jsonb_path_ops"}
+    ),
+    comment="Domain events received, once each, kept for the retention period.",
+)
+
+waits = Table(
+    "waits",
+    metadata,
+    Column("instance_id", UUID(as_uuid=True), nullable=False),
+    Column("wait_key", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column(
+        "path",
+        Text,
+        nullable=True,
+        comment="the path of the correlation value in the event; null: any event of the type",
+    ),
+    Column("value", JSONB, nullable=True),
+    Column("began_at", DateTime(timezone=True), nullable=False),
+    Column("parts", ARRAY(Text), nullable=True, comment="the path, split"),
+    Column(
+        "contains",
+        JSONB,
+        nullable=False,
+        comment="what an event that matches contains, for the index on events.body",
+    ),
+    PrimaryKeyConstraint("instance_id", "wait_key"),
+    Index("ix_waits_match", "event_type", "path", "value"),
+    Index("ix_waits_began", "began_at"),
+    comment="Event waits under way; a row is deleted in the transaction that ends its wait.",
+)
+
+event_deliveries = Table(
+    "event_deliveries",
+    metadata,
+    Column(
+        "event_seq", BigInteger, ForeignKey("warren.events.seq", ondelete="CASCADE"), nullable=False
+    ),
+    Column("instance_id", UUID(as_uuid=True), nullable=False),
+    Column("wait_key", Text, nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("event_seq", "instance_id"),
+    comment="Which event reached which instance (and wait): each event at most once each.",
 )

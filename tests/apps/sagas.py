@@ -5,13 +5,18 @@ from orchestrator.definitions import (
     ChildSaga,
     Choice,
     Compensation,
+    Emit,
     Map,
     Parallel,
     RetryPolicy,
     Saga,
     Step,
+    Trigger,
+    WaitFor,
     field,
 )
+
+ONCE = RetryPolicy(max_attempts=1)
 
 refund = Saga(
     name="refund",
@@ -172,5 +177,66 @@ trip = Saga(
             ],
             default=[ChildSaga(name="invoice", saga="invoicing")],
         ),
+    ],
+)
+
+
+# ---- events (tests/e2e/test_events.py) ------------------------------------------------------
+
+CAPTURED_SCHEMA = {
+    "type": "object",
+    "required": ["order_id", "amount"],
+    "properties": {"order_id": {"type": "string"}, "amount": {"type": "number"}},
+}
+
+
+def _paid(name: str, timeout: float) -> Saga:
+    """take -> wait for this order's payment.captured -> give_back; emits order.paid."""
+    return Saga(
+        name=name,
+        version=1,
+        steps=[
+            Step(
+                name="take", pool="fast", retry=ONCE, compensation=Compensation(command="release")
+            ),
+            WaitFor(
+                name="payment",
+                event="payment.captured",
+                correlate="data.order_id",
+                equals="input.order_id",
+                timeout_seconds=timeout,
+            ),
+            Step(name="give_back", pool="fast", retry=ONCE),
+        ],
+        emits=[
+            Emit(
+                type="order.paid",
+                on="completed",
+                data={"order_id": "input.order_id", "amount": "results.payment.data.amount"},
+            )
+        ],
+        event_schemas={"payment.captured": CAPTURED_SCHEMA},
+        triggers=[
+            Trigger(
+                event="order.placed", input_map={"order_id": "data.order_id"}, key="data.order_id"
+            )
+        ]
+        if name == "paid"
+        else [],
+    )
+
+
+paid = _paid("paid", timeout=300)
+"""Started by each order.placed event (one per event id), or by the API."""
+paid_briefly = _paid("paid-briefly", timeout=1)
+"""Gives up on the payment after a second: compensates."""
+
+approved = Saga(
+    name="approved",
+    version=1,
+    steps=[
+        Step(name="take", pool="fast", retry=ONCE, compensation=Compensation(command="release")),
+        WaitFor(name="approval", signal="approve", timeout_seconds=300),
+        Step(name="give_back", pool="fast", retry=ONCE),
     ],
 )

@@ -50,6 +50,12 @@ def parse(argv: list[str] | None = None) -> Config:
         default=4,
         help="every Nth saga is a travel saga, the others orders (default 4; 0: orders only)",
     )
+    parser.add_argument(
+        "--events-every",
+        type=int,
+        default=5,
+        help="alongside every Nth start, an order placed and paid by events (default 5; 0: none)",
+    )
     parser.add_argument("--log-dir", type=Path, default=None, help="keep process logs here")
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the log directory even when all passed"
@@ -72,6 +78,7 @@ def parse(argv: list[str] | None = None) -> Config:
         pauses=(low, high),
         drain_timeout=args.drain_timeout,
         travel_every=args.travel_every,
+        events_every=args.events_every,
         log_dir=args.log_dir,
         keep_logs=args.keep_logs or args.log_dir is not None,
     )

@@ -5,7 +5,8 @@
     private RabbitMQ  ◀── amqp proxy ◀┘      (separate OS processes, `warren …`)
 
 The load mixes the order saga with the travel saga (every `travel_every`th start); each worker
-role serves a pool of each (`POOLS`), so both meet the same faults.
+role serves a pool of each (`POOLS`), so both meet the same faults. Alongside every
+`events_every`th start, an order is placed and paid by events (`event_traffic`).
 
 The harness itself talks to the private servers directly (its probes must not suffer the
 faults it injects) and to the API over HTTP.
@@ -32,7 +33,8 @@ import httpx
 from examples.orders.saga import STEP_NAMES
 from orchestrator.config import Settings
 from orchestrator.definitions import CHILD_POOL
-from tests.chaos import invariants
+from tests.chaos import event_traffic, invariants
+from tests.chaos.event_traffic import PlacedOrder, Publisher
 from tests.chaos.proxy import FaultyProxy
 from tests.chaos.schedule import ALL_KINDS, ROLES, Fault, Kind, build
 from tests.chaos.servers import Cleanup, PrivatePostgres, PrivateRabbitMQ
@@ -47,7 +49,11 @@ POOLS = {
 }
 """The pools each worker role serves: one of the order saga's, one of the travel saga's."""
 APP = "tests.chaos.app:worker"
-SAGAS = ("examples.orders.saga:order_saga", "examples.travel.saga:sagas")
+SAGAS = (
+    "examples.orders.saga:order_saga",
+    "examples.travel.saga:sagas",
+    "tests.chaos.app:placed_order",
+)
 START_SLOTS = 16
 """Start requests in flight at once."""
 DUPLICATE_COMMAND = re.compile(r"duplicate command \S+ dropped")
@@ -73,6 +79,8 @@ class Config:
     keep_logs: bool = False
     travel_every: int = 4
     """Every this many sagas, one is a travel saga (with its child payment saga); 0: none."""
+    events_every: int = 5
+    """Alongside every this many starts, an order placed and paid by events; 0: none."""
 
 
 @dataclass
@@ -82,6 +90,8 @@ class Run:
     started: dict[str, str | None] = field(default_factory=dict)
     """Orders, by id: where each was asked to fail."""
     trips: dict[str, Trip] = field(default_factory=dict)
+    placed: list[PlacedOrder] = field(default_factory=list)
+    """The orders of the event traffic, as drawn (what was sent, what failed to be)."""
     start_failures: list[str] = field(default_factory=list)
     applied: list[dict[str, Any]] = field(default_factory=list)
     poison: set[str] = field(default_factory=set)
@@ -170,6 +180,9 @@ class Harness:
             base_url=f"http://127.0.0.1:{self.settings.api_port}", timeout=10.0
         ) as self.http:
             await self._wait_up()
+            await event_traffic.bind_fulfilled_queue(
+                self.rabbit.url(), self.topology.events_exchange
+            )
             monitor = asyncio.create_task(self._monitor())
             self.t0 = time.monotonic()
             load = asyncio.create_task(self._load())
@@ -199,6 +212,7 @@ class Harness:
             self.topology.orchestrator_queue: self.config.orchestrators,
             self.topology.dead_letter_queue: self.config.orchestrators,
             self.topology.pool_queue(CHILD_POOL): self.config.orchestrators,
+            self.topology.events_queue: self.config.orchestrators,
         }
         for pools in POOLS.values():
             for pool in pools:
@@ -243,6 +257,10 @@ class Harness:
         # proxies every Warren connection goes through).
         slots = asyncio.Semaphore(START_SLOTS)
         starts: list[asyncio.Task[None]] = []
+        # The event traffic draws from its own generator too, and publishes on its own.
+        placing = random.Random(self.config.seed * 7919 + 3)
+        events_every = self.config.events_every
+        publisher = Publisher(self.rabbit.url(), self.topology.events_exchange, self.http)
         for n in range(self.config.sagas):
             fail_at = None if rng.random() < 0.5 else rng.choice(STEP_NAMES)
             plan: str | Trip | None = fail_at
@@ -250,7 +268,14 @@ class Harness:
                 plan = _draw_trip(trips)
             await _sleep_until(self.t0 + n * interval)
             starts.append(asyncio.create_task(self._start_when_free(slots, n, plan)))
-        await asyncio.gather(*starts)
+            if events_every and n % events_every == 1 % events_every:
+                order = event_traffic.draw(placing, self.config.seed, n)
+                self.run_state.placed.append(order)
+                starts.append(asyncio.create_task(publisher.run(order, time.monotonic())))
+        try:
+            await asyncio.gather(*starts)
+        finally:
+            await publisher.close()
 
     async def _start_when_free(
         self, slots: asyncio.Semaphore, n: int, plan: str | Trip | None
@@ -452,7 +477,11 @@ class Harness:
         except (OSError, asyncpg.PostgresError):
             return False
         try:
-            ids = [*self.run_state.started, *self.run_state.trips]
+            ids = [
+                *self.run_state.started,
+                *self.run_state.trips,
+                *(order.instance_id for order in self.run_state.placed),
+            ]
             unfinished = await conn.fetchval(
                 "SELECT count(*) FROM warren.instances WHERE status NOT IN "
                 "('completed', 'compensated', 'failed')"
@@ -469,6 +498,8 @@ class Harness:
         if unfinished or ended != len(ids) or outbox or letters < len(self.run_state.poison):
             return False
         queues = await self._queues()
+        # The harness's own queue of emitted events is read at the end, not drained.
+        queues.pop(event_traffic.FULFILLED_QUEUE, None)
         if any(ready or unacked for ready, unacked, _ in queues.values()):
             return False
         return await self._consumers_ok()
@@ -508,12 +539,15 @@ class Harness:
     async def _verdict(self, drain_seconds: float | None) -> dict[str, Any]:
         state = self.run_state
         facts = await invariants.gather_facts(self.dsn)
+        fulfilled = await event_traffic.read_fulfilled(self.rabbit.url())
         queues = await self._queues()
         sagas = invariants.check_sagas(state.started, state.trips, facts)
+        placed = invariants.check_events(state.placed, facts, fulfilled)
         hung = await self._stop_gracefully()
         problems = [*state.problems, *hung, *state.unexpected_exits]
         checks = [
             *sagas.checks,
+            *placed.checks,
             invariants.check_outbox(facts, self.config.outbox_bound),
             invariants.check_queues(queues, state.poison, facts),
             invariants.check_consumers(queues, self.expected_consumers(), problems),
@@ -549,8 +583,9 @@ class Harness:
             "poison_injected": len(state.poison),
             "dead_letters_recorded": len(facts.dead_letters),
             "duplicates_dropped_by_inboxes": duplicates,
-            "effects_double_applied": sagas.double_applied,
-            "sagas_lost": sagas.lost,
+            "events": placed.summary,
+            "effects_double_applied": sagas.double_applied + placed.double_applied,
+            "sagas_lost": sagas.lost + placed.lost,
             "drain_seconds": drain_seconds,
             "unexpected_exits": len(state.unexpected_exits),
             "invariants": {check.name: check.as_json() for check in checks},

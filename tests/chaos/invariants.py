@@ -3,6 +3,9 @@
 The examples' ledgers have no unique constraint: a second effect is a second row. Their rows
 are compared with what the plan asked for (an order's `fail_at`, a trip's input) and with what
 the history says happened. A trip's rows include those of its child payment saga.
+
+The event traffic's orders (`event_traffic`) are checked from the events tables, the waits,
+each instance's history and the harness's queue of the events the saga emitted.
 """
 
 from __future__ import annotations
@@ -10,12 +13,17 @@ from __future__ import annotations
 import collections
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from examples.orders.saga import STEP_NAMES
+from tests.chaos.app import PLACED_ORDER_STEPS, placed_order
+from tests.chaos.event_traffic import FULFILLED
 from tests.support.travel import CHILD, Trip, child_of, ledger_problems, trip_rows
+
+if TYPE_CHECKING:
+    from tests.chaos.event_traffic import PlacedOrder
 
 COMPENSATION_OF = {
     "reserve_credit": "release_credit",
@@ -58,6 +66,8 @@ class Facts:
     """What the database says after draining."""
 
     statuses: dict[str, str]
+    sagas: dict[str, tuple[str, str | None]]
+    """Each instance's saga name and correlation key, by id."""
     ledger: dict[str, list[tuple[str, str]]]
     travel_ledger: dict[str, list[tuple[int, str, str, str, str]]]
     """The travel example's rows (id, instance id, step, action, ref), by instance id."""
@@ -68,16 +78,23 @@ class Facts:
     worker_inbox: int
     orchestrator_inbox: int
     dead_letters: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    """warren.events: source, event_id, type, started, reached (and seq), every row."""
+    deliveries: list[tuple[int, str, str]]
+    """warren.event_deliveries: (event seq, instance id, wait key)."""
+    waits: list[tuple[str, str]]
+    """warren.waits: (instance id, wait key), the waits still under way."""
 
 
 async def gather_facts(dsn: str) -> Facts:
     conn = await asyncpg.connect(dsn)
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     try:
-        statuses = {
-            str(r["id"]): r["status"]
-            for r in await conn.fetch("SELECT id, status FROM warren.instances")
-        }
+        rows = await conn.fetch(
+            "SELECT id::text AS id, status, saga_name, correlation_key FROM warren.instances"
+        )
+        statuses = {r["id"]: r["status"] for r in rows}
+        sagas = {r["id"]: (r["saga_name"], r["correlation_key"]) for r in rows}
         ledger: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)
         for r in await conn.fetch(
             "SELECT instance_id, step, action FROM orders_example.ledger ORDER BY id"
@@ -100,6 +117,7 @@ async def gather_facts(dsn: str) -> Facts:
         )
         return Facts(
             statuses=statuses,
+            sagas=sagas,
             ledger=dict(ledger),
             travel_ledger=dict(travel),
             history=dict(history),
@@ -119,6 +137,25 @@ async def gather_facts(dsn: str) -> Facts:
                 for r in await conn.fetch(
                     "SELECT message_id, kind, reason, origin_routing_key, origin_queue "
                     "FROM warren.dead_letters ORDER BY id"
+                )
+            ],
+            events=[
+                dict(r)
+                for r in await conn.fetch(
+                    "SELECT seq, source, event_id, type, started, reached FROM warren.events"
+                )
+            ],
+            deliveries=[
+                (r["event_seq"], r["instance_id"], r["wait_key"])
+                for r in await conn.fetch(
+                    "SELECT event_seq, instance_id::text AS instance_id, wait_key "
+                    "FROM warren.event_deliveries"
+                )
+            ],
+            waits=[
+                (r["instance_id"], r["wait_key"])
+                for r in await conn.fetch(
+                    "SELECT instance_id::text AS instance_id, wait_key FROM warren.waits"
                 )
             ],
         )
@@ -325,6 +362,120 @@ def _unplanned_failure(history: list[dict[str, Any]]) -> str | None:
         elif event["type"] == "saga_deadline_exceeded":
             return "saga_deadline_exceeded"
     return None
+
+
+PLACED = "6. each order.placed event started one instance; it completed, each effect once"
+APPLIED = "7. each event applied to each instance once; its completion event emitted once"
+RECORDED = "8. each event recorded once and taken; no wait left behind"
+
+
+@dataclass
+class EventVerdict:
+    checks: list[Check]
+    double_applied: int
+    lost: int
+    """Orders whose instance did not complete: an event lost (or never sent)."""
+    summary: dict[str, Any]
+
+
+def check_events(orders: list[PlacedOrder], facts: Facts, fulfilled: list[str]) -> EventVerdict:
+    """Invariants 6 to 8, for the event traffic's orders; `fulfilled` is every copy (its
+    event id) of the `order.fulfilled` events the harness's queue received."""
+    placed, applied, recorded = Check(PLACED), Check(APPLIED), Check(RECORDED)
+    rows = collections.Counter((e["source"], e["event_id"]) for e in facts.events)
+    row_of = {(e["source"], e["event_id"]): e for e in facts.events}
+    delivered: dict[str, list[int]] = collections.defaultdict(list)
+    for seq, instance_id, _ in facts.deliveries:
+        delivered[instance_id].append(seq)
+    keys = collections.Counter(
+        key for saga, key in facts.sagas.values() if saga == placed_order.name
+    )
+    emitted = collections.Counter(fulfilled)
+    lost = double = 0
+    for order in orders:
+        for failure in order.failures:
+            placed.fail(f"{order.order_id}: a copy was never accepted: {failure}")
+        instance_id = order.instance_id
+        status = facts.statuses.get(instance_id)
+        if status != "completed":
+            lost += 1
+            placed.fail(f"{order.order_id} ({order.timing}): instance {instance_id} is {status}")
+        if keys[order.order_id] != 1:
+            placed.fail(f"{order.order_id}: {keys[order.order_id]} instances for its key")
+        ledger = facts.ledger.get(instance_id, [])
+        double += sum(n - 1 for n in collections.Counter(ledger).values() if n > 1)
+        if status == "completed" and ledger != [(s, s) for s in PLACED_ORDER_STEPS]:
+            placed.fail(f"{order.order_id}: completed with ledger {ledger}")
+        for event in (order.placed, order.captured):
+            if rows[(event.source, event.id)] != 1:
+                recorded.fail(f"{event.type} {event.id}: {rows[(event.source, event.id)]} rows")
+        placed_row = row_of.get((order.placed.source, order.placed.id))
+        if placed_row is not None and placed_row["started"] != 1:
+            recorded.fail(f"{order.placed.id} started {placed_row['started']} instances")
+        captured_row = row_of.get((order.captured.source, order.captured.id))
+        if captured_row is not None:
+            if captured_row["reached"] != 1:
+                recorded.fail(f"{order.captured.id} reached {captured_row['reached']} waits")
+            if delivered.get(instance_id) != [captured_row["seq"]]:
+                applied.fail(
+                    f"{order.order_id}: delivered events {delivered.get(instance_id)}, "
+                    f"expected [{captured_row['seq']}] ({order.captured.id})"
+                )
+        _check_order_history(applied, order, facts.history.get(instance_id, []), emitted)
+    sent = {(o.placed.source, o.placed.id) for o in orders}
+    sent |= {(o.captured.source, o.captured.id) for o in orders}
+    for source, event_id in sorted(set(rows) - sent):
+        recorded.fail(f"an event the run never sent was recorded: {source} {event_id}")
+    for instance_id, key in facts.waits:
+        if facts.statuses.get(instance_id) in TERMINAL | {None}:
+            recorded.fail(f"wait {key} of {instance_id} ({facts.statuses.get(instance_id)}) left")
+    return EventVerdict(
+        checks=[placed, applied, recorded],
+        double_applied=double,
+        lost=lost,
+        summary=_traffic(orders, facts, fulfilled),
+    )
+
+
+def _check_order_history(
+    check: Check, order: PlacedOrder, history: list[dict[str, Any]], emitted: dict[str, int]
+) -> None:
+    """The wait began once and received this order's payment once; the completion event
+    was emitted once, with its data, and reached the harness's queue."""
+    name = order.order_id
+    types = collections.Counter(e["type"] for e in history)
+    if types["wait_started"] != 1 or types["wait_timed_out"]:
+        check.fail(f"{name}: wait_started {types['wait_started']}, timed out: {types}")
+    received = [e["data"]["event"] for e in history if e["type"] == "event_received"]
+    ids = [(event["source"], event["id"]) for event in received]
+    if ids != [(order.captured.source, order.captured.id)]:
+        check.fail(f"{name}: event_received {ids}, expected once {order.captured.id}")
+    said = [e["data"] for e in history if e["type"] == "event_emitted"]
+    if [(e["type"], e["data"]) for e in said] != [
+        (FULFILLED, {"order_id": name, "payment": order.captured.id})
+    ]:
+        check.fail(f"{name}: emitted {said}")
+    elif not emitted.get(said[0]["id"]):
+        check.fail(f"{name}: its {FULFILLED} {said[0]['id']} never reached the broker")
+    seqs = [e["seq"] for e in history]
+    if seqs != list(range(1, len(seqs) + 1)):
+        check.fail(f"{name}: history seq has gaps: {seqs}")
+
+
+def _traffic(orders: list[PlacedOrder], facts: Facts, fulfilled: list[str]) -> dict[str, Any]:
+    """What the event traffic sent and what came of it, for the summary."""
+    copies: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for order in orders:
+        for send in order.sends:
+            copies[send.event.type][send.via] += 1
+    return {
+        "orders_placed": len(orders),
+        "completed": sum(facts.statuses.get(o.instance_id) == "completed" for o in orders),
+        "payment_sent": dict(collections.Counter(order.timing for order in orders)),
+        "copies_sent": {kind: dict(by_via) for kind, by_via in sorted(copies.items())},
+        "events_recorded": len(facts.events),
+        "fulfilled_copies_read": len(fulfilled),
+    }
 
 
 def check_outbox(facts: Facts, bound_seconds: float) -> Check:

@@ -1,5 +1,6 @@
 """The short chaos run of CI: a few hundred sagas (one in four a travel saga, with its child
-payment saga), every fault kind at least once, seeded.
+payment saga), every fault kind at least once, seeded; alongside one start in five, an order
+placed and paid by events, some sent twice or three times, through the broker and the API.
 
 It runs `python -m tests.chaos` as a subprocess on private Postgres and RabbitMQ servers (the
 shared ones are never restarted). The subprocess tears its servers down on exit, on errors and on
@@ -61,5 +62,8 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert summary["sagas_lost"] == 0
     assert summary["sagas_started"] == 240
     assert summary["trips_started"] == 60  # every 4th: the travel saga is checked too
+    events = summary["events"]
+    assert events["orders_placed"] == events["completed"] == 48  # every 5th: events checked
+    assert set(events["payment_sent"]) == {"first", "soon", "later"}, events
     assert set(summary["faults_by_kind"]) == {kind.value for kind in ALL_KINDS}, summary
     assert proc.returncode == 0

@@ -1,4 +1,5 @@
-"""`python -m bench --quick` runs end to end and every saga ends as the workload says.
+"""`python -m bench --quick` runs end to end and every saga ends as the workload says; so does
+a small run of the events workload, every event applied and every emitted event read back.
 
 It checks correctness (the figures are there, 90% completed and 10% compensated), not speed.
 """
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STEP_FIGURES = {"step_to_step", "orchestrator_to_worker", "worker_to_orchestrator", "api_to_worker"}
 LATENCY_KEYS = {"count", "p50_ms", "p90_ms", "p99_ms", "max_ms"}
 KINDS = {"api", "orchestrator", "worker", "postgres", "rabbitmq"}
+SMALL = ["--sagas", "40", "--sequential", "10", "--warmup", "0"]
 
 
 @pytest.mark.timeout(180)
@@ -64,3 +66,39 @@ def test_quick_bench_prints_every_figure_and_every_saga_ends_as_expected() -> No
     rss = figures["peak_rss_mb"]
     assert {"api", "orchestrator-1", "worker-payments-1", "worker-inventory-1"} <= set(rss)
     assert all(value > 0 for value in rss.values())
+
+
+@pytest.mark.timeout(180)
+def test_a_small_events_bench_applies_every_event_and_reads_back_every_emitted_one() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--workload", "events", *SMALL],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    figures = json.loads(done.stdout)
+    assert figures["workload"] == "events"
+
+    concurrent = figures["concurrent"]
+    assert concurrent["statuses"] == {"completed": 36, "compensated": 4}
+    assert concurrent["unexpected"] == 0
+    assert concurrent["commands_per_saga"] == 3.2  # order-3's commands; the wait sends none
+    assert set(concurrent["steps"]) == STEP_FIGURES
+    events = concurrent["events"]
+    assert events["published"] == events["applied"] == 40
+    # Half are published once their wait has begun: those cannot have come first.
+    assert events["arrived_before_wait"] <= 20
+    assert events["published_to_applied"]["count"] == 20
+    assert events["applied_per_second"] > 0
+    assert events["emitted"] == events["emitted_read_back"] == 36  # order.completed
+
+    sequential = figures["sequential"]
+    assert sequential["statuses"] == {"completed": 9, "compensated": 1}
+    assert sequential["unexpected"] == 0
+    assert sequential["end_to_end_event_first"]["count"] == 5
+    assert sequential["end_to_end_event_after"]["count"] == 5
+    assert sequential["events"]["applied"] == 10
+    assert sequential["events"]["emitted_read_back"] == 9

@@ -10,8 +10,11 @@ what its step made.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -24,7 +27,7 @@ from orchestrator.storage.database import create_engine
 from tests.conftest import Stack
 from tests.support import services
 from tests.support.probes import Probe
-from tests.support.processes import Processes, free_port
+from tests.support.processes import Processes, free_port, run_warren
 from tests.support.travel import Row, Trip, child_of, ledger_problems, trip_rows
 
 if TYPE_CHECKING:
@@ -138,3 +141,78 @@ async def test_a_trip_ends_as_its_input_asks_with_each_effect_and_undo_once(
         undone = {h["step"] for h in history if h["type"] == "compensation_dispatched"}
         assert failed, history
         assert failed & undone == set(), history
+
+
+# ---- the history is the record: every trip, and every child, replays to its snapshot -------
+
+
+async def test_every_instance_replays_to_its_snapshot_and_a_corrupt_one_is_reported(
+    trips: Trips,
+) -> None:
+    stack, probe = trips.stack, trips.stack.probe
+    for trip_id in trips.ids.values():
+        await probe.wait_terminal(trip_id, timeout=90)
+    api_url = str(stack.http.base_url).rstrip("/")
+
+    every = await _all_verifications(stack.http)
+    assert len(every) > len(trips.ids)  # the trips and the children they started
+    assert {v["outcome"] for v in every} == {"ok"}, [v for v in every if v["outcome"] != "ok"]
+
+    victim = trips.ids["completes-by-card"]
+    async with probe.engine.begin() as conn:
+        original = await conn.scalar(
+            text("SELECT state::text FROM warren.instances WHERE id = :id"), {"id": victim}
+        )
+        await conn.execute(
+            text(
+                "UPDATE warren.instances "
+                "SET state = jsonb_set(state, '{steps,book_flight,attempt}', '7') WHERE id = :id"
+            ),
+            {"id": victim},
+        )
+    try:
+        one = (await stack.http.get(f"/v1/instances/{victim}/verification")).json()
+        by_cli = await asyncio.to_thread(
+            run_warren, {"WARREN_API_URL": api_url}, "instances", "verify", victim
+        )
+        all_by_cli = await asyncio.to_thread(
+            run_warren, {"WARREN_API_URL": api_url}, "instances", "verify", "--all", "--page", "3"
+        )
+    finally:
+        async with probe.engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE warren.instances SET state = CAST(:s AS jsonb) WHERE id = :id"),
+                {"s": original, "id": victim},
+            )
+
+    assert one["outcome"] == "mismatch"
+    assert (one["seq"], one["field"]) == (None, "snapshot.steps.book_flight.attempt")
+    assert (one["recorded"], one["replayed"]) == (7, 1)
+    assert "do not operate" in one["message"]  # and what to do
+    assert by_cli.returncode == 7, by_cli.stderr
+    assert "mismatch" in by_cli.stdout
+    assert "snapshot.steps.book_flight.attempt" in by_cli.stdout
+    assert all_by_cli.returncode == 7, all_by_cli.stderr
+    assert f"verified {len(every)} instances: {len(every) - 1} ok," in all_by_cli.stdout
+    assert "1 mismatched" in all_by_cli.stdout
+    assert victim in all_by_cli.stdout
+    restored = await asyncio.to_thread(
+        run_warren, {"WARREN_API_URL": api_url}, "instances", "verify", victim, "--json"
+    )
+    assert restored.returncode == 0, restored.stderr
+    assert json.loads(restored.stdout)["outcome"] == "ok"
+    missing = (await stack.http.get(f"/v1/instances/{uuid4()}/verification")).json()
+    assert missing["status"] == 404
+
+
+async def _all_verifications(http: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """Every instance's verification, through the paging route (2 a page: several pages)."""
+    found: list[dict[str, Any]] = []
+    after: str | None = None
+    while True:
+        params = {"limit": "2"} | ({"after": after} if after else {})
+        page = (await http.get("/v1/verifications", params=params)).json()
+        found += page["items"]
+        after = page["next_after"]
+        if after is None:
+            return found

@@ -382,6 +382,8 @@ async def test_every_error_a_route_answers_is_documented_as_a_problem(
     assert statuses("/v1/instances/{instance_id}", "get") >= {"200", "404"}
     assert statuses("/v1/instances/{instance_id}/cancel", "post") >= {"404", "409", "422"}
     assert statuses("/v1/instances/{instance_id}/retry", "post") >= {"404", "409"}
+    assert statuses("/v1/instances/{instance_id}/verification", "get") >= {"200", "404"}
+    assert statuses("/v1/verifications", "get") >= {"200", "400", "422"}
     assert statuses("/v1/definitions", "post") >= {"200", "201", "409", "422"}
     assert statuses("/v1/dead-letters/{letter_id}/replay", "post") >= {"404", "409"}
     assert statuses("/health/ready", "get") >= {"200", "503"}

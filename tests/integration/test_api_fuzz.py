@@ -104,7 +104,7 @@ async def test_register_never_fails_with_500(client: AsyncTestClient[Any], body:
 @FUZZ
 @given(
     instance=segments,
-    action=st.sampled_from(["", "/history", "/cancel", "/retry"]),
+    action=st.sampled_from(["", "/history", "/cancel", "/retry", "/verification"]),
     params=st.dictionaries(
         st.sampled_from(
             [
@@ -113,6 +113,7 @@ async def test_register_never_fails_with_500(client: AsyncTestClient[Any], body:
                 "limit",
                 "cursor",
                 "after_seq",
+                "after",
                 "created_after",
                 "updated_before",
                 "correlation_key",

@@ -28,14 +28,15 @@ BUDGET_SECONDS = 60  # Schemathesis' own time budget for fuzzing and stateful te
 # Requests whose every field matches the schema that the API still refuses, for reasons no JSON
 # Schema can say: an input failing the saga's own input schema, a definition that is not valid
 # (duplicate steps, an input_schema that is not a schema), a cursor this API did not hand out, a
-# time outside years 1-9999 in UTC. Each is a documented 4xx problem; any other refusal of valid
+# time outside years 1-9999 in UTC, an event whose data fails its type's schema or whose
+# dataversion is newer than any upcaster knows. Each is a documented 4xx problem; any other refusal of valid
 # data fails the run.
 CONFIG = """
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "404", "409"]
 
 [[operations]]
-include-name = ["POST /v1/sagas/{{name}}", "POST /v1/definitions"]
+include-name = ["POST /v1/sagas/{{name}}", "POST /v1/definitions", "POST /v1/events"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "409", "422"]
 
 [[operations]]

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
+import msgspec
 import pytest
 from sqlalchemy import text
 
@@ -132,6 +133,21 @@ async def test_unsupported_envelope_version_is_dead_lettered(
     letter = await _dead_letter_of(settings, probe, b'{"kind": "reply", "v": 99}')
 
     assert "unsupported envelope version 99" in letter["reason"]
+
+
+@pytest.mark.usefixtures("orchestrator")
+async def test_a_reply_in_a_payload_version_newer_than_known_is_dead_lettered(
+    settings: Settings, probe: Probe
+) -> None:
+    reply = success_reply(saga="order", instance_id=str(new_message_id()), step="reserve_credit")
+    newer = msgspec.structs.replace(reply, payload_version=2)
+
+    letter = await _dead_letter_of(settings, probe, encode(newer))
+
+    assert letter["reason"].startswith(
+        "'reserve_credit' payload version 2 is newer than any this process knows (newest: 1)"
+    )
+    assert letter["kind"] == "reply"
 
 
 @pytest.mark.usefixtures("orchestrator")

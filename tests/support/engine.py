@@ -86,6 +86,8 @@ class Run:
         self.history: list[HistoryEvent] = []
         self.dispatches: list[Dispatch] = []
         self.timers: list[ScheduleTimer] = []
+        self.transitions: list[tuple[Event, Transition]] = []
+        """Every event sent, with what it did (the record replay reads)."""
 
     def start(self, input: Any = None) -> Transition:
         return self.send(Start(input=input))
@@ -96,6 +98,7 @@ class Run:
         assert decide(self.definition, before, event, self.now) == transition  # deterministic
         check_transition(before, transition)
         self.instance = transition.instance
+        self.transitions.append((event, transition))
         self.history.extend(transition.history)
         self.dispatches.extend(transition.dispatches)
         self.timers.extend(transition.timers)

@@ -12,6 +12,7 @@ from typing import Literal
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from orchestrator.definitions import Compensation, RetryPolicy, Saga, Step
 from orchestrator.engine import (
@@ -243,14 +244,15 @@ class Sim:
             reply = fail(
                 dispatch.step, dispatch.attempt, dispatch.phase, retryable=outcome == "retryable"
             )
-        self.reply(reply)
+        self.reply(replace(reply, seq=dispatch.seq))  # as a worker answers: with its seq
 
     def dead_letter(self, dispatch: Dispatch) -> None:
         """The command was dead-lettered: the shell fails its attempt (non-retryable
         DeadLettered). A replay may still run it, so it stays outstanding."""
         self.dead_lettered.append(dispatch)
         step, attempt, phase = dispatch.step, dispatch.attempt, dispatch.phase
-        self.reply(fail(step, attempt, phase, retryable=False, type="DeadLettered"))
+        failed = fail(step, attempt, phase, retryable=False, type="DeadLettered")
+        self.reply(replace(failed, seq=dispatch.seq))
 
     def duplicate(self, reply: StepReply) -> None:
         """A reply that was applied already, again: it changes nothing."""

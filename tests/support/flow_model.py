@@ -329,6 +329,7 @@ class Checker:
             return key in facts.chosen and self.sequence_done(
                 case_steps(node, facts.chosen[key]), prefix
             )
+        assert isinstance(node, Map), "the model's random sagas hold no waits"
         return key in facts.items and all(
             self.sequence_done(node.steps, f"{key}[{i}]/") for i in range(facts.items[key])
         )
@@ -633,6 +634,7 @@ class Sim:
         else:
             retryable = outcome == "retryable"
             reply = fail(dispatch.step, dispatch.attempt, dispatch.phase, retryable=retryable)
+        reply = msgspec.structs.replace(reply, seq=dispatch.seq)  # as a worker answers
         self.replies.append(reply)
         self.apply(reply)
 
@@ -644,7 +646,8 @@ class Sim:
         """The command was dead-lettered: the shell fails its attempt (DeadLettered, not
         retryable). A replay may still run it, so it stays outstanding."""
         self.dead_lettered.append(d)
-        self.apply(fail(d.step, d.attempt, d.phase, retryable=False, type="DeadLettered"))
+        failed = fail(d.step, d.attempt, d.phase, retryable=False, type="DeadLettered")
+        self.apply(msgspec.structs.replace(failed, seq=d.seq))
 
     def stale_failure(self, key: str, attempt: int) -> None:
         """A failure of an attempt that is over (a retry is out or waiting) changes nothing."""

@@ -145,7 +145,7 @@ class Probe(QueueProbe):
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 text(
-                    "SELECT seq, type, step, phase, attempt FROM warren.history "
+                    "SELECT seq, type, step, phase, attempt, data FROM warren.history "
                     "WHERE instance_id = :id ORDER BY seq"
                 ),
                 {"id": str(instance_id)},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -11,10 +12,16 @@ import pytest
 from orchestrator.definitions import (
     DEFAULT_COMPENSATION_RETRY,
     DEFAULT_STEP_RETRY,
+    Case,
+    Choice,
     Compensation,
+    Emit,
     RetryPolicy,
     Saga,
     Step,
+    Trigger,
+    WaitFor,
+    field,
 )
 from orchestrator.errors import DefinitionError, WarrenError
 
@@ -513,3 +520,90 @@ def test_non_finite_numbers_are_rejected(step: Step) -> None:
     with pytest.raises(DefinitionError, match="finite") as info:
         saga(step)
     assert "step 'a'" in info.value.message
+
+
+# ---- events: WaitFor, Emit, Trigger, event schemas ------------------------------------------
+
+
+def _with(*nodes: Any, **saga: Any) -> Saga:
+    return Saga(name="evented", version=1, steps=[Step(name="a", pool="p"), *nodes], **saga)
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        (WaitFor(name="w"), "either event="),
+        (WaitFor(name="w", event="x.y", signal="s"), "either event="),
+        (WaitFor(name="w", event="Bad Type"), "must look like 'payment.captured'"),
+        (WaitFor(name="w", signal="Bad Name"), "must look like 'approved'"),
+        (WaitFor(name="w", event="x.y", correlate="data.id"), "go together"),
+        (
+            WaitFor(name="w", signal="s", correlate="data.id", equals="input.id"),
+            "no correlate=",
+        ),
+        (WaitFor(name="w", event="x.y", correlate="input.id", equals="input.id"), "must start"),
+        (WaitFor(name="w", event="x.y", on_timeout=[]), "needs timeout_seconds"),
+        (
+            WaitFor(name="w", event="x.y", emits=[Emit(type="a.b", on="completed")]),
+            "no on=",
+        ),
+    ],
+)
+def test_a_wait_that_cannot_work_is_refused(node: WaitFor, message: str) -> None:
+    with pytest.raises(DefinitionError, match=message):
+        _with(node)
+
+
+def test_a_saga_emit_says_when_and_a_trigger_reads_the_event() -> None:
+    with pytest.raises(DefinitionError, match="says when"):
+        _with(emits=[Emit(type="order.done")])
+    with pytest.raises(DefinitionError, match="must start"):
+        _with(triggers=[Trigger(event="order.placed", key="input.order_id")])
+    with pytest.raises(DefinitionError, match="must start"):
+        _with(triggers=[Trigger(event="order.placed", when=field("input.x") == 1)])
+    with pytest.raises(DefinitionError, match="not a valid JSON Schema"):
+        _with(event_schemas={"order.placed": {"type": "nonsense"}})
+    saga = _with(
+        WaitFor(
+            name="paid",
+            event="payment.captured",
+            correlate="data.order_id",
+            equals="input.order_id",
+            timeout_seconds=60,
+            on_timeout=[Step(name="remind", pool="mail")],
+        ),
+        emits=[Emit(type="order.done", on="completed", data={"id": "input.order_id"})],
+        triggers=[Trigger(event="order.placed", when=field("data.total") > 0, key="data.id")],
+        event_schemas={"payment.captured": {"type": "object"}},
+    )
+    assert Saga.from_json(saga.to_json()) == saga
+    assert [t.name for t in saga.tasks] == ["a", "remind"]
+
+
+def test_a_definition_without_events_keeps_its_hash() -> None:
+    """The event fields, at their defaults, are not in the stored form: a definition
+    registered before them is the same definition."""
+    stored = json.loads(_with().to_json())
+    assert "emits" not in stored
+    assert "triggers" not in stored
+    assert "event_schemas" not in stored
+    assert "emits" not in stored["steps"][0]
+
+
+def test_a_trigger_condition_reads_the_event_and_a_choice_condition_the_saga() -> None:
+    """`field()` takes a path from either root set; the definition checks which one applies."""
+    take = Step(name="take", pool="fast")
+    on_courier = Trigger(event="order.placed", when=field("data.shipping") == "courier")
+    triggered = Saga(name="triggered", version=1, steps=[take], triggers=[on_courier])
+    assert triggered.triggers[0].when is on_courier.when
+
+    by_event = Case(name="courier", when=field("data.shipping") == "courier", steps=[take])
+    with pytest.raises(DefinitionError, match="must start with one of"):
+        Saga(name="chosen", version=1, steps=[Choice(name="how", cases=[by_event])])
+    with pytest.raises(DefinitionError, match="must start with one of"):
+        Saga(
+            name="triggered",
+            version=1,
+            steps=[take],
+            triggers=[Trigger(event="order.placed", when=field("input.shipping") == "courier")],
+        )

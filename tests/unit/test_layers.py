@@ -246,6 +246,9 @@ FAMILIES = {
     "outbox": "outbox",
     "inbox": "inbox",
     "step_results": "step_results",
+    "events": "events",
+    "waits": "events",
+    "event_deliveries": "events",
 }
 
 

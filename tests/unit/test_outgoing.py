@@ -22,6 +22,7 @@ from orchestrator.engine import (
 from orchestrator.messaging.envelope import Command, Reply, ReplyPayload, decode
 from orchestrator.messaging.outgoing import command_for, reply_to
 from orchestrator.messaging.topology import REPLY_ROUTING_KEY, Topology
+from orchestrator.messaging.versions import UPCASTERS
 from orchestrator.service.transitions import reply_event
 
 TOPOLOGY = Topology(namespace="unit")
@@ -117,6 +118,7 @@ def test_a_command_carries_its_instance_and_dispatch(
         "correlation_id": instance.id,
         "traceparent": traceparent,
         "timestamp": command.timestamp,
+        "payload_version": UPCASTERS.current(dispatch.command),
         "payload": None,
     }
     assert command.payload.input == instance.input

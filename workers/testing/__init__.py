@@ -30,6 +30,14 @@ the node itself answers for the child (it never starts, or its undo fails). `Can
 cancels the saga under test (which cancels a running child), whichever saga's step it names.
 The result has each child's own result, by node key (`SagaResult.children`).
 
+A `WaitFor` node waits for what the script sends: `SendEvent` (a domain event) and
+`SendSignal`, at the start, when a given wait begins (``when_waiting=``) or at a step (as
+`Cancel`). Events reach the waits of the saga and its children as the orchestrators match them
+(kept until a wait takes them, each instance once), the events the sagas publish too; a wait's
+timeout fires on the virtual clock. The result lists what the sagas published
+(`SagaResult.emitted`) and what each wait received. A wait nothing will end stops the run with
+a `HarnessError` naming the line that would end it.
+
 Handlers registered as transactional get ``ctx.session`` on a real database when the harness
 is given ``database_url=``: one transaction per handler call, committed when it succeeds and
 rolled back when it raises, as in a worker.
@@ -57,12 +65,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Cancel",
+    "EmittedEvent",
     "Fail",
     "FailForGood",
     "HarnessError",
     "Outcome",
     "SagaHarness",
     "SagaResult",
+    "SendEvent",
+    "SendSignal",
     "TimeOut",
 ]
 
@@ -126,11 +137,74 @@ class Cancel:
     reason: str = "cancelled by the test's script"
 
 
-Outcome: TypeAlias = Fail | FailForGood | TimeOut | Cancel
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SendEvent:
+    """Deliver a domain event, as one published to Warren arrives: it reaches the waits under
+    way that take it (its type, and its value at a wait's correlation path), in the saga and in
+    its child sagas, each instance once; a wait that begins later takes it then.
+
+    When: with neither `when_waiting` nor `step`, before the instance starts (kept until a
+    wait takes it); `when_waiting`: as soon as that wait began (a wait's name: the first of
+    that name to begin; or its key: ``parcels[1]/delivered``, ``pay/approval``); `step` and
+    `at`: as for `Cancel`."""
+
+    type: str
+    data: Any = None
+    source: str = "test"
+    id: str | None = None
+    """None: ``event-<n>``, n its place among the script's events. The same source and id
+    twice is one event sent twice: the copy is dropped, as Warren drops it."""
+    subject: str | None = None
+    time: datetime | None = None
+    """None: the virtual clock's reading when it is sent."""
+    dataversion: int = 1
+    """The version of `data`'s shape: registered upcasters bring it to the current one."""
+    when_waiting: str | None = None
+    step: str | None = None
+    at: Literal["dispatched", "succeeded"] = "succeeded"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SendSignal:
+    """Send a signal to an instance, as ``POST /v1/instances/{id}/signals/{name}`` does: the
+    oldest wait under way for it takes it, else the instance keeps it for a later wait.
+
+    When, and to which instance: with neither `when_waiting` nor `step`, the saga under test,
+    right after it started; `when_waiting`: the instance whose wait (name or key) began, as
+    soon as it began; `step` and `at` (as for `Cancel`): the instance whose step it was."""
+
+    name: str
+    data: Any = None
+    id: str | None = None
+    """None: ``signal-<n>``, n its place among the script's signals. An id sent twice to one
+    instance is dropped the second time, as Warren drops it."""
+    when_waiting: str | None = None
+    step: str | None = None
+    at: Literal["dispatched", "succeeded"] = "succeeded"
+
+
+Outcome: TypeAlias = Fail | FailForGood | TimeOut | Cancel | SendEvent | SendSignal
 """One line of a script."""
 
 
 # ---- the result ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EmittedEvent:
+    """A domain event a saga of the run published (its `emits`)."""
+
+    type: str
+    data: Any
+    instance_id: UUID
+    saga: str
+    child: str | None
+    """None for the saga under test; for a child saga's, the key of the node that started it
+    as a script names it (``pay``, ``parts[1]/pay``)."""
+    id: str
+    dataversion: int
+    at: datetime
+    """When it was published, on the virtual clock."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -168,6 +242,10 @@ class SagaResult:
     elapsed_seconds: float
     """Virtual time the run took: retry delays, timeouts and step delays add up here (a
     child's: from its start to its last change)."""
+    emitted: list[EmittedEvent] = field(default_factory=list)
+    """The domain events it published (its `emits`), its child sagas' too, in order."""
+    received: dict[str, Any] = field(default_factory=dict)
+    """What each satisfied wait received (the event, or the signal), by key as in `path`."""
     children: dict[str, SagaResult] = field(default_factory=dict)
     """The child sagas its `ChildSaga` nodes started, by node key (``pay``, inside a map's
     item ``seats[1]/pay``); each with its own path, compensations and children. The node itself

@@ -11,6 +11,13 @@ A `ChildSaga` node's orders (pool ``warren.children``) are served here as the or
 `service.children` serves them: the start creates the child's instance, linked to its parent,
 and runs it on the same wire and clock; the undo and the cancel are applied to it; the child's
 end goes back to the parent's node as a reply (`outgoing.reply_to_parent`).
+
+Events in and out are served as `service.events` serves them (`_events`): an event the script
+sends, or one a saga of the run publishes (through the wire, as the relay would), is brought to
+its current shape, checked against the schemas the sagas declare for its type, recorded, and
+delivered to the waits under way that take it; a wait that begins takes a kept one. A signal
+is applied to its instance. When nothing is left to do but a wait that nothing will end, the
+run stops with a `HarnessError` saying what the wait wants and the script line that sends it.
 """
 
 from __future__ import annotations
@@ -19,22 +26,32 @@ import heapq
 import itertools
 import re
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator import engine
-from orchestrator.definitions import CHILD_POOL, ChildSaga, Map, Step
+from orchestrator.definitions import CHILD_POOL, ChildSaga, Map, Step, WaitFor
 from orchestrator.definitions.model import CANCEL_CHILD_COMMAND, children_of, node_name
 from orchestrator.engine.state import child_instance_id
-from orchestrator.errors import InputInvalid
+from orchestrator.errors import InputInvalid, WarrenError
+from orchestrator.messaging.cloudevents import CloudEvent, event_message, from_amqp, validate
 from orchestrator.messaging.envelope import Command, Reply, ReplyPayload, decode, new_message_id
+from orchestrator.messaging.event_schemas import check_event_data
 from orchestrator.messaging.failure import Failure
-from orchestrator.messaging.outgoing import command_for, reply_to, reply_to_parent
+from orchestrator.messaging.outgoing import (
+    EVENT_SOURCE_PREFIX,
+    command_for,
+    reply_to,
+    reply_to_parent,
+)
 from orchestrator.messaging.topology import Topology
+from orchestrator.messaging.versions import UPCASTERS
 from orchestrator.service.children import cannot_start, parent_link
+from orchestrator.service.events import event_body
 from orchestrator.service.starter import InputValidator
 from orchestrator.service.transitions import reply_event
 from orchestrator.storage.database import create_engine
@@ -42,12 +59,16 @@ from workers.app import Handler, HandlerSpec, NoSession
 from workers.runtime import handler_chain, run_handler, step_context
 from workers.testing import (
     Cancel,
+    EmittedEvent,
     Fail,
     FailForGood,
     HarnessError,
     SagaResult,
+    SendEvent,
+    SendSignal,
     TimeOut,
 )
+from workers.testing._events import Mailbox, how_to_end, waits_under_way
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -56,7 +77,13 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from orchestrator.definitions import Node, Saga, Task
-    from orchestrator.engine import Event, HistoryEvent, InstanceState, ScheduleTimer
+    from orchestrator.engine import (
+        Emitted,
+        Event,
+        HistoryEvent,
+        InstanceState,
+        ScheduleTimer,
+    )
     from orchestrator.persistence.outbox import OutboxMessage
     from workers.app import StepContext, Worker
     from workers.testing import Outcome
@@ -72,6 +99,7 @@ class _Delivery:
     exchange: str
     routing_key: str
     body: bytes
+    headers: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -83,7 +111,9 @@ class _Wire:
 
     def publish(self, message: OutboxMessage) -> None:
         """What the relay would publish of an outbox message: its address and body."""
-        self.queue.append(_Delivery(message.exchange, message.routing_key, message.body))
+        self.queue.append(
+            _Delivery(message.exchange, message.routing_key, message.body, message.headers)
+        )
 
 
 @dataclass(slots=True)
@@ -128,7 +158,10 @@ class Run:
         # (due, order, instance, timer): timers due at once fire in the order they were set
         self.timers: list[tuple[datetime, int, UUID, ScheduleTimer]] = []
         self.timer_order = itertools.count()
-        self.lines, self.cancels = _compile(definition, script, sagas)
+        self.lines, self.timed = _compile(definition, script, sagas)
+        self.mailbox = Mailbox()
+        self.signals_seen: set[tuple[UUID, str]] = set()
+        self.emitted: list[EmittedEvent] = []
         self.outcomes: dict[tuple[str, engine.Phase], _Scripted] = {}
         # The app's middlewares run around its handlers here as in a worker.
         self.chain = handler_chain(worker) if worker is not None else None
@@ -138,10 +171,19 @@ class Run:
             self.definition, instance_id or new_message_id(), input, self.now
         )
         self.root = self.instances[state.id] = _Instance(self.definition, state, "", self.now)
+        at_start = [line for line in self.timed if _at_start(line)]
+        self.timed = [line for line in self.timed if not _at_start(line)]
         try:
+            for line in at_start:  # events first: kept until a wait takes them
+                if isinstance(line, SendEvent):
+                    await self.send_event(line)
             await self.apply(self.root, engine.Start(input=input))
+            for line in at_start:  # a signal needs its instance: sent once it exists
+                if isinstance(line, SendSignal):
+                    await self.send_signal(self.root, line)
             for _ in range(_MAX_EVENTS):
                 if not await self.step():
+                    self.refuse_stuck_waits()
                     return self.result(self.root, self.now)
         finally:
             if self.database is not None:
@@ -157,7 +199,10 @@ class Run:
         nothing is left to do."""
         if self.wire.queue:
             delivery = self.wire.queue.popleft()
-            if delivery.exchange == self.wire.topology.commands_exchange:
+            if delivery.exchange == self.wire.topology.events_exchange:
+                headers = delivery.headers
+                await self.receive(from_amqp(delivery.body, headers, headers.get("content-type")))
+            elif delivery.exchange == self.wire.topology.commands_exchange:
                 command = decode(delivery.body)
                 assert isinstance(command, Command)
                 if delivery.routing_key == CHILD_POOL:
@@ -217,20 +262,141 @@ class Run:
                     transition.parent_reply, self.wire.topology, causation_id=causation_id
                 )
             )
-        for cancel in self.cancels_due(instance, transition.history):
-            await self.apply(self.root, engine.Cancel(reason=cancel.reason))
+        for emitted in transition.events:
+            self.publish_event(instance, emitted)
+        # As the shell keeps its waits table: the waits that began, less those that ended.
+        self.mailbox.open(instance.state.id, transition.subscriptions)
+        self.mailbox.end(instance.state.id, transition.waits_ended)
+        for sub in transition.subscriptions:  # a wait that began takes an event that came first
+            if self.mailbox.under_way(instance.state.id, sub.key):
+                kept = self.mailbox.take_kept(instance.state.id, sub)
+                if kept is not None:
+                    await self.apply(instance, engine.EventReceived(wait=sub.key, received=kept))
+        for line in self.lines_due(instance, transition.history):
+            if isinstance(line, Cancel):
+                await self.apply(self.root, engine.Cancel(reason=line.reason))
+            elif isinstance(line, SendEvent):
+                await self.send_event(line)
+            else:
+                await self.send_signal(instance, line)
 
-    def cancels_due(self, instance: _Instance, history: Sequence[HistoryEvent]) -> list[Cancel]:
-        due = []
+    def lines_due(self, instance: _Instance, history: Sequence[HistoryEvent]) -> list[_Timed]:
+        """The script's cancels, events and signals whose moment is in `history`: a step
+        dispatched or succeeded, a wait that began."""
+        due: list[_Timed] = []
         for event in history:
-            at = {"step_dispatched": "dispatched", "step_succeeded": "succeeded"}.get(event.type)
-            if at is None or event.step is None:
+            if event.step is None:
                 continue
-            for cancel in list(self.cancels):
-                if at == cancel.at and names(cancel.step, instance.prefix + event.step):
-                    self.cancels.remove(cancel)
-                    due.append(cancel)
+            key = instance.prefix + event.step
+            for line in list(self.timed):
+                moment = _moment_of(line)
+                if moment is not None and moment[0] == event.type and names(moment[1], key):
+                    self.timed.remove(line)
+                    due.append(line)
         return due
+
+    # ---- events and signals -------------------------------------------------------------------
+
+    async def send_event(self, line: SendEvent) -> None:
+        """An event the script sends, as `POST /v1/events` receives it."""
+        assert line.id is not None  # _compile numbers the events without one
+        event = CloudEvent(
+            id=line.id,
+            source=line.source,
+            type=line.type,
+            time=line.time or self.now,
+            subject=line.subject,
+            dataversion=line.dataversion,
+            data=line.data,
+        )
+        await self.receive(event)
+
+    async def receive(self, event: CloudEvent) -> None:
+        """Bring `event` to its current shape, check it, record it, and deliver it to the waits
+        under way that take it (each instance's oldest), as `service.events` does."""
+        try:
+            data, version = UPCASTERS.upcast(event.type, event.dataversion, event.data)
+            event = msgspec.structs.replace(event, data=data, dataversion=version)
+            check_event_data(self.event_schemas(event.type), event)
+        except WarrenError as refused:
+            raise HarnessError(
+                f"event {event.type!r} (id {event.id!r}) would be refused: {refused}"
+            ) from refused
+        body = event_body(event)
+        seq = self.mailbox.record(body)
+        if seq is None:
+            return  # a copy of an event already received: dropped, as the inbox drops it
+        for instance_id, key in self.mailbox.reach(seq):
+            instance = self.instances[instance_id]
+            await self.apply(instance, engine.EventReceived(wait=key, received=body))
+
+    def event_schemas(self, event_type: str) -> list[dict[str, Any]]:
+        """The schemas the run's sagas declare for `event_type` (the servers check those of
+        every registered saga)."""
+        schemas: list[dict[str, Any]] = []
+        for saga in (self.definition, *self.sagas):
+            schema = (saga.event_schemas or {}).get(event_type)
+            if schema is not None and schema not in schemas:
+                schemas.append(schema)
+        return schemas
+
+    async def send_signal(self, instance: _Instance, line: SendSignal) -> None:
+        assert line.id is not None  # _compile numbers the signals without one
+        if (instance.state.id, line.id) in self.signals_seen:
+            return  # the same signal again: dropped, as the API drops it
+        self.signals_seen.add((instance.state.id, line.id))
+        signal = engine.Signal(name=line.name, id=line.id, data=line.data)
+        await self.apply(instance, engine.SignalReceived(signal=signal))
+
+    def publish_event(self, instance: _Instance, emitted: Emitted) -> None:
+        """A domain event a saga published: noted for the result, and put on the wire as the
+        relay would publish it (the run's waits may take it)."""
+        state = instance.state
+        self.emitted.append(
+            EmittedEvent(
+                type=emitted.type,
+                data=emitted.data,
+                instance_id=state.id,
+                saga=state.saga,
+                child=instance.prefix.removesuffix("/") or None,
+                id=str(emitted.id),
+                dataversion=emitted.dataversion,
+                at=self.now,
+            )
+        )
+        event = CloudEvent(
+            id=str(emitted.id),
+            source=f"{EVENT_SOURCE_PREFIX}{state.saga}",
+            type=emitted.type,
+            time=self.now,
+            subject=str(state.id),
+            dataversion=emitted.dataversion,
+            correlationid=str(state.id),
+            data=emitted.data,
+        )
+        self.wire.publish(event_message(event, self.wire.topology))
+
+    def refuse_stuck_waits(self) -> None:
+        """Nothing is left to do: a wait still under way will never end (it has no timeout,
+        or it would have fired). Say what it waits for and how to send it."""
+        stuck = [
+            how_to_end(
+                instance.prefix + key,
+                wait,
+                self.mailbox.waits.get(instance.state.id, {}).get(key, (0, None))[1],
+            )
+            for instance in self.instances.values()
+            if not instance.state.status.terminal
+            for key, wait in waits_under_way(instance.definition, instance.state)
+        ]
+        if not stuck:
+            return
+        unsent = [_shown(line) for line in self.timed if not isinstance(line, Cancel)]
+        never = f" (never sent, their moment did not come: {'; '.join(unsent)})" if unsent else ""
+        raise HarnessError(
+            f"saga {self.definition.name!r} can go no further: {'; '.join(stuck)}, or give the "
+            f"wait a timeout_seconds{never}"
+        )
 
     async def child_order(self, order: Command) -> None:
         """An order of a parent's `ChildSaga` node, served as `service.children` serves it:
@@ -325,14 +491,16 @@ class Run:
         missing: list[NoSession] = []
         guarded = replace(spec, fn=_noting_missing_session(spec, missing))
         if not spec.transactional or self.database_url is None:
-            payload = await run_handler(guarded, step_context(command, None), pool, self.chain)
+            payload = await run_handler(
+                guarded, step_context(command, None, pool=pool), pool, self.chain
+            )
         else:
             if self.database is None:
                 self.database = create_engine(self.database_url, pool_size=1)
             async with AsyncSession(self.database) as session:
                 # One transaction per handler call: its writes commit with its success.
                 payload = await run_handler(
-                    guarded, step_context(command, session), pool, self.chain
+                    guarded, step_context(command, session, pool=pool), pool, self.chain
                 )
                 if payload.ok:
                     await session.commit()
@@ -368,6 +536,16 @@ class Run:
             results=state.results(),
             attempts={name: state.steps[name].attempt for name in path if name is not None},
             failure=state.failure,
+            emitted=[
+                event
+                for event in self.emitted
+                if f"{event.child or ''}/".startswith(instance.prefix)
+            ],
+            received={
+                key: node.received
+                for key, node in state.nodes.items()
+                if node.received is not None and isinstance(instance.definition.find(key), WaitFor)
+            },
             history=[e.type for e in history],
             events=list(history),
             instance=state,
@@ -414,6 +592,38 @@ class _Scripted:
         return reply
 
 
+_Timed = Cancel | SendEvent | SendSignal
+"""A script line that happens at a moment of the run rather than answering a command."""
+
+_HAPPENED = {"dispatched": "step_dispatched", "succeeded": "step_succeeded"}
+
+
+def _moment_of(line: _Timed) -> tuple[str, str] | None:
+    """The history event (type, step or wait it names) at which `line` happens; None for an
+    event or signal sent at the start."""
+    if isinstance(line, Cancel):
+        return _HAPPENED[line.at], line.step
+    if line.when_waiting is not None:
+        return "wait_started", line.when_waiting
+    if line.step is not None:
+        return _HAPPENED[line.at], line.step
+    return None
+
+
+def _shown(line: _Timed) -> str:
+    """A script line as it would be written: the fields it sets, not their defaults."""
+    given = [
+        f"{each.name}={getattr(line, each.name)!r}"
+        for each in fields(line)
+        if getattr(line, each.name) != each.default and each.name != "id"
+    ]
+    return f"{type(line).__name__}({', '.join(given)})"
+
+
+def _at_start(line: _Timed) -> bool:
+    return _moment_of(line) is None
+
+
 _Line = tuple[str, engine.Phase, ReplyPayload | None, int | None]
 """A compiled script line: the step it names (a name or a key), the phase, the reply (None: no
 reply at all) and the attempts it answers (None: every one)."""
@@ -421,15 +631,20 @@ reply at all) and the attempts it answers (None: every one)."""
 
 def _compile(
     definition: Saga, script: Sequence[Outcome], sagas: Sequence[Saga] = ()
-) -> tuple[list[_Line], list[Cancel]]:
-    """The scripted replies, in script order, and the cancels; a line that names what neither
+) -> tuple[list[_Line], list[_Timed]]:
+    """The scripted replies, in script order, and the lines that happen at a moment (cancels,
+    events and signals; each event and signal with its id); a line that names what neither
     the saga nor the child sagas it may start have is refused here."""
     lines: list[_Line] = []
-    cancels: list[Cancel] = []
+    timed: list[_Timed] = []
+    numbers = {SendEvent: itertools.count(1), SendSignal: itertools.count(1)}
     for line in script:
+        if isinstance(line, SendEvent | SendSignal):
+            timed.append(_sending(definition, line, sagas, next(numbers[type(line)])))
+            continue
         tasks = tasks_for(definition, line.step, sagas)
         if isinstance(line, Cancel):
-            cancels.append(line)
+            timed.append(line)
             continue
         phase = engine.Phase.COMPENSATE if line.compensation else engine.Phase.FORWARD
         _check_phase_of_any(tasks, phase, line)
@@ -441,7 +656,41 @@ def _compile(
             lines.append((line.step, phase, ReplyPayload(ok=False, failure=failure), line.times))
         else:
             lines.append((line.step, phase, None, line.times))
-    return lines, cancels
+    return lines, timed
+
+
+def _sending(
+    definition: Saga, line: SendEvent | SendSignal, sagas: Sequence[Saga], number: int
+) -> SendEvent | SendSignal:
+    """`line` checked (what it names exists; an event Warren would accept) and given an id."""
+    if line.when_waiting is not None and line.step is not None:
+        raise HarnessError(
+            f"{type(line).__name__} gives both when_waiting and step: say one moment (or neither: "
+            "at the start)"
+        )
+    if line.step is not None:
+        tasks_for(definition, line.step, sagas)
+    if line.when_waiting is not None:
+        waits_for(definition, line.when_waiting, sagas)
+    if isinstance(line, SendSignal):
+        return line if line.id is not None else replace(line, id=f"signal-{number}")
+    line = line if line.id is not None else replace(line, id=f"event-{number}")
+    assert line.id is not None
+    try:
+        validate(
+            CloudEvent(
+                id=line.id,
+                source=line.source,
+                type=line.type,
+                time=line.time,
+                subject=line.subject,
+                dataversion=line.dataversion,
+                data=line.data,
+            )
+        )
+    except WarrenError as refused:
+        raise HarnessError(f"SendEvent: {refused}") from refused
+    return line
 
 
 def names(selector: str, key: str) -> bool:
@@ -456,7 +705,7 @@ class _Nameable:
     """A step (or child saga node) a script may name, and what it runs inside: each map
     (``name[i]/`` in a key) and child saga node (``name/``), outermost first."""
 
-    task: Task
+    task: Task | WaitFor
     inside: tuple[tuple[str, bool], ...]
     """(node name, whether it is a map)."""
 
@@ -488,7 +737,11 @@ def tasks_for(definition: Saga, selector: str, sagas: Sequence[Saga] = ()) -> li
     """The steps (or child saga nodes) a script line names: by name, in the saga and any child
     saga it starts (of `sagas`); or by key: one map item's step (``seats[1]/assign_seat``), a
     child's step (``pay/hold_funds``). HarnessError when none has it."""
-    found = [each.task for each in _nameable(definition, sagas) if each.named_by(selector)]
+    found = [
+        each.task
+        for each in _nameable(definition, sagas)
+        if isinstance(each.task, Step | ChildSaga) and each.named_by(selector)
+    ]
     if not found:
         raise HarnessError(
             f"the script names step {selector!r}, which saga {definition.name!r} does not have "
@@ -500,7 +753,30 @@ def tasks_for(definition: Saga, selector: str, sagas: Sequence[Saga] = ()) -> li
 def step_names(definition: Saga, sagas: Sequence[Saga] = ()) -> list[str]:
     """What a script may name, in definition order: each step's name, shown with the maps
     and child sagas it runs in (``seats[i]/assign_seat``, ``pay/hold_funds``)."""
-    return list(dict.fromkeys(each.form for each in _nameable(definition, sagas)))
+    return list(
+        dict.fromkeys(
+            each.form
+            for each in _nameable(definition, sagas)
+            if isinstance(each.task, Step | ChildSaga)
+        )
+    )
+
+
+def waits_for(definition: Saga, selector: str, sagas: Sequence[Saga] = ()) -> list[WaitFor]:
+    """The waits a script line's `when_waiting` names (by name or key, as for steps)."""
+    everything = _nameable(definition, sagas)
+    found = [
+        each.task
+        for each in everything
+        if isinstance(each.task, WaitFor) and each.named_by(selector)
+    ]
+    if not found:
+        known = [each.form for each in everything if isinstance(each.task, WaitFor)]
+        raise HarnessError(
+            f"the script names wait {selector!r}, which saga {definition.name!r} does not have "
+            f"(its waits: {', '.join(dict.fromkeys(known)) or 'none'})"
+        )
+    return [wait for wait in found if isinstance(wait, WaitFor)]
 
 
 _ITEM = re.compile(r"([a-z][a-z0-9_.-]*)\[(0|[1-9][0-9]*)\]")  # an index as the engine writes it
@@ -512,14 +788,14 @@ def _nameable(
     inside: tuple[tuple[str, bool], ...] = (),
     starting: frozenset[str] = frozenset(),
 ) -> list[_Nameable]:
-    """Every step and child saga node of `definition`, then of each child saga it may start
-    (one that starts a saga already being started above it is not gone into again)."""
+    """Every step, child saga node and wait of `definition`, then of each child saga it may
+    start (one that starts a saga already being started above it is not gone into again)."""
     starting = starting | {definition.name}
     found: list[_Nameable] = []
 
     def visit(nodes: Sequence[Node], around: tuple[tuple[str, bool], ...]) -> None:
         for node in nodes:
-            if isinstance(node, Step | ChildSaga):
+            if isinstance(node, Step | ChildSaga | WaitFor):
                 found.append(_Nameable(node, around))
             if isinstance(node, ChildSaga):
                 child = child_definition(node, sagas)
