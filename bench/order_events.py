@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import order3
 from examples.orders.saga import order_schema
-from orchestrator.definitions import Compensation, Emit, Saga, Step, WaitFor
+from orchestrator.definitions import Emit, Saga, WaitFor
 from orchestrator.messaging.cloudevents import CloudEvent
 
 SAGA_NAME = "order_events"
@@ -34,12 +34,9 @@ order_events = Saga(
     version=1,
     description="Benchmark workload: reserve credit, wait for the payment, reserve stock, charge.",
     input_schema=order_schema(fail={"type": "boolean"}),
+    # order-3's steps, with the wait after the first: the difference is the event's cost.
     steps=[
-        Step(
-            name="reserve_credit",
-            pool="payments",
-            compensation=Compensation(command="release_credit"),
-        ),
+        order3.order3.steps[0],
         WaitFor(
             name="payment",
             event=AWAITED,
@@ -47,12 +44,7 @@ order_events = Saga(
             equals="input.order_id",
             timeout_seconds=600,
         ),
-        Step(
-            name="reserve_stock",
-            pool="inventory",
-            compensation=Compensation(command="release_stock"),
-        ),
-        Step(name="charge", pool="payments"),
+        *order3.order3.steps[1:],
     ],
     emits=[
         Emit(

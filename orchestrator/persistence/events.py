@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 # The rows are part of the API's schema (the client reads them too).
 from orchestrator.api.schema import EventRow
@@ -288,13 +288,6 @@ async def list_events(
 async def get_event(conn: AsyncConnection, seq: int) -> EventRow | None:
     row = (await conn.execute(select(events).where(events.c.seq == seq))).first()
     return None if row is None else _row(row)
-
-
-async def count_unmatched(conn: AsyncConnection) -> int:
-    return int(
-        await conn.scalar(select(func.count()).where(events.c.started == 0, events.c.reached == 0))
-        or 0
-    )
 
 
 def _row(r: Any) -> EventRow:

@@ -123,6 +123,7 @@ class ChildOrders(SagaStarter):
                         traceparent=tracing.current_traceparent(fallback=order.traceparent)
                     ),
                     parent=link,
+                    definitions=self.definitions,
                 )
             except instances.AlreadyStarted:
                 return []  # started by an earlier copy of this order

@@ -193,6 +193,7 @@ class EventReceiver(TransitionService):
         receipts: list[Receipt] = []
         pending: list[PendingRow] = []
         async with transaction(self.engine) as conn:
+            await self.routes.refresh(conn)  # once for the batch: the triggers it starts
             for event in received:
                 with tracing.span(
                     "event.receive",
@@ -220,7 +221,6 @@ class EventReceiver(TransitionService):
             receipt.duplicate = True
             return receipt, []
         receipt.seq = seq
-        await self.routes.refresh(conn)
         pending = await self._start_triggered(conn, event, body, receipt)
         pending += await self._reach_waits(conn, event, body, seq, receipt)
         await events.count(

@@ -97,6 +97,7 @@ class SagaStarter(transitions.TransitionService):
                         correlation_key=request.correlation_key,
                         traceparent=traceparent,
                     ),
+                    definitions=self.definitions,
                 )
             except instances.AlreadyStarted:
                 return Started(await self._earlier(conn, request), created=False)

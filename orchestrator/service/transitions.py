@@ -82,6 +82,7 @@ async def start(
 ) -> tuple[Transition, list[PendingRow]]:
     """An instance's first transition: decide its start and insert it, with its history and
     first commands. `AlreadyStarted` (nothing written) when its id or idempotency key is taken.
+    `definitions`: the caller's cache, for a first wait that takes a kept event.
 
     In the caller's span (`saga.start`, which also covers the input's validation); the
     commands carry `new.traceparent` on, as the instance row does."""
