@@ -148,12 +148,20 @@ async def _measure(
                 stack, db, args.warmup, args.in_flight, args.timeout, feed=feed
             )
             offset += args.warmup
-        figures["concurrent"] = await _concurrent(stack, db, args, offset, feed)
-        offset += args.sagas
+        if args.sagas:  # --sagas 0: one at a time only (e.g. to profile a hop)
+            figures["concurrent"] = await _concurrent(stack, db, args, offset, feed)
+            offset += args.sagas
         if sequential:
-            figures["sequential"] = await _sequential(
-                stack, db, sequential, offset, args.timeout, feed
-            )
+            spies = []
+            if args.profile is not None and not args.sagas:  # profile the one-at-a-time run
+                spies = runner.start_profilers(stack, args.profile, args.profile_rate)
+                await asyncio.sleep(1.0)  # let py-spy attach before the load starts
+            try:
+                figures["sequential"] = await _sequential(
+                    stack, db, sequential, offset, args.timeout, feed
+                )
+            finally:
+                runner.stop_profilers(spies)
             offset += sequential
         if count_sagas:
             figures["round_trips"] = await _count_transactions(stack, db, count_sagas, offset)

@@ -20,6 +20,7 @@ from orchestrator.messaging.consumer import message_span
 from orchestrator.messaging.envelope import Command
 from orchestrator.observability import logs, metrics, tracing
 from orchestrator.observability.middleware import Next
+from orchestrator.persistence import step_results
 from orchestrator.persistence.outbox import OutboxMessage, PendingRow
 from workers.app import HandlerSpec
 from workers.middleware import HandlerCall, HandlerOutcome, NextHandler, log
@@ -70,6 +71,8 @@ class CommandCall(msgspec.Struct, frozen=True, kw_only=True):
     """Its handler here; None when the app has none."""
     session: AsyncSession | None = None
     """The batch's transaction, for a transactional handler."""
+    effects: step_results.Effects | None = None
+    """The batch's claims of step phases, and where the handling puts what to settle."""
     replies: list[OutboxMessage] | None = None
     """Where a transactional handling puts the reply, to be written with the batch."""
     events: list[PendingRow] | None = None

@@ -3,14 +3,14 @@
 One transaction per command (docs/architecture.md, "One transaction per message"):
 
     BEGIN
-      inbox   ← command id            (a redelivered copy stops here: ack, no effect)
-      SAVEPOINT
-        step_results ← idempotency key (a later attempt of a phase that already succeeded
-                                        replays the stored result instead of running again)
-        the handler's own writes       (ctx.session)
-      RELEASE  (or ROLLBACK TO SAVEPOINT when the handler raised: its writes vanish)
-      outbox  ← the reply
-    COMMIT → publish the reply → ack the command
+      inbox ← command ids, step_results ← idempotency keys      (one statement for the batch:
+          a redelivered copy stops here, no effect; a later attempt of a phase that already
+          succeeded replays the stored result instead of running again)
+      for each command: SAVEPOINT (only if its handler uses ctx.session)
+          the handler's own writes (ctx.session)
+        RELEASE (or ROLLBACK TO SAVEPOINT when the handler failed: its writes vanish)
+      step_results ← results, outbox ← replies                  (one statement for the batch)
+    COMMIT → publish the replies → ack the commands
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ from orchestrator.messaging.relay import Relay
 from orchestrator.messaging.versions import UPCASTERS, Upcasters, load_upcaster_modules
 from orchestrator.observability import logs, metrics, tracing
 from orchestrator.observability.middleware import Middleware, compose
-from orchestrator.persistence import inbox, step_results
-from orchestrator.persistence.outbox import OutboxMessage, PendingRow, enqueue
+from orchestrator.persistence import step_results
 from orchestrator.storage.database import create_engine, transaction_span, translate_errors
 from workers.app import StepContext
 from workers.check import check, log_report, registered_sagas
@@ -44,12 +43,15 @@ from workers.middleware import HandlerCall, NextHandler, call_handler
 from workers.observability import CommandCall, Logs, MessageSpans, Metrics, Tracing
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from aio_pika.abc import AbstractIncomingMessage
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from orchestrator.config import Settings
     from orchestrator.messaging.envelope import Envelope
     from orchestrator.messaging.topology import Topology
+    from orchestrator.persistence.outbox import OutboxMessage, PendingRow
     from workers.app import HandlerSpec, Worker
 
 log = logging.getLogger(__name__)
@@ -195,8 +197,9 @@ class WorkerRunner:
             return await self._run_directly(call.pool, call.spec, call.command)
         assert call.spec is not None
         assert call.replies is not None
+        assert call.effects is not None
         ctx = step_context(call.command, call.session, pool=call.pool, topology=self.topology)
-        payload = await _apply_effect(call.session, ctx, call.spec, self.call_handler)
+        payload = await _apply_effect(call.session, ctx, call.spec, self.call_handler, call.effects)
         # Inside the command's span: the reply continues its trace.
         call.replies.append(self._reply_message(call.command, payload))
         if call.events is not None:
@@ -247,32 +250,41 @@ class WorkerRunner:
         """BEGIN, claim every command in the inbox, apply each one's effect, write the
         replies, COMMIT; then publish the replies."""
         consumer = f"pool:{pool}"
+        keys: dict[UUID, str] = {}
+        for command, _, _ in batch:
+            keys[command.id] = command.payload.idempotency_key
+        if len(set(keys.values())) < len(keys):
+            # Two attempts of one step phase: the second must see what the first did.
+            raise _OneByOne("two commands of the batch apply the same step phase")
         replies: list[OutboxMessage] = []
         events: list[PendingRow] = []  # written by the handlers (ctx.publish_event)
-        with transaction_span(engine):
+        assert self.relay is not None
+        with transaction_span(engine), self.relay.forgetting() as published:
             async with translate_errors(), AsyncSession(engine) as session, session.begin():
                 conn = await session.connection()
-                fresh = await inbox.claim_many(conn, consumer, [c.id for c, _, _ in batch])
+                effects = await step_results.claim(conn, consumer, keys)
                 for command, spec, message in batch:
-                    if command.id not in fresh:
+                    if command.id not in effects.fresh:
                         metrics.inbox_duplicates.labels(consumer).inc()
                         log.info("duplicate command %s dropped", command.id)
                         continue
-                    fresh.discard(command.id)  # a second copy in the batch is a duplicate too
+                    effects.fresh.discard(command.id)  # a second copy is a duplicate too
                     await (self.handle_command if message is None else self.handle_batched)(
                         CommandCall(
                             command=command,
                             pool=pool,
                             spec=spec,
                             session=session,
+                            effects=effects,
                             replies=replies,
                             events=events,
                             delivery=message,
                         )
                     )
-                pending = await enqueue(conn, replies)
+                pending = await step_results.settle(
+                    conn, consumer, effects, replies, forget=published
+                )
         crash_point("worker.after_commit")
-        assert self.relay is not None
         await self.relay.publish_committed([*pending, *events])
 
     async def _reply_directly(self, command: Command, payload: ReplyPayload) -> None:
@@ -297,29 +309,29 @@ class WorkerRunner:
 
 
 async def _apply_effect(
-    session: AsyncSession, ctx: StepContext, spec: HandlerSpec, chain: NextHandler
+    session: AsyncSession,
+    ctx: StepContext,
+    spec: HandlerSpec,
+    chain: NextHandler,
+    effects: step_results.Effects,
 ) -> ReplyPayload:
-    """In a savepoint: claim the step phase's effect, run the handler (its writes, and the
-    events it wrote in `ctx.written`, go with the claim), or replay the result an earlier
-    attempt stored."""
-    pool = spec.pool
-    consumer = f"pool:{pool}"
+    """Run the handler of a step phase whose effect this batch claimed, in a savepoint (its
+    writes, and the events it wrote in `ctx.written`, vanish if it fails), or replay the
+    result an earlier attempt stored. The savepoint costs nothing when the handler does not
+    use the session: SQLAlchemy sends SAVEPOINT with the first statement inside it."""
     key = ctx.idempotency_key
+    if key not in effects.claimed:
+        return ReplyPayload(ok=True, result=effects.stored.get(key))
     savepoint = await session.begin_nested()
-    # Ask the session again: that emits the SAVEPOINT before the claim is written.
-    conn = await session.connection()
-    stored = await step_results.claim(conn, consumer, key)
-    if stored is not None:
-        await savepoint.commit()
-        return ReplyPayload(ok=True, result=stored.result)
-    payload = await run_handler(spec, ctx, pool, chain)
+    payload = await run_handler(spec, ctx, spec.pool, chain)
     if not payload.ok:
         await savepoint.rollback()
         ctx.written.clear()  # rolled back with the handler's other writes
+        effects.released.append(key)
         return payload
     await session.flush()
-    await step_results.record(conn, consumer, key, payload.result)
     await savepoint.commit()
+    effects.results[key] = payload.result
     return payload
 
 

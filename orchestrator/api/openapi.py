@@ -52,9 +52,10 @@ class AlsoPlainText(Operation):
             ok.content["text/plain"] = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
 
 
-def allow_every_method(request: Request[Any, Any, Any]) -> Response[None] | None:
+async def allow_every_method(request: Request[Any, Any, Any]) -> Response[None] | None:
     """Answer OPTIONS with every method of the path. Litestar 2 lists only those of the first
-    handler registered on it (litestar#4169, fixed in 3.0): GET alone on /v1/definitions."""
+    handler registered on it (litestar#4169, fixed in 3.0): GET alone on /v1/definitions.
+    Async: Litestar runs a plain function in a worker thread, for every request."""
     if request.method != "OPTIONS":
         return None
     template = request.scope["path_template"]

@@ -110,7 +110,14 @@ class Consumer:
         self.batch_size = batch_size
         self.lanes = lanes
         """Batches handled at once (each its own transaction)."""
-        self._waiting: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._arrived: list[AbstractIncomingMessage] = []
+        self._has_arrived = asyncio.Event()
+        self._channel_generation = 0
+        """Counts the channels opened and closed: delivery tags start again on each channel."""
+        self._unsettled: dict[int, tuple[int, int]] = {}
+        """(channel generation, delivery tag) of each batched message in hand, by `id()`: a
+        batch is acked with one multiple ack when no other message of its channel below its
+        highest tag is in hand."""
         self._lanes: list[asyncio.Task[None]] = []
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -144,6 +151,7 @@ class Consumer:
         stale, self._channel, self._queue = self._channel, None, None
         await close_quietly(stale)
         channel = self._channel = await self.broker.channel(prefetch=self.prefetch)
+        self._channel_generation += 1
         self._queue = await self.declare(channel)
         self._tag = await self._queue.consume(
             self._on_message if self.handle_batch is None else self._on_batched_message
@@ -154,6 +162,7 @@ class Consumer:
             channel.reopen_callbacks.add(self._on_channel_reopened)
 
     def _on_channel_closed(self, *_: object) -> None:
+        self._channel_generation += 1
         metrics.consumers.labels(self.queue_name).set(0)
 
     def _on_channel_reopened(self, *_: object) -> None:
@@ -211,14 +220,14 @@ class Consumer:
         self._in_flight += 1
         self._idle.clear()
         metrics.in_flight.labels(self.queue_name).inc()
-        self._waiting.put_nowait(message)
+        self._unsettled[id(message)] = (self._channel_generation, _tag(message))
+        self._arrived.append(message)
+        self._has_arrived.set()
 
     async def _run_lane(self) -> None:
         """Take what has arrived (at least one message, at most `batch_size`), handle it."""
         while True:
-            batch = [await self._waiting.get()]
-            while len(batch) < self.batch_size and not self._waiting.empty():
-                batch.append(self._waiting.get_nowait())
+            batch = await self._take()
             try:
                 await self._process_batch(batch)
             except (AMQPError, OSError) as exc:
@@ -227,7 +236,20 @@ class Consumer:
             except Exception:
                 log.exception("unexpected error settling %d messages", len(batch))
             finally:
+                for message in batch:
+                    self._unsettled.pop(id(message), None)
                 self._settled(len(batch))
+
+    async def _take(self) -> list[AbstractIncomingMessage]:
+        """What has arrived, up to `batch_size` (never waiting for more). Every idle lane
+        wakes when messages arrive, and the first to run takes them all: a burst delivered
+        together makes one batch, not one per lane."""
+        while not self._arrived:
+            self._has_arrived.clear()
+            await self._has_arrived.wait()
+        batch = self._arrived[: self.batch_size]
+        del self._arrived[: self.batch_size]
+        return batch
 
     async def _process_batch(self, batch: list[AbstractIncomingMessage]) -> None:
         queue = self.queue_name
@@ -251,15 +273,38 @@ class Consumer:
             log.exception("batch of %d failed: handling them one by one", len(batch))
             await self._one_by_one(batch, queue)
             return
+        await self._ack_all(batch)
+        metrics.messages.labels(queue, "acked").inc(len(batch))
+
+    async def _ack_all(self, batch: list[AbstractIncomingMessage]) -> None:
+        """One multiple ack for the whole batch when it covers exactly the messages in hand
+        up to its highest tag (one frame, and one settlement in a quorum queue's log); else
+        one ack each (another lane holds a lower tag, or the channel was reopened)."""
+        held = {self._unsettled[id(m)] for m in batch}
+        current = self._channel_generation
+        top = max(batch, key=_tag)
+        if all(generation == current for generation, _ in held) and all(
+            delivery in held
+            for delivery in self._unsettled.values()
+            if delivery[0] == current and delivery[1] <= _tag(top)
+        ):
+            await top.ack(multiple=True)
+            return
         for message in batch:
             await message.ack()
-        metrics.messages.labels(queue, "acked").inc(len(batch))
 
     async def _retrying_transient(
         self, handle: Callable[[T], Awaitable[None]], messages: T
     ) -> None:
         """Transient faults (a database or broker blip) are retried here, with backoff, for
         up to `retry_seconds`: a short outage does not burn the queue's delivery limit."""
+        try:  # the first try without the retrying machinery: it costs on every message
+            await handle(messages)
+            return
+        except WarrenError as exc:
+            if not exc.retryable:
+                raise
+            log.info("transient failure, retrying with backoff: %s", exc)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_transient),
             wait=wait_exponential(multiplier=0.1, max=5.0),
@@ -318,3 +363,9 @@ class Consumer:
             message.body, message_id=message.message_id, headers=headers
         )
         await message.ack()
+
+
+def _tag(message: AbstractIncomingMessage) -> int:
+    tag = message.delivery_tag
+    assert tag is not None  # a consumed message always has one
+    return tag

@@ -1,7 +1,8 @@
 """The relay: publishes the outbox's rows, and holds the commands of pools whose breaker is open.
 
 Two paths publish a row: the process that committed it, right after the commit (for latency;
-the confirmed rows are then deleted in batches, off the message's path), and a sweeper that
+the confirmed rows are then deleted by that process's next transaction, in the statement that
+writes its own rows, or after a short pause by a delete of their own), and a sweeper that
 claims rows older than a grace period with `FOR UPDATE SKIP LOCKED` (so a crash never loses
 one). Both may publish the same row; the consumer's inbox drops the copy.
 Rows are never read with an `id > last` cursor, which would skip rows committed out of order.
@@ -25,6 +26,7 @@ from orchestrator.persistence.pool_breakers import BreakerState
 from orchestrator.storage.database import transaction
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from datetime import datetime
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -96,6 +98,7 @@ class Relay:
         *,
         grace_seconds: float = 2.0,
         batch_size: int = 200,
+        forget_after_seconds: float | None = None,
         breakers: BreakerBoard | None = None,
         commands_exchange: str | None = None,
     ) -> None:
@@ -106,8 +109,14 @@ class Relay:
         self.breakers = breakers
         """With a board, commands to a pool whose breaker is open stay in the outbox."""
         self.commands_exchange = commands_exchange
+        self.forget_after_seconds = (
+            min(0.25, grace_seconds / 4) if forget_after_seconds is None else forget_after_seconds
+        )
+        """How long confirmed rows wait for a transaction of this process to delete them, before
+        a delete of their own: well within the grace, or the sweeper would publish them again."""
         self._confirmed: list[int] = []
         self._deleter: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Event()
 
     def _admit(self, rows: list[PendingRow]) -> list[PendingRow]:
         """The rows that may go out now, given the pools' breakers."""
@@ -126,8 +135,9 @@ class Relay:
         return admitted
 
     async def publish_committed(self, rows: list[PendingRow]) -> None:
-        """Right after a commit: publish the rows, then delete the confirmed ones in the
-        background, many at once (one transaction for all that were confirmed meanwhile).
+        """Right after a commit: publish the rows; the confirmed ones are deleted later, by
+        this process's next transaction (`forgetting`) or, when none comes soon, by a delete
+        of their own (one transaction for all that were confirmed meanwhile).
 
         Nothing is claimed first: the sweeper only takes rows older than the grace period, so
         it publishes a row a second time only when this path is slower than that (or died);
@@ -143,7 +153,22 @@ class Relay:
             return
         metrics.outbox_published.labels("immediate").inc(len(published))
         self._confirmed.extend(published)
-        if self._deleter is None or self._deleter.done():
+        self._schedule_delete()
+
+    @contextlib.contextmanager
+    def forgetting(self) -> Iterator[list[int]]:
+        """The rows confirmed so far, for the caller's transaction to delete in the statement
+        that writes its own outbox rows (no commit of their own); given back if it fails."""
+        ids, self._confirmed = self._confirmed, []
+        try:
+            yield ids
+        except BaseException:
+            self._confirmed.extend(ids)
+            self._schedule_delete()
+            raise
+
+    def _schedule_delete(self) -> None:
+        if self._confirmed and (self._deleter is None or self._deleter.done()):
             self._deleter = asyncio.create_task(self._delete_confirmed())
 
     async def _refresh_breakers(self) -> None:
@@ -152,8 +177,10 @@ class Relay:
                 await self.breakers.refresh(conn)
 
     async def _delete_confirmed(self) -> None:
-        """Delete confirmed rows until none are left; rows confirmed while a delete runs go
-        in the next one (group commit)."""
+        """After a pause (a transaction of this process usually takes the rows meanwhile),
+        delete what is left until nothing is (group commit)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flushing.wait(), timeout=self.forget_after_seconds)
         while self._confirmed:
             ids, self._confirmed = self._confirmed, []
             try:
@@ -164,9 +191,13 @@ class Relay:
                 log.warning("%d published outbox rows not deleted: %s", len(ids), exc)
 
     async def flush(self) -> None:
-        """Wait until the rows published so far are deleted (at shutdown, in tests)."""
-        while self._deleter is not None and not self._deleter.done():
-            await self._deleter
+        """Delete the rows published so far now (at shutdown, in tests)."""
+        self._flushing.set()
+        try:
+            while self._deleter is not None and not self._deleter.done():
+                await self._deleter
+        finally:
+            self._flushing.clear()
 
     async def sweep_once(self) -> int:
         """Claim, publish and delete the rows left behind; return how many were published."""

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 # On every start's path: sent on the driver connection (storage.database.driver).
 _LATEST_VERSION = "SELECT max(version) FROM warren.definitions WHERE name = $1"
+_LATEST_VERSIONS = """
+SELECT name, max(version) AS version FROM warren.definitions WHERE name = ANY($1::text[])
+GROUP BY name"""
 
 
 class RegisterOutcome(StrEnum):
@@ -151,6 +154,13 @@ class DefinitionCache:
             saga = await load(conn, name, version)
             self._by_key[(name, version)] = saga
         return saga
+
+    async def latest_versions(self, conn: AsyncConnection, names: set[str]) -> dict[str, int]:
+        """The latest version of each of `names` that is registered (one statement)."""
+        if not names:
+            return {}
+        rows = await (await driver(conn)).fetch(_LATEST_VERSIONS, sorted(names))
+        return {row["name"]: row["version"] for row in rows}
 
     async def get_latest_or(self, conn: AsyncConnection, name: str, version: int | None) -> Saga:
         """`version` of `name`, or its latest version: read the number (new versions may have

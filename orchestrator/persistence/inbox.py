@@ -10,12 +10,19 @@ from orchestrator.storage.database import driver
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-# On every message's path: sent on the driver connection (storage.database.driver). Sorted:
-# two batches claiming the same ids lock them in the same order.
-_CLAIM_MANY = """
-INSERT INTO warren.inbox (consumer, message_id)
-SELECT $1, id FROM unnest($2::uuid[]) AS ids(id) ORDER BY id
-ON CONFLICT DO NOTHING RETURNING message_id"""
+
+def fresh_cte(consumer: int, ids: int) -> str:
+    """The common table expression `fresh` of a statement that claims messages: the ids
+    (parameter `ids`, uuid[]) that `consumer` (parameter `consumer`) sees for the first time.
+    Sorted: two batches claiming the same ids lock them in the same order."""
+    return f"""fresh AS (
+    INSERT INTO warren.inbox (consumer, message_id)
+    SELECT ${consumer}, id FROM unnest(${ids}::uuid[]) AS ids(id) ORDER BY id
+    ON CONFLICT DO NOTHING RETURNING message_id)"""  # noqa: S608 - parameter numbers only
+
+
+# On every message's path: sent on the driver connection (storage.database.driver).
+_CLAIM_MANY = f"WITH {fresh_cte(1, 2)}\nSELECT message_id FROM fresh"
 
 
 async def claim_many(conn: AsyncConnection, consumer: str, message_ids: list[UUID]) -> set[UUID]:

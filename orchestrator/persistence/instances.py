@@ -29,11 +29,20 @@ from orchestrator.engine.vocabulary import DISPATCH_EVENTS, FAILURE_EVENTS, Phas
 from orchestrator.errors import Conflict, InstanceNotFound, WarrenError
 from orchestrator.messaging.outgoing import command_for, event_from, reply_to_parent
 from orchestrator.persistence import events, timers
-from orchestrator.persistence.outbox import PendingRow, enqueue
+from orchestrator.persistence.inbox import fresh_cte
+from orchestrator.persistence.outbox import (
+    OutboxMessage,
+    PendingRow,
+    outbox_columns,
+    pending_rows,
+    queue_ctes,
+)
 from orchestrator.storage.database import driver
 from orchestrator.storage.tables import history, instances
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from sqlalchemy import ColumnElement
     from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,30 +51,61 @@ if TYPE_CHECKING:
 
 # The statements on every message's path, sent on the driver connection (storage.database.driver):
 # fixed texts, prepared once per connection, one round trip for any number of rows.
+# Starts, in one statement: the ids of those inserted (a taken id or key is not).
 _INSERT_NEW = """
 INSERT INTO warren.instances (id, saga_name, saga_version, status, seq, state, created_at,
                               updated_at, idempotency_key, request_hash, correlation_key,
                               traceparent, parent_id)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13)
+SELECT i, n, v, st, sq, s::jsonb, c, u, k, h, ck, tp, p
+FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[],
+            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
+            $12::text[], $13::uuid[]) AS x(i, n, v, st, sq, s, c, u, k, h, ck, tp, p)
+ORDER BY i
 ON CONFLICT DO NOTHING RETURNING id"""
 
 _LOCK_MANY = """
 SELECT id, state::text AS state FROM warren.instances
 WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"""
 
-_UPDATE_MANY = """
-UPDATE warren.instances AS i
-SET status = u.status, seq = u.seq, state = u.state::jsonb, updated_at = u.updated_at
-FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::int[])
-    AS u(id, status, seq, state, updated_at, since)
-WHERE i.id = u.id AND i.seq = u.since"""
+# What a batch of transitions writes, in one statement: the snapshots (each only if the stored
+# one is still the snapshot it was decided from), the history, the commands and events for the
+# outbox, and the outbox rows this process published since its last transaction (`forget`).
+_WRITE_MANY = f"""
+WITH updated AS (
+    UPDATE warren.instances AS i
+    SET status = u.status, seq = u.seq, state = u.state::jsonb, updated_at = u.updated_at
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::int[])
+        AS u(id, status, seq, state, updated_at, since)
+    WHERE i.id = u.id AND i.seq = u.since
+    RETURNING 1),
+logged AS (
+    INSERT INTO warren.history (instance_id, seq, type, step, phase, attempt, pool, data,
+                                recorded_at, cause)
+    SELECT i, s, t, st, ph, a, p, d::jsonb, r, c::jsonb
+    FROM unnest($7::uuid[], $8::int[], $9::text[], $10::text[], $11::text[], $12::int[],
+                $13::text[], $14::text[], $15::timestamptz[], $16::text[])
+        AS x(i, s, t, st, ph, a, p, d, r, c)
+    -- Only if every snapshot was updated (else its history would collide with the rows of
+    -- the transition that moved it on): the caller sees the count and refuses the write.
+    WHERE (SELECT count(*) FROM updated) = cardinality($1::uuid[])),
+{queue_ctes(17)}
+SELECT (SELECT count(*) FROM updated) AS updated, q.ids, q.message_ids
+FROM (SELECT array_agg(id ORDER BY id) AS ids, array_agg(message_id ORDER BY id) AS message_ids
+      FROM queued) AS q"""  # noqa: S608 - parameter numbers only
 
-_INSERT_HISTORY = """
-INSERT INTO warren.history (instance_id, seq, type, step, phase, attempt, pool, data, recorded_at,
-                            cause)
-SELECT i, s, t, st, ph, a, p, d::jsonb, r, c::jsonb
-FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
-            $8::text[], $9::timestamptz[], $10::text[]) AS x(i, s, t, st, ph, a, p, d, r, c)"""
+# A batch of replies: claimed in the inbox, and the instances of those seen for the first time
+# locked and read, in one statement (the inbox first: the lock reads what it claimed).
+_CLAIM_AND_LOCK = f"""
+WITH {fresh_cte(1, 2)},
+locked AS (
+    SELECT i.id, i.state FROM warren.instances AS i
+    WHERE i.id IN (SELECT x.instance_id FROM unnest($3::uuid[], $4::uuid[])
+                       AS x(message_id, instance_id)
+                   JOIN fresh USING (message_id))
+    ORDER BY i.id FOR UPDATE)
+SELECT message_id, NULL::uuid AS id, NULL::text AS state FROM fresh
+UNION ALL
+SELECT NULL, id, state::text FROM locked"""  # noqa: S608 - parameter numbers only
 
 # Not on a message's path: the steps with a command out now, for the pools page.
 _STEPS_IN_FLIGHT = text(
@@ -178,105 +218,104 @@ async def load_many(conn: AsyncConnection, instance_ids: list[UUID]) -> dict[UUI
     return found
 
 
-async def save_many(
-    conn: AsyncConnection, written: list[Written], topology: Topology
-) -> list[PendingRow]:
-    """Write what several transitions produced, a few statements for all of them: each
-    instance's latest snapshot, then history, timers and commands (see `append_many`).
+async def claim_and_lock(
+    conn: AsyncConnection, consumer: str, messages: list[tuple[UUID, UUID]]
+) -> tuple[set[UUID], dict[UUID, InstanceState]]:
+    """Claim (message id, instance id) pairs in `consumer`'s inbox, and lock and read the
+    instances of the messages seen for the first time (in id order), in one statement: the
+    fresh message ids, and their instances. A missing instance is `InstanceNotFound`."""
+    rows = await (await driver(conn)).fetch(
+        _CLAIM_AND_LOCK,
+        consumer,
+        sorted({message_id for message_id, _ in messages}),
+        [message_id for message_id, _ in messages],
+        [instance_id for _, instance_id in messages],
+    )
+    fresh: set[UUID] = set()
+    found: dict[UUID, InstanceState] = {}
+    for row in rows:
+        if row["message_id"] is not None:
+            fresh.add(UUID(bytes=row["message_id"].bytes))
+        else:
+            found[UUID(bytes=row["id"].bytes)] = upgraded(_state.decode(row["state"]))
+    wanted = {instance_id for message_id, instance_id in messages if message_id in fresh}
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise InstanceNotFound(f"no saga instance {missing[0]}")
+    return fresh, found
 
-    A start's snapshot is inserted (`AlreadyStarted` when its id or key is taken: then
-    nothing is written). Any other is updated only if the stored one is still the snapshot its
-    first transition here was decided from (whose seq comes right before that transition's
-    history): the row lock of `load_many` guarantees it, and a `Conflict` says a path wrote
-    without it."""
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    pending: list[PendingRow]
+    """The outbox rows written, to publish after the commit."""
+    taken: set[UUID]
+    """Starts not written: their instance id, or their idempotency key, was taken."""
+
+
+async def save_many(
+    conn: AsyncConnection,
+    written: list[Written],
+    topology: Topology,
+    *,
+    forget: Collection[int] = (),
+) -> Saved:
+    """Write what several transitions produced: each instance's latest snapshot, its history,
+    and the commands and events they send, in one statement for all of them (with the
+    published outbox rows to `forget`); timers and waits in one more each, when there are any.
+
+    Starts' snapshots are inserted first, in one statement: a start whose id or key is taken
+    is left out, nothing of it written (`Saved.taken`). Any other snapshot is updated only if
+    the stored one is still the snapshot its first transition here was decided from (whose seq
+    comes right before that transition's history): the row lock of `load_many` guarantees it,
+    and a `Conflict` says a path wrote without it."""
+    taken = await _insert_many(conn, [item for item in written if item.new is not None])
+    if taken:
+        written = [item for item in written if item.transition.instance.id not in taken]
     latest: dict[UUID, InstanceState] = {}
     since: dict[UUID, int] = {}
     for item in written:
         transition = item.transition
-        if item.new is not None:
-            await _insert(conn, transition.instance, item.new)
-        elif transition.history:
+        if item.new is None and transition.history:
             instance_id = transition.instance.id
             since.setdefault(instance_id, transition.history[0].seq - 1)
             latest[instance_id] = transition.instance
-    if latest:
-        await _update(conn, list(latest.values()), since)
-    return await append_many(conn, written, topology)
-
-
-async def _insert(conn: AsyncConnection, state: InstanceState, new: NewInstance) -> None:
-    """Insert a started instance's snapshot. A concurrent start with the same key waits here
-    until the first one commits, then finds it taken."""
-    inserted = await (await driver(conn)).fetchval(
-        _INSERT_NEW,
-        state.id,
-        state.saga,
-        state.version,
-        state.status.value,
-        state.seq,
-        _json.encode(state).decode(),
-        state.created_at,
-        state.updated_at,
-        new.idempotency_key,
-        new.request_hash,
-        new.correlation_key,
-        new.traceparent,
-        state.parent.instance_id if state.parent is not None else None,
-    )
-    if inserted is None:
-        raise AlreadyStarted(f"saga instance {state.id} (or its idempotency key) exists")
-
-
-async def _update(
-    conn: AsyncConnection, states: list[InstanceState], since: dict[UUID, int]
-) -> None:
-    status = await (await driver(conn)).execute(
-        _UPDATE_MANY,
+    states = list(latest.values())
+    events = [
+        (item.transition.instance.id, event, item.cause if index == 0 else None)
+        for item in written
+        for index, event in enumerate(item.transition.history)
+    ]
+    messages = _messages(written, topology)
+    if not states and not events and not messages and not forget:
+        return Saved([], taken)
+    row = await (await driver(conn)).fetchrow(
+        _WRITE_MANY,
         [state.id for state in states],
         [state.status.value for state in states],
         [state.seq for state in states],
         [_json.encode(state).decode() for state in states],
         [state.updated_at for state in states],
         [since[state.id] for state in states],
+        [instance_id for instance_id, _, _ in events],
+        [e.seq for _, e, _ in events],
+        [e.type for _, e, _ in events],
+        [e.step for _, e, _ in events],
+        [e.phase.value if e.phase else None for _, e, _ in events],
+        [e.attempt for _, e, _ in events],
+        [e.pool for _, e, _ in events],
+        [_json.encode(e.data).decode() for _, e, _ in events],
+        [e.at for _, e, _ in events],
+        [_json.encode(cause).decode() if cause is not None else None for _, _, cause in events],
+        *outbox_columns(messages),
+        list(forget),
     )
-    if status != f"UPDATE {len(states)}":
+    if row["updated"] != len(states):
         raise Conflict(
             "a saga instance changed while a transition of it was being written; the message "
             "that caused the transition is handled again",
             retryable=True,
         )
-
-
-async def append_many(
-    conn: AsyncConnection, written: list[Written], topology: Topology
-) -> list[PendingRow]:
-    """History, timers and commands of several transitions: one statement each. Each
-    transition's cause goes on its first history row."""
-    events = [
-        (item.transition.instance.id, event)
-        for item in written
-        for event in item.transition.history
-    ]
-    if not events:
-        return []
-    causes = [
-        _json.encode(item.cause).decode() if index == 0 and item.cause is not None else None
-        for item in written
-        for index, _ in enumerate(item.transition.history)
-    ]
-    await (await driver(conn)).execute(
-        _INSERT_HISTORY,
-        [instance_id for instance_id, _ in events],
-        [e.seq for _, e in events],
-        [e.type for _, e in events],
-        [e.step for _, e in events],
-        [e.phase.value if e.phase else None for _, e in events],
-        [e.attempt for _, e in events],
-        [e.pool for _, e in events],
-        [_json.encode(e.data).decode() for _, e in events],
-        [e.at for _, e in events],
-        causes,
-    )
     await timers.insert_many(
         conn,
         [
@@ -285,7 +324,13 @@ async def append_many(
             for timer in item.transition.timers
         ],
     )
-    commands = [
+    await _record_waits(conn, written)
+    return Saved(pending_rows(messages, row["ids"] or [], row["message_ids"] or []), taken)
+
+
+def _messages(written: list[Written], topology: Topology) -> list[OutboxMessage]:
+    """What the transitions send: commands, answers to parent sagas, domain events."""
+    messages = [
         command_for(
             item.transition.instance,
             dispatch,
@@ -296,7 +341,7 @@ async def append_many(
         for item in written
         for dispatch in item.transition.dispatches
     ]
-    commands += [
+    messages += [
         reply_to_parent(
             item.transition.parent_reply,
             topology,
@@ -306,13 +351,40 @@ async def append_many(
         for item in written
         if item.transition.parent_reply is not None
     ]
-    commands += [
+    messages += [
         event_from(item.transition.instance, event, topology, traceparent=item.traceparent)
         for item in written
         for event in item.transition.events
     ]
-    await _record_waits(conn, written)
-    return await enqueue(conn, commands)
+    return messages
+
+
+async def _insert_many(conn: AsyncConnection, starts: list[Written]) -> set[UUID]:
+    """Insert started instances' snapshots; the ids of those whose id or key was taken. A
+    concurrent start with the same key waits here until the first one commits, then finds it
+    taken."""
+    if not starts:
+        return set()
+    states = [item.transition.instance for item in starts]
+    news = [item.new for item in starts if item.new is not None]
+    rows = await (await driver(conn)).fetch(
+        _INSERT_NEW,
+        [state.id for state in states],
+        [state.saga for state in states],
+        [state.version for state in states],
+        [state.status.value for state in states],
+        [state.seq for state in states],
+        [_json.encode(state).decode() for state in states],
+        [state.created_at for state in states],
+        [state.updated_at for state in states],
+        [new.idempotency_key for new in news],
+        [new.request_hash for new in news],
+        [new.correlation_key for new in news],
+        [new.traceparent for new in news],
+        [state.parent.instance_id if state.parent is not None else None for state in states],
+    )
+    inserted = {UUID(bytes=row["id"].bytes) for row in rows}
+    return {state.id for state in states} - inserted
 
 
 async def _record_waits(conn: AsyncConnection, written: list[Written]) -> None:

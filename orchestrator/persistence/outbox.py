@@ -19,12 +19,25 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+
+def queue_ctes(first: int) -> str:
+    """The common table expressions `forgotten` and `queued` of a statement that writes
+    outbox rows: the insert takes the arrays of `outbox_columns` as parameters `first` to
+    `first + 4` and returns (id, message_id); the rows this process published since its last
+    transaction (parameter `first + 5`, from `Relay.forgetting`) are deleted in the same
+    statement, so they need no commit of their own."""
+    m, e, r, b, h, f = range(first, first + 6)
+    return f"""forgotten AS (DELETE FROM warren.outbox WHERE id = ANY(${f}::bigint[])),
+queued AS (
+    INSERT INTO warren.outbox (message_id, exchange, routing_key, body, headers)
+    SELECT m, e, r, b, h::jsonb
+    FROM unnest(${m}::uuid[], ${e}::text[], ${r}::text[], ${b}::bytea[], ${h}::text[])
+        AS x(m, e, r, b, h)
+    RETURNING id, message_id)"""  # noqa: S608 - parameter numbers only
+
+
 # On every message's path: sent on the driver connection (storage.database.driver).
-_ENQUEUE = """
-INSERT INTO warren.outbox (message_id, exchange, routing_key, body, headers)
-SELECT m, e, r, b, h::jsonb
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[]) AS x(m, e, r, b, h)
-RETURNING id, message_id"""
+_ENQUEUE = f"WITH {queue_ctes(1)}\nSELECT id, message_id FROM queued"
 
 _DELETE = "DELETE FROM warren.outbox WHERE id = ANY($1::bigint[])"
 
@@ -44,21 +57,36 @@ class PendingRow(msgspec.Struct, frozen=True):
     message: OutboxMessage
 
 
-async def enqueue(conn: AsyncConnection, messages: list[OutboxMessage]) -> list[PendingRow]:
-    """Write `messages` in the caller's transaction (one statement); publish the result after
-    commit."""
-    if not messages:
+async def enqueue(
+    conn: AsyncConnection, messages: list[OutboxMessage], *, forget: Collection[int] = ()
+) -> list[PendingRow]:
+    """Write `messages` in the caller's transaction, and delete the published rows `forget`,
+    in one statement; publish the result after commit."""
+    if not messages and not forget:
         return []
-    rows = await (await driver(conn)).fetch(
-        _ENQUEUE,
+    rows = await (await driver(conn)).fetch(_ENQUEUE, *outbox_columns(messages), list(forget))
+    return pending_rows(messages, [row["id"] for row in rows], [row["message_id"] for row in rows])
+
+
+def outbox_columns(messages: list[OutboxMessage]) -> tuple[list[Any], ...]:
+    """The arrays an outbox insert takes: message ids, exchanges, routing keys, bodies,
+    headers (JSON)."""
+    return (
         [m.message_id for m in messages],
         [m.exchange for m in messages],
         [m.routing_key for m in messages],
         [m.body for m in messages],
         [_headers.encode(m.headers).decode() for m in messages],
     )
-    ids = {UUID(bytes=row["message_id"].bytes): row["id"] for row in rows}
-    return [PendingRow(ids[m.message_id], m) for m in messages]
+
+
+def pending_rows(
+    messages: list[OutboxMessage], ids: list[int], message_ids: list[Any]
+) -> list[PendingRow]:
+    """The inserted rows (as the insert returned their ids and message ids, asyncpg's UUIDs) in
+    the order of `messages`."""
+    by_message = {UUID(bytes=m.bytes): i for i, m in zip(ids, message_ids, strict=True)}
+    return [PendingRow(by_message[m.message_id], m) for m in messages]
 
 
 async def delete_published(conn: AsyncConnection, ids: list[int]) -> None:

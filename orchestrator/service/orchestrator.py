@@ -28,7 +28,7 @@ from orchestrator.messaging.relay import BreakerBoard, Relay
 from orchestrator.messaging.versions import UPCASTERS, load_upcaster_modules
 from orchestrator.observability import logs, metrics, tracing
 from orchestrator.observability.middleware import compose
-from orchestrator.persistence import inbox, instances, timers
+from orchestrator.persistence import instances, timers
 from orchestrator.persistence.definitions import DefinitionCache
 from orchestrator.service.breakers import evaluate as evaluate_breakers
 from orchestrator.service.children import ChildOrders
@@ -40,6 +40,8 @@ from orchestrator.storage.database import create_engine, transaction
 from orchestrator.storage.wakeup import TIMERS_CHANNEL, Listener
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from aio_pika.abc import AbstractIncomingMessage
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -166,33 +168,53 @@ class Orchestrator:
         await self.handle_replies(Batch(replies=replies))
 
     async def _apply_replies(self, batch: Batch) -> Handled:
-        """Claim the replies in the inbox, apply each to its instance (in instance order, so
-        that concurrent batches lock rows in the same order), commit, publish what they sent."""
+        """Claim the replies in the inbox and lock their instances (one statement, rows in id
+        order: concurrent batches lock them in the same order), apply each to its instance,
+        write it all (one more), commit, publish what they sent."""
         queue, replies = self.topology.orchestrator_queue, batch.replies
-        async with transaction(self.engine) as conn:
-            fresh = await inbox.claim_many(conn, INBOX_CONSUMER, [r.id for r, _ in replies])
-            incoming: list[Incoming] = []
-            for reply, message in sorted(replies, key=lambda item: item[0].instance_id.bytes):
-                if reply.id not in fresh:
-                    metrics.inbox_duplicates.labels(INBOX_CONSUMER).inc()
-                    log.info("duplicate reply %s dropped", reply.id)
-                    continue
-                fresh.discard(reply.id)  # a second copy in the same batch is a duplicate too
-                incoming.append(
-                    Incoming(
-                        reply.instance_id,
-                        reply_event(reply),
-                        causation_id=reply.id,
-                        traceparent=reply.traceparent,
-                        around=partial(observe_reply, self.payloads, reply, message, queue),
-                    )
+        with self.relay.forgetting() as published:
+            async with transaction(self.engine) as conn:
+                fresh, locked = await instances.claim_and_lock(
+                    conn, INBOX_CONSUMER, [(r.id, r.instance_id) for r, _ in replies]
                 )
-            transitions, pending = await apply_events(
-                conn, self.definitions, self.topology, incoming
-            )
+                incoming = self._incoming(fresh, replies, queue)
+                transitions, pending = await apply_events(
+                    conn,
+                    self.definitions,
+                    self.topology,
+                    incoming,
+                    locked=locked,
+                    forget=published,
+                )
         crash_point("orchestrator.after_commit")
         await self.relay.publish_committed(pending)
         return Handled(transitions=transitions, pending=pending)
+
+    def _incoming(
+        self,
+        fresh: set[UUID],
+        replies: list[tuple[Reply, AbstractIncomingMessage | None]],
+        queue: str,
+    ) -> list[Incoming]:
+        """The engine events of the replies seen for the first time, in instance order;
+        copies are dropped."""
+        incoming: list[Incoming] = []
+        for reply, message in sorted(replies, key=lambda item: item[0].instance_id.bytes):
+            if reply.id not in fresh:
+                metrics.inbox_duplicates.labels(INBOX_CONSUMER).inc()
+                log.info("duplicate reply %s dropped", reply.id)
+                continue
+            fresh.discard(reply.id)  # a second copy in the same batch is a duplicate too
+            incoming.append(
+                Incoming(
+                    reply.instance_id,
+                    reply_event(reply),
+                    causation_id=reply.id,
+                    traceparent=reply.traceparent,
+                    around=partial(observe_reply, self.payloads, reply, message, queue),
+                )
+            )
+        return incoming
 
     # ---- events -------------------------------------------------------------------------------
 

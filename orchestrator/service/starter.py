@@ -1,5 +1,6 @@
 """Starting an instance: validate, then one transaction (snapshot + history + first command),
-written as any transition is (`service.transitions.start`).
+written as any transition is (`service.transitions.start_many`). Starts asked while others
+are committing share the next transaction (`service.group_commit`).
 
 Idempotent on request: a start with an idempotency key (or a caller-chosen instance id) that
 was used before returns that instance when the request is the same, and is refused when it is
@@ -20,11 +21,12 @@ import referencing
 import referencing.exceptions
 
 from orchestrator.definitions.model import unstorable
-from orchestrator.errors import IdempotencyConflict, InputInvalid
+from orchestrator.errors import IdempotencyConflict, InputInvalid, SagaNotFound, WarrenError
 from orchestrator.messaging.envelope import new_message_id
 from orchestrator.observability import metrics, tracing
 from orchestrator.persistence import instances
 from orchestrator.service import transitions
+from orchestrator.service.group_commit import GroupCommit
 from orchestrator.storage.database import transaction
 
 if TYPE_CHECKING:
@@ -34,6 +36,12 @@ if TYPE_CHECKING:
 
     from orchestrator.definitions import Saga
     from orchestrator.engine import InstanceState
+    from orchestrator.persistence.outbox import PendingRow
+
+
+START_LANES = 2
+"""Groups of starts committing at once: one can commit while the next is written."""
+START_GROUP_LIMIT = 64
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -61,10 +69,17 @@ class Started:
     """False when an earlier identical request already started it."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    request: StartRequest
+    traceparent: str | None
+    """The trace the start was asked in: its instance and first commands carry it on."""
+
+
 class SagaStarter(transitions.TransitionService):
     async def start(self, request: StartRequest) -> Started:
         with tracing.span("saga.start") as current:
-            started = await self._start(request)
+            started = await self._starts.submit(_Asked(request, tracing.current_traceparent()))
             if current.is_recording():
                 current.set_attributes(
                     tracing.saga_attributes(
@@ -78,31 +93,68 @@ class SagaStarter(transitions.TransitionService):
             metrics.sagas_started.labels(started.instance.saga).inc()
         return started
 
-    async def _start(self, request: StartRequest) -> Started:
-        traceparent = tracing.current_traceparent()
-        async with transaction(self.engine) as conn:
-            definition = await self.definitions.get_latest_or(conn, request.saga, request.version)
-            self.validate_input(definition, request.input)
-            keyed = request.idempotency_key is not None or request.instance_id is not None
-            try:
-                transition, pending = await transitions.start(
-                    conn,
-                    self.topology,
-                    definition,
-                    request.instance_id or new_message_id(),
-                    request.input,
-                    instances.NewInstance(
-                        idempotency_key=request.idempotency_key,
-                        request_hash=request.fingerprint if keyed else None,
-                        correlation_key=request.correlation_key,
-                        traceparent=traceparent,
-                    ),
-                    definitions=self.definitions,
-                )
-            except instances.AlreadyStarted:
-                return Started(await self._earlier(conn, request), created=False)
+    @functools.cached_property
+    def _starts(self) -> GroupCommit[_Asked, Started]:
+        """Concurrent starts share transactions (group commit)."""
+        return GroupCommit(self._start_group, lanes=START_LANES, limit=START_GROUP_LIMIT)
+
+    async def _start_group(self, group: list[_Asked]) -> list[Started | Exception]:
+        """One transaction for the group: each start refused alone (an unknown saga, an input
+        its schema refuses, a key used for another request) gets its error; the rest commit."""
+        with self.relay.forgetting() as published:
+            async with transaction(self.engine) as conn:
+                outcomes, pending = await self._start_in(conn, group, published)
         await self.relay.publish_committed(pending)
-        return Started(transition.instance, created=True)
+        return outcomes
+
+    async def _start_in(
+        self, conn: AsyncConnection, group: list[_Asked], published: list[int]
+    ) -> tuple[list[Started | Exception], list[PendingRow]]:
+        outcomes: list[Started | Exception | None] = [None] * len(group)
+        starts: list[tuple[int, transitions.NewStart]] = []
+        latest = await self.definitions.latest_versions(
+            conn, {a.request.saga for a in group if a.request.version is None}
+        )
+        for index, asked in enumerate(group):
+            request = asked.request
+            try:
+                version = request.version or latest.get(request.saga)
+                if version is None:
+                    raise SagaNotFound(f"no saga {request.saga!r} is registered")
+                definition = await self.definitions.get(conn, request.saga, version)
+                self.validate_input(definition, request.input)
+            except WarrenError as exc:
+                if exc.retryable:
+                    raise
+                outcomes[index] = exc
+                continue
+            keyed = request.idempotency_key is not None or request.instance_id is not None
+            new = instances.NewInstance(
+                idempotency_key=request.idempotency_key,
+                request_hash=request.fingerprint if keyed else None,
+                correlation_key=request.correlation_key,
+                traceparent=asked.traceparent,
+            )
+            instance_id = request.instance_id or new_message_id()
+            starts.append(
+                (index, transitions.NewStart(definition, instance_id, request.input, new))
+            )
+        made, pending = await transitions.start_many(
+            conn,
+            self.topology,
+            [start for _, start in starts],
+            definitions=self.definitions,
+            forget=published,
+        )
+        for (index, _), transition in zip(starts, made, strict=True):
+            if transition is not None:
+                outcomes[index] = Started(transition.instance, created=True)
+                continue
+            try:
+                outcomes[index] = Started(await self._earlier(conn, group[index].request), False)
+            except IdempotencyConflict as exc:
+                outcomes[index] = exc
+        return [outcome for outcome in outcomes if outcome is not None], pending
 
     async def _earlier(self, conn: AsyncConnection, request: StartRequest) -> InstanceState:
         """The instance an earlier request made under the same key or id, if it is the same."""

@@ -37,7 +37,7 @@ from orchestrator.persistence import events, instances, timers
 from orchestrator.persistence.definitions import DefinitionCache
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
     from contextlib import AbstractContextManager
     from uuid import UUID
 
@@ -70,6 +70,54 @@ class TransitionService:
         self.definitions = definitions or DefinitionCache()
 
 
+@dataclass(frozen=True, slots=True)
+class NewStart:
+    """One instance to start (`start_many`)."""
+
+    definition: Saga
+    instance_id: UUID
+    input: Any
+    new: instances.NewInstance
+    parent: ParentLink | None = None
+
+
+async def start_many(
+    conn: AsyncConnection,
+    topology: Topology,
+    starts: list[NewStart],
+    *,
+    definitions: DefinitionCache | None = None,
+    forget: Collection[int] = (),
+) -> tuple[list[Transition | None], list[PendingRow]]:
+    """Instances' first transitions: decide each start and insert them all, with their
+    history and first commands. Each start's transition, or None when its id or idempotency
+    key was taken (nothing of it written). `definitions`: the caller's cache, for a first wait
+    that takes a kept event; `forget`: the outbox rows its process published, deleted in the
+    same statement as its own are written.
+
+    In the caller's span; the commands carry each `new.traceparent` on, as the rows do."""
+    now = utcnow()
+    written = []
+    for each in starts:
+        state = new_instance(each.definition, each.instance_id, each.input, now, each.parent)
+        transition = decide(each.definition, state, Start(input=each.input), now)
+        cause = Cause(event=Start(input=each.input), parent=each.parent)
+        written.append(
+            instances.Written(
+                transition, traceparent=each.new.traceparent, new=each.new, cause=cause
+            )
+        )
+    saved = await instances.save_many(conn, written, topology, forget=forget)
+    made = [
+        None if item.transition.instance.id in saved.taken else item.transition for item in written
+    ]
+    pending = saved.pending
+    waiting = [t for t in made if t is not None and t.subscriptions]
+    if waiting:  # a first wait may take an event that came first
+        pending += await take_kept_events(conn, definitions or DefinitionCache(), topology, waiting)
+    return made, pending
+
+
 async def start(
     conn: AsyncConnection,
     topology: Topology,
@@ -80,22 +128,19 @@ async def start(
     parent: ParentLink | None = None,
     definitions: DefinitionCache | None = None,
 ) -> tuple[Transition, list[PendingRow]]:
-    """An instance's first transition: decide its start and insert it, with its history and
-    first commands. `AlreadyStarted` (nothing written) when its id or idempotency key is taken.
-    `definitions`: the caller's cache, for a first wait that takes a kept event.
-
-    In the caller's span (`saga.start`, which also covers the input's validation); the
-    commands carry `new.traceparent` on, as the instance row does."""
-    now = utcnow()
-    state = new_instance(definition, instance_id, input, now, parent)
-    transition = decide(definition, state, Start(input=input), now)
-    cause = Cause(event=Start(input=input), parent=parent)
-    written = instances.Written(transition, traceparent=new.traceparent, new=new, cause=cause)
-    pending = await instances.save_many(conn, [written], topology)
-    if transition.subscriptions:  # its first wait may take an event that came first
-        cache = definitions or DefinitionCache()
-        pending += await take_kept_events(conn, cache, topology, [transition])
-    return transition, pending
+    """One start (`start_many`); `AlreadyStarted` (nothing written) when its id or
+    idempotency key is taken."""
+    made, pending = await start_many(
+        conn,
+        topology,
+        [NewStart(definition, instance_id, input, new, parent)],
+        definitions=definitions,
+    )
+    if made[0] is None:
+        raise instances.AlreadyStarted(
+            f"saga instance {instance_id} (or its idempotency key) exists"
+        )
+    return made[0], pending
 
 
 def reply_event(reply: Reply) -> StepReply:
@@ -133,7 +178,7 @@ async def apply_event(
         if check is not None:
             check(state)
         written, timeout = await _decide(conn, definitions, state, event, causation_id, traceparent)
-        pending = await instances.save_many(conn, [written], topology)
+        pending = (await instances.save_many(conn, [written], topology)).pending
         await timers.cancel_timeouts(conn, timeout)
         pending += await take_kept_events(conn, definitions, topology, [written.transition])
         return written.transition, pending
@@ -156,11 +201,19 @@ async def apply_events(
     definitions: DefinitionCache,
     topology: Topology,
     incoming: list[Incoming],
+    *,
+    locked: dict[UUID, InstanceState] | None = None,
+    forget: Collection[int] = (),
 ) -> tuple[list[Transition], list[PendingRow]]:
     """`apply_event` for many events at once, a few statements for all: lock every instance in
-    one statement, decide each event in turn (several may concern one instance), then write
-    all snapshots, history, timers and commands together."""
-    states = await instances.load_many(conn, [item.instance_id for item in incoming])
+    one statement (unless the caller did: `locked`), decide each event in turn (several may
+    concern one instance), then write all snapshots, history and commands together (with the
+    published outbox rows to `forget`)."""
+    states = (
+        dict(locked)
+        if locked is not None
+        else await instances.load_many(conn, [item.instance_id for item in incoming])
+    )
     written: list[instances.Written] = []
     timeouts: list[tuple[UUID, str, Phase, int]] = []
     for item in incoming:
@@ -176,7 +229,7 @@ async def apply_events(
         states[item.instance_id] = done.transition.instance
         written.append(done)
         timeouts += timeout
-    pending = await instances.save_many(conn, written, topology)
+    pending = (await instances.save_many(conn, written, topology, forget=forget)).pending
     await timers.cancel_timeouts(conn, timeouts)
     transitions = [item.transition for item in written]
     pending += await take_kept_events(conn, definitions, topology, transitions)

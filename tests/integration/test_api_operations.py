@@ -88,6 +88,37 @@ async def test_concurrent_starts_with_one_key_make_one_instance(
     assert await probe.count("warren.history") == 2  # saga_started + step_dispatched, once
 
 
+async def test_concurrent_starts_sharing_a_transaction_each_get_their_own_answer(
+    settings: Settings, probe: Probe
+) -> None:
+    """Starts made together go in shared transactions (group commit): one refused for its
+    input, its saga or its key costs only itself."""
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        await client.post(
+            "/v1/sagas/order", json={"input": ORDER}, headers={"Idempotency-Key": "k"}
+        )
+        asked = [("order", {"input": ORDER}, None)] * 8 + [
+            ("order", {"input": {"order_id": 7}}, None),  # refused by the input schema
+            ("nowhere", {"input": ORDER}, None),  # no such saga
+            ("order", {"input": {**ORDER, "amount": 9}}, "k"),  # the key of another request
+            ("order", {"input": ORDER}, "k"),  # the same request again
+        ]
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    f"/v1/sagas/{saga}",
+                    json=body,
+                    headers={"Idempotency-Key": key} if key else {},
+                )
+                for saga, body, key in asked
+            )
+        )
+
+    assert [r.status_code for r in responses] == [201] * 8 + [422, 404, 409, 200]
+    assert await probe.count("warren.instances") == 9
+    assert await probe.count("warren.history") == 18  # saga_started + step_dispatched each
+
+
 async def test_caller_chosen_instance_id_is_idempotent(client: AsyncTestClient[Any]) -> None:
     chosen = str(uuid.uuid4())
     first = await client.post("/v1/sagas/order", json={"input": ORDER, "instance_id": chosen})

@@ -1,7 +1,9 @@
-"""The shared consumer on a real queue: what happens to a message whose handler has a bug."""
+"""The shared consumer on a real queue: what happens to a message whose handler has a bug, and
+how batches handled in two lanes are acknowledged."""
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
 import aio_pika
@@ -54,3 +56,60 @@ async def test_a_handler_bug_hands_the_message_back_until_the_delivery_limit_par
     finally:
         await consumer.stop(grace_seconds=5)
         await broker.close()
+
+
+async def test_batches_are_acked_with_one_multiple_ack_only_when_no_lower_tag_is_in_hand(
+    settings: Settings, probe: Probe
+) -> None:
+    """Two lanes: the first batch is held until every later message is handled, so the later
+    batches cannot ack with `multiple` (a lower tag is in hand) and the first one can. Every
+    message is acked once: nothing comes back when the channel closes."""
+    broker = Broker(settings.amqp_url, settings.topology)
+    await broker.connect()
+    total = 40
+    handled: list[str] = []
+    first_batch: list[int] = []
+    release = asyncio.Event()
+
+    async def alone(message: AbstractIncomingMessage) -> None:
+        handled.append(str(message.message_id))
+
+    async def batch(messages: list[AbstractIncomingMessage]) -> None:
+        if not first_batch:
+            first_batch.append(len(messages))
+            await release.wait()
+        handled.extend(str(m.message_id) for m in messages)
+
+    await settings.topology.declare_pool(await broker.channel(prefetch=1), "batched")
+    for index in range(total):  # all waiting before the consumer starts: batches form
+        message = aio_pika.Message(b"{}", message_id=f"m-{index}")
+        await publish(settings.amqp_url, settings.topology.commands_exchange, "batched", message)
+    consumer = Consumer(
+        broker,
+        partial(settings.topology.declare_pool, pool="batched"),
+        alone,
+        prefetch=total,
+        handle_batch=batch,
+        batch_size=8,
+        lanes=2,
+    )
+    await consumer.start()
+    try:
+        await wait_for(
+            lambda: _value(len(handled)),
+            lambda n: n >= total - first_batch[0] if first_batch else False,
+            timeout=30,
+            what="every message but the first batch to be handled",
+        )
+        release.set()
+        await wait_for(lambda: _value(consumer.in_flight), lambda n: n == 0, what="all settled")
+    finally:
+        await consumer.stop(grace_seconds=5)
+        await broker.close()
+    assert sorted(handled) == sorted(f"m-{index}" for index in range(total))
+    # Closed with nothing unacked: nothing went back to the queue.
+    assert (await probe.queue(settings.topology.pool_queue("batched")))[0] == 0
+
+
+async def _value(value: int) -> int:
+    return value

@@ -73,3 +73,53 @@ async def test_a_transition_decided_from_a_stale_snapshot_is_refused(
     assert refused.value.retryable
     assert await probe.count("warren.history") == history
     assert await probe.status(instance_id) == "running"
+
+
+async def test_a_group_of_starts_leaves_out_only_the_one_whose_key_is_taken(
+    engine: AsyncEngine, probe: Probe
+) -> None:
+    async with transaction(engine) as conn:
+        await transitions.start(
+            conn,
+            TOPOLOGY,
+            order_saga,
+            new_message_id(),
+            INPUT,
+            instances.NewInstance(idempotency_key="taken"),
+        )
+    starts = [
+        transitions.NewStart(order_saga, new_message_id(), INPUT, instances.NewInstance()),
+        transitions.NewStart(
+            order_saga, new_message_id(), INPUT, instances.NewInstance(idempotency_key="taken")
+        ),
+        transitions.NewStart(
+            order_saga, new_message_id(), INPUT, instances.NewInstance(idempotency_key="free")
+        ),
+    ]
+    async with transaction(engine) as conn:
+        made, pending = await transitions.start_many(conn, TOPOLOGY, starts)
+
+    assert [transition is not None for transition in made] == [True, False, True]
+    assert len(pending) == 2  # the first command of each start written
+    assert await probe.status(starts[1].instance_id) is None  # nothing of it written
+    assert not await probe.history(starts[1].instance_id)
+    for written in (starts[0], starts[2]):
+        assert await probe.status(written.instance_id) == "running"
+    assert await probe.count("warren.outbox") == 3
+
+
+async def test_the_next_write_deletes_the_rows_its_process_published(
+    engine: AsyncEngine, probe: Probe
+) -> None:
+    _, published = await _start(engine, new_message_id())
+    assert await probe.count("warren.outbox") == 1
+    async with transaction(engine) as conn:
+        _, pending = await transitions.start_many(
+            conn,
+            TOPOLOGY,
+            [transitions.NewStart(order_saga, new_message_id(), INPUT, instances.NewInstance())],
+            forget=[row.id for row in published],
+        )
+    # The earlier row went in the statement that wrote the new one.
+    assert await probe.count("warren.outbox") == 1
+    assert [row.id for row in pending] != [row.id for row in published]
