@@ -4,9 +4,6 @@ inboxes drop copies of messages already handled."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import aio_pika
@@ -17,25 +14,15 @@ import pytest
 from bench import runner
 from bench.floor import pipeline
 from bench.floor.run import create_schema, floor_processes, run_sagas
+from tests.support.bench import run_bench
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.timeout(120)
 def test_the_floor_completes_every_saga_with_each_effect_once_and_cleans_up() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.floor", "--sagas", "100", "--warmup", "10"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-5000:]
-    figures = json.loads(done.stdout)
+    figures, _ = run_bench("bench.floor", "--sagas", "100", "--warmup", "10", timeout=110)
 
     assert figures["statuses"] == {"completed": 100}
     assert figures["effects"] == {"rows": 3 * 110, "duplicates": 0, "missing": 0}

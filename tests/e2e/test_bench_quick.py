@@ -6,16 +6,12 @@ It checks correctness (the figures are there, 90% completed and 10% compensated)
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.support.bench import run_bench
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 
 STEP_FIGURES = {"step_to_step", "orchestrator_to_worker", "worker_to_orchestrator", "api_to_worker"}
 LATENCY_KEYS = {"count", "p50_ms", "p90_ms", "p99_ms", "max_ms"}
@@ -25,16 +21,7 @@ SMALL = ["--sagas", "40", "--sequential", "10", "--warmup", "0"]
 
 @pytest.mark.timeout(180)
 def test_quick_bench_prints_every_figure_and_every_saga_ends_as_expected() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-5000:]
-    figures = json.loads(done.stdout)
+    figures, _ = run_bench("bench", "--quick", timeout=170)
 
     assert {"workload", "machine", "config", "concurrent", "sequential", "peak_rss_mb"} <= set(
         figures
@@ -70,16 +57,7 @@ def test_quick_bench_prints_every_figure_and_every_saga_ends_as_expected() -> No
 
 @pytest.mark.timeout(180)
 def test_a_small_events_bench_applies_every_event_and_reads_back_every_emitted_one() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--workload", "events", *SMALL],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-5000:]
-    figures = json.loads(done.stdout)
+    figures, _ = run_bench("bench", "--workload", "events", *SMALL, timeout=170)
     assert figures["workload"] == "events"
 
     concurrent = figures["concurrent"]
