@@ -127,12 +127,7 @@ async def _measure(
             await feed.open()
         figures: dict[str, Any] = {}
         if with_machine:
-            pg_version = await db.fetchval("SHOW server_version")
-            settings = {
-                name: await db.fetchval(f"SHOW {name}")
-                for name in ("fsync", "synchronous_commit", "shared_buffers", "max_connections")
-            }
-            figures["machine"] = runner.machine_info(pg_version, settings)
+            figures["machine"] = runner.machine_info(*await runner.postgres_of(db))
         figures["config"] = {
             "orchestrators": stack.orchestrators,
             "workers_per_pool": stack.workers_per_pool,
@@ -152,16 +147,12 @@ async def _measure(
             figures["concurrent"] = await _concurrent(stack, db, args, offset, feed)
             offset += args.sagas
         if sequential:
-            spies = []
-            if args.profile is not None and not args.sagas:  # profile the one-at-a-time run
-                spies = runner.start_profilers(stack, args.profile, args.profile_rate)
-                await asyncio.sleep(1.0)  # let py-spy attach before the load starts
-            try:
+            # With --sagas 0, --profile profiles the one-at-a-time run.
+            profile = None if args.sagas else args.profile
+            async with runner.profiling(stack, profile, args.profile_rate):
                 figures["sequential"] = await _sequential(
                     stack, db, sequential, offset, args.timeout, feed
                 )
-            finally:
-                runner.stop_profilers(spies)
             offset += sequential
         if count_sagas:
             figures["round_trips"] = await _count_transactions(stack, db, count_sagas, offset)
@@ -180,19 +171,13 @@ async def _concurrent(
     offset: int,
     feed: EventFeed | None,
 ) -> dict[str, Any]:
-    spies = []
-    if args.profile is not None:
-        spies = runner.start_profilers(stack, args.profile, args.profile_rate)
-        await asyncio.sleep(1.0)  # let py-spy attach before the load starts
-    log(f"concurrent: {args.sagas} sagas, {args.in_flight} start requests in flight")
-    cpu_before = stack.cpu_by_kind()
-    try:
+    async with runner.profiling(stack, args.profile, args.profile_rate):
+        log(f"concurrent: {args.sagas} sagas, {args.in_flight} start requests in flight")
+        cpu_before = stack.cpu_by_kind()
         outcome, accepted = await runner.run_concurrent(
             stack, db, args.sagas, args.in_flight, args.timeout, offset, feed
         )
         cpu_after = stack.cpu_by_kind()
-    finally:
-        runner.stop_profilers(spies)
     rows = await runner.instance_rows(db, outcome.ids)
     span = (max(r["updated_at"] for r in rows) - min(r["created_at"] for r in rows)).total_seconds()
     wall = outcome.all_terminal - outcome.first_start

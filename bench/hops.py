@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 import asyncpg
 
-from bench.runner import log, machine_info, scratch_servers
+from bench.runner import log, machine_info, postgres_of, scratch_servers
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -129,14 +129,10 @@ async def _measure(database_url: str, amqp_url: str, rounds: int) -> dict[str, A
     figures |= await _rabbitmq(amqp_url, rounds)
     connection = await asyncpg.connect(database_url)
     try:
-        version = await connection.fetchval("SHOW server_version")
-        settings = {
-            name: await connection.fetchval(f"SHOW {name}")
-            for name in ("fsync", "synchronous_commit")
-        }
+        postgres = await postgres_of(connection, ("fsync", "synchronous_commit"))
     finally:
         await connection.close()
-    return {"postgres": (version, settings), "parts": figures}
+    return {"postgres": postgres, "parts": figures}
 
 
 def main() -> None:

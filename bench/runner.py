@@ -31,7 +31,7 @@ from tests.support.services import Servers
 from tests.support.waiting import wait_for
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import AsyncIterator, Iterator, Sequence
     from datetime import datetime
 
     import asyncpg
@@ -581,6 +581,18 @@ async def transactions_committed(db: asyncpg.Connection) -> int:
 # ---- the machine ----------------------------------------------------------------------------
 
 
+REPORTED_SETTINGS = ("fsync", "synchronous_commit", "shared_buffers", "max_connections")
+"""The Postgres settings a benchmark report states."""
+
+
+async def postgres_of(
+    db: asyncpg.Connection, settings: Sequence[str] = REPORTED_SETTINGS
+) -> tuple[str, dict[str, str]]:
+    """The server's version, and its `settings` by name (for `machine_info`)."""
+    version: str = await db.fetchval("SHOW server_version")
+    return version, {name: await db.fetchval(f"SHOW {name}") for name in settings}
+
+
 def machine_info(pg_version: str, pg_settings: dict[str, str]) -> dict[str, Any]:
     model = ""
     with contextlib.suppress(OSError):
@@ -655,6 +667,20 @@ def start_profilers(stack: Stack, out_dir: Path, rate: int) -> list[subprocess.P
             )
         )
     return spies
+
+
+@contextlib.asynccontextmanager
+async def profiling(stack: Stack, out_dir: Path | None, rate: int) -> AsyncIterator[None]:
+    """py-spy on every Warren process while the block runs; nothing when `out_dir` is None."""
+    if out_dir is None:
+        yield
+        return
+    spies = start_profilers(stack, out_dir, rate)
+    try:
+        await asyncio.sleep(1.0)  # let py-spy attach before the load starts
+        yield
+    finally:
+        stop_profilers(spies)
 
 
 def stop_profilers(spies: list[subprocess.Popen[bytes]]) -> None:

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from orchestrator.api.schema import DefinitionSummary, StoredDefinition
 
 # On every start's path: sent on the driver connection (storage.database.driver).
-_LATEST_VERSION = "SELECT max(version) FROM warren.definitions WHERE name = $1"
 _LATEST_VERSIONS = """
 SELECT name, max(version) AS version FROM warren.definitions WHERE name = ANY($1::text[])
 GROUP BY name"""
@@ -162,11 +161,21 @@ class DefinitionCache:
         rows = await (await driver(conn)).fetch(_LATEST_VERSIONS, sorted(names))
         return {row["name"]: row["version"] for row in rows}
 
-    async def get_latest_or(self, conn: AsyncConnection, name: str, version: int | None) -> Saga:
+    async def get_latest_or(
+        self,
+        conn: AsyncConnection,
+        name: str,
+        version: int | None,
+        *,
+        latest: dict[str, int] | None = None,
+    ) -> Saga:
         """`version` of `name`, or its latest version: read the number (new versions may have
-        been registered), then take the definition from the cache."""
+        been registered; `latest` when the caller read it already, for several names), then
+        take the definition from the cache."""
         if version is None:
-            version = await (await driver(conn)).fetchval(_LATEST_VERSION, name)
+            if latest is None:
+                latest = await self.latest_versions(conn, {name})
+            version = latest.get(name)
             if version is None:
                 raise SagaNotFound(f"no saga {name!r} is registered")
         return await self.get(conn, name, version)

@@ -211,8 +211,19 @@ async def load_many(conn: AsyncConnection, instance_ids: list[UUID]) -> dict[UUI
     between two batches); a missing one is `InstanceNotFound`."""
     wanted = sorted(set(instance_ids))
     rows = await (await driver(conn)).fetch(_LOCK_MANY, wanted)
-    found = {UUID(bytes=row["id"].bytes): upgraded(_state.decode(row["state"])) for row in rows}
-    missing = [i for i in wanted if i not in found]
+    return _all_found(wanted, {UUID(bytes=row["id"].bytes): _decode(row["state"]) for row in rows})
+
+
+def _decode(stored: str) -> InstanceState:
+    return upgraded(_state.decode(stored))
+
+
+def _all_found(
+    wanted: Collection[UUID], found: dict[UUID, InstanceState]
+) -> dict[UUID, InstanceState]:
+    """`found`, if it holds every instance `wanted`; else `InstanceNotFound` (the first, in id
+    order)."""
+    missing = sorted(set(wanted) - found.keys())
     if missing:
         raise InstanceNotFound(f"no saga instance {missing[0]}")
     return found
@@ -237,12 +248,9 @@ async def claim_and_lock(
         if row["message_id"] is not None:
             fresh.add(UUID(bytes=row["message_id"].bytes))
         else:
-            found[UUID(bytes=row["id"].bytes)] = upgraded(_state.decode(row["state"]))
+            found[UUID(bytes=row["id"].bytes)] = _decode(row["state"])
     wanted = {instance_id for message_id, instance_id in messages if message_id in fresh}
-    missing = sorted(wanted - found.keys())
-    if missing:
-        raise InstanceNotFound(f"no saga instance {missing[0]}")
-    return fresh, found
+    return fresh, _all_found(wanted, found)
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,14 +57,12 @@ class PendingRow(msgspec.Struct, frozen=True):
     message: OutboxMessage
 
 
-async def enqueue(
-    conn: AsyncConnection, messages: list[OutboxMessage], *, forget: Collection[int] = ()
-) -> list[PendingRow]:
-    """Write `messages` in the caller's transaction, and delete the published rows `forget`,
-    in one statement; publish the result after commit."""
-    if not messages and not forget:
+async def enqueue(conn: AsyncConnection, messages: list[OutboxMessage]) -> list[PendingRow]:
+    """Write `messages` in the caller's transaction (one statement); publish the result after
+    commit."""
+    if not messages:
         return []
-    rows = await (await driver(conn)).fetch(_ENQUEUE, *outbox_columns(messages), list(forget))
+    rows = await (await driver(conn)).fetch(_ENQUEUE, *outbox_columns(messages), [])
     return pending_rows(messages, [row["id"] for row in rows], [row["message_id"] for row in rows])
 
 

@@ -21,7 +21,7 @@ import referencing
 import referencing.exceptions
 
 from orchestrator.definitions.model import unstorable
-from orchestrator.errors import IdempotencyConflict, InputInvalid, SagaNotFound, WarrenError
+from orchestrator.errors import IdempotencyConflict, InputInvalid, WarrenError
 from orchestrator.messaging.envelope import new_message_id
 from orchestrator.observability import metrics, tracing
 from orchestrator.persistence import instances
@@ -118,10 +118,9 @@ class SagaStarter(transitions.TransitionService):
         for index, asked in enumerate(group):
             request = asked.request
             try:
-                version = request.version or latest.get(request.saga)
-                if version is None:
-                    raise SagaNotFound(f"no saga {request.saga!r} is registered")
-                definition = await self.definitions.get(conn, request.saga, version)
+                definition = await self.definitions.get_latest_or(
+                    conn, request.saga, request.version, latest=latest
+                )
                 self.validate_input(definition, request.input)
             except WarrenError as exc:
                 if exc.retryable:
@@ -154,7 +153,9 @@ class SagaStarter(transitions.TransitionService):
                 outcomes[index] = Started(await self._earlier(conn, group[index].request), False)
             except IdempotencyConflict as exc:
                 outcomes[index] = exc
-        return [outcome for outcome in outcomes if outcome is not None], pending
+        answered = [outcome for outcome in outcomes if outcome is not None]
+        assert len(answered) == len(group)  # each start refused, made, or made before
+        return answered, pending
 
     async def _earlier(self, conn: AsyncConnection, request: StartRequest) -> InstanceState:
         """The instance an earlier request made under the same key or id, if it is the same."""
