@@ -74,6 +74,7 @@ from bench.feed import EventFeed
 from bench.floor.run import run_floor
 from bench.runner import log
 from bench.workloads import WORKLOADS
+from orchestrator.api.schema import MAX_BATCH_STARTS
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -85,6 +86,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sequential", type=int, default=200, help="sequential mode: instances")
     parser.add_argument("--warmup", type=int, default=50, help="instances run before measuring")
     parser.add_argument("--in-flight", type=int, default=32, help="concurrent start requests")
+    parser.add_argument(
+        "--start-batch",
+        type=int,
+        default=1,
+        help="starts per request (more than 1: POST /v1/sagas/{name}/batch)",
+    )
     parser.add_argument("--orchestrators", type=int, choices=(1, 2), default=1)
     parser.add_argument("--workers", type=int, choices=(1, 2), default=1, help="per pool")
     parser.add_argument("--concurrency", type=int, default=8, help="warren worker --concurrency")
@@ -101,6 +108,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--floor", action="store_true", help="run the floor (bench/floor) too, and compare"
     )
     args = parser.parse_args(argv)
+    if not 1 <= args.start_batch <= MAX_BATCH_STARTS:
+        parser.error(f"--start-batch takes 1 to {MAX_BATCH_STARTS}")
     if args.quick:
         args.sagas, args.sequential, args.warmup, args.count_sagas = 200, 20, 10, 0
     if args.count_sagas and WORKLOADS[args.workload].awaited_event is not None:
@@ -134,13 +143,20 @@ async def _measure(
             "worker_concurrency": stack.concurrency,
             "pools": list(stack.workload.pools),
             "start_requests_in_flight": args.in_flight,
+            "starts_per_request": args.start_batch,
             "warmup_sagas": args.warmup,
         }
         offset = 0
         if args.warmup:
             log(f"warm-up: {args.warmup} sagas")
             await runner.run_concurrent(
-                stack, db, args.warmup, args.in_flight, args.timeout, feed=feed
+                stack,
+                db,
+                args.warmup,
+                args.in_flight,
+                args.timeout,
+                feed=feed,
+                batch=args.start_batch,
             )
             offset += args.warmup
         if args.sagas:  # --sagas 0: one at a time only (e.g. to profile a hop)
@@ -172,10 +188,13 @@ async def _concurrent(
     feed: EventFeed | None,
 ) -> dict[str, Any]:
     async with runner.profiling(stack, args.profile, args.profile_rate):
-        log(f"concurrent: {args.sagas} sagas, {args.in_flight} start requests in flight")
+        log(
+            f"concurrent: {args.sagas} sagas, {args.in_flight} start requests in flight, "
+            f"{args.start_batch} starts per request"
+        )
         cpu_before = stack.cpu_by_kind()
         outcome, accepted = await runner.run_concurrent(
-            stack, db, args.sagas, args.in_flight, args.timeout, offset, feed
+            stack, db, args.sagas, args.in_flight, args.timeout, offset, feed, args.start_batch
         )
         cpu_after = stack.cpu_by_kind()
     rows = await runner.instance_rows(db, outcome.ids)

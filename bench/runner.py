@@ -349,6 +349,27 @@ async def start_saga(http: httpx.AsyncClient, workload: Workload, n: int) -> str
     return instance_id
 
 
+async def start_sagas(http: httpx.AsyncClient, workload: Workload, ns: list[int]) -> list[str]:
+    """Start several sagas in one request (`POST /v1/sagas/{name}/batch`), each with its
+    idempotency key, so that a request whose connection broke can be sent again as a whole."""
+    body = {"starts": [{"input": workload.input(n), "idempotency_key": f"bench-{n}"} for n in ns]}
+    for attempt in range(3):
+        try:
+            response = await http.post(f"/v1/sagas/{workload.saga_name}/batch", json=body)
+            break
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+    if response.status_code != 200:
+        raise StartFailed(f"starts {ns[0]}..: HTTP {response.status_code}: {response.text[:500]}")
+    ids = []
+    for n, result in zip(ns, response.json()["results"], strict=True):
+        if result["status"] not in (200, 201):
+            raise StartFailed(f"start {n}: {result['status']}: {result['problem']}")
+        ids.append(result["instance"]["id"])
+    return ids
+
+
 async def count_terminal(db: asyncpg.Connection) -> int:
     value = await db.fetchval(
         "SELECT count(*) FROM warren.instances WHERE status = ANY($1::text[])", list(TERMINAL)
@@ -375,21 +396,30 @@ async def run_concurrent(
     limit: float,
     offset: int = 0,
     feed: EventFeed | None = None,
+    batch: int = 1,
 ) -> tuple[Outcome, float]:
-    """Start `sagas` instances with at most `in_flight` requests at once; wait for all to end.
-    Returns the outcome and the time (perf_counter) when every start had been accepted.
-    With a `feed`, each instance's event is published before it starts or once it waits."""
+    """Start `sagas` instances with at most `in_flight` requests at once, `batch` starts per
+    request; wait for all to end. Returns the outcome and the time (perf_counter) when every
+    start had been accepted. With a `feed`, each instance's event is published before it
+    starts or once it waits."""
     ids: list[str | None] = [None] * sagas
-    counter = iter(range(sagas))  # shared by the starters: each takes the next n
+    # Shared by the starters: each takes the next chunk of n.
+    counter = iter([list(range(at, min(at + batch, sagas))) for at in range(0, sagas, batch)])
     before = await count_terminal(db)
     limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=60.0, limits=limits) as http:
 
         async def starter() -> None:
-            for n in counter:
+            for chunk in counter:
                 if feed is not None:
-                    await feed.before_start(offset + n)
-                ids[n] = await start_saga(http, stack.workload, offset + n)
+                    for n in chunk:
+                        await feed.before_start(offset + n)
+                if batch == 1:
+                    ids[chunk[0]] = await start_saga(http, stack.workload, offset + chunk[0])
+                    continue
+                started = await start_sagas(http, stack.workload, [offset + n for n in chunk])
+                for n, instance_id in zip(chunk, started, strict=True):
+                    ids[n] = instance_id
 
         stop = asyncio.Event()
         watcher = asyncio.create_task(feed.watch(stop)) if feed is not None else None

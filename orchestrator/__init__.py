@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from orchestrator.client import (
         ApiError,
         ApiUnreachable,
+        BatchStart,
         StartResult,
         WaitTimeout,
         WarrenClient,
@@ -71,6 +72,7 @@ __all__ = [  # noqa: RUF022
     # reading old payloads (events, commands) in their current shape
     "upcaster",
     # starting, reading and operating them over the HTTP API
+    "BatchStart",
     "StartResult",
     "WarrenClient",
     # errors
@@ -87,7 +89,7 @@ __all__ = [  # noqa: RUF022
 ]
 
 _CLIENT_NAMES = frozenset(
-    {"ApiError", "ApiUnreachable", "StartResult", "WaitTimeout", "WarrenClient"}
+    {"ApiError", "ApiUnreachable", "BatchStart", "StartResult", "WaitTimeout", "WarrenClient"}
 )
 
 

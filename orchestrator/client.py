@@ -24,6 +24,9 @@ import msgspec
 
 # The schema alone: the client never loads the server (SQLAlchemy, aio-pika, Litestar…).
 from orchestrator.api.schema import (
+    BatchStart,
+    BatchStartBody,
+    BatchStartResponse,
     DeadLetterDetail,
     DeadLetterList,
     DefinitionList,
@@ -49,7 +52,14 @@ if TYPE_CHECKING:
 
     from orchestrator.definitions import Saga
 
-__all__ = ["ApiError", "ApiUnreachable", "StartResult", "WaitTimeout", "WarrenClient"]
+__all__ = [
+    "ApiError",
+    "ApiUnreachable",
+    "BatchStart",
+    "StartResult",
+    "WaitTimeout",
+    "WarrenClient",
+]
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 TERMINAL = frozenset({"completed", "compensated", "failed"})
@@ -136,6 +146,36 @@ class WarrenClient:
             status=started.status,
             created=response.status_code == 201,
         )
+
+    async def start_many(self, saga: str, starts: list[BatchStart]) -> list[StartResult | ApiError]:
+        """Up to 1,000 starts of `saga` in one request; each one's outcome in order: its
+        `StartResult`, or the `ApiError` a single start would have raised. Give each start an
+        `idempotency_key` (or an `instance_id`) to call again safely after an error."""
+        body = msgspec.json.encode(BatchStartBody(starts=starts))
+        response = await self._request(
+            "POST",
+            f"/v1/sagas/{saga}/batch",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+        answer = msgspec.convert(response.json(), BatchStartResponse)
+        outcomes: list[StartResult | ApiError] = []
+        for result in answer.results:
+            if result.instance is not None:
+                started = result.instance
+                outcomes.append(
+                    StartResult(
+                        id=started.id,
+                        saga=started.saga,
+                        version=started.version,
+                        status=started.status,
+                        created=result.status == 201,
+                    )
+                )
+            else:
+                assert result.problem is not None  # the API sends one or the other
+                outcomes.append(_problem_error(result.status, msgspec.to_builtins(result.problem)))
+        return outcomes
 
     async def get(self, instance_id: UUID | str) -> InstanceView:
         return await self._get(f"/v1/instances/{instance_id}", InstanceView)
@@ -379,8 +419,15 @@ def _api_error(response: httpx.Response) -> ApiError:
         body = {}
     if not isinstance(body, dict):
         body = {}
-    detail = str(body.get("detail") or response.reason_phrase or "request failed")
+    if not body.get("detail"):
+        body = {**body, "detail": response.reason_phrase or "request failed"}
+    return _problem_error(response.status_code, body)
+
+
+def _problem_error(status: int, body: dict[str, Any]) -> ApiError:
+    """The error for a problem body: its detail, with each of its errors."""
+    detail = str(body.get("detail") or "request failed")
     errors = body.get("errors")
     if isinstance(errors, list) and errors:
         detail += ": " + "; ".join(str(e) for e in errors)
-    return ApiError(response.status_code, str(body.get("type", "about:blank")), detail, body)
+    return ApiError(status, str(body.get("type", "about:blank")), detail, body)

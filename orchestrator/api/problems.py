@@ -19,6 +19,7 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
+from orchestrator.api.schema import TYPE_PREFIX, Problem
 from orchestrator.errors import (
     BrokerError,
     DefinitionError,
@@ -42,21 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-TYPE_PREFIX = "urn:warren:problem:"
-
-
-class Problem(msgspec.Struct, frozen=True, kw_only=True):
-    """RFC 9457 problem details: the body of every error (documents what `problem` sends)."""
-
-    type: str
-    """`urn:warren:problem:<slug>`, stable: branch on it."""
-    title: str
-    status: int
-    detail: str
-    """What went wrong, for a human."""
-    errors: list[Any] = msgspec.field(default_factory=list)
-    """Each failure, when there are several: a text (`input-invalid`, naming the field) or an
-    object with `message`, `key` and `source` (`request-invalid`)."""
 
 
 # What each error status means, as the OpenAPI document says it.
@@ -132,13 +118,25 @@ def problem(
     return Response(content=body, status_code=status, media_type=PROBLEM_JSON)
 
 
-def warren_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    assert isinstance(exc, WarrenError)
+def problem_of(exc: WarrenError) -> Problem | None:
+    """The problem details a Warren error is answered with (None: not one the API expects)."""
     for cls, status, slug, title in _WARREN_ERRORS:
         if isinstance(exc, cls):
-            extra = {"errors": exc.errors} if isinstance(exc, InputInvalid | EventInvalid) else {}
-            return problem(status, slug, title, exc.message, **extra)
-    return internal_error_handler(_, exc)
+            errors = exc.errors if isinstance(exc, InputInvalid | EventInvalid) else []
+            kind = TYPE_PREFIX + slug
+            return Problem(type=kind, title=title, status=status, detail=exc.message, errors=errors)
+    return None
+
+
+def warren_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    assert isinstance(exc, WarrenError)
+    found = problem_of(exc)
+    if found is None:
+        return internal_error_handler(_, exc)
+    body = msgspec.structs.asdict(found)
+    if not found.errors:
+        del body["errors"]  # only the errors that name several failures say it
+    return Response(content=body, status_code=found.status, media_type=PROBLEM_JSON)
 
 
 def validation_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -18,7 +18,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVIC
 
 from orchestrator.api import schema
 from orchestrator.api.openapi import AlsoPlainText, OptionalBody
-from orchestrator.api.problems import error_responses
+from orchestrator.api.problems import error_responses, problem_of
 from orchestrator.api.views import instance_view
 from orchestrator.definitions import Saga, graph
 from orchestrator.definitions.model import MAX_INT4, NAME
@@ -36,7 +36,7 @@ from orchestrator.messaging.cloudevents import validate as validate_event
 from orchestrator.persistence import dead_letters, events, instances, pool_breakers
 from orchestrator.persistence import definitions as stored_definitions
 from orchestrator.service import verify
-from orchestrator.service.starter import StartRequest
+from orchestrator.service.starter import Started, StartRequest
 from orchestrator.storage.database import ping, transaction
 
 if TYPE_CHECKING:
@@ -156,15 +156,65 @@ class SagaController(Controller):
                 correlation_key=data.correlation_key,
             )
         )
-        instance: InstanceState = started.instance
-        body = schema.StartResponse(
-            id=instance.id,
-            saga=instance.saga,
-            version=instance.version,
-            status=instance.status.value,
-            created_at=instance.created_at,
-        )
+        body = _started(started.instance)
         return Response(body, status_code=HTTP_201_CREATED if started.created else HTTP_200_OK)
+
+    @post(
+        "/{name:str}/batch",
+        status_code=HTTP_200_OK,
+        summary="Start several instances",
+        responses=error_responses(400, 404, 413, 422, UNAVAILABLE),
+    )
+    async def start_batch(
+        self, name: FromPath[str], data: JSONBody[schema.BatchStartBody], state: State
+    ) -> schema.BatchStartResponse:
+        """Start up to 1,000 instances of saga `name` in one request: 200, with one result per
+        start in the order asked. Each start is committed or refused on its own, exactly as
+        `POST /v1/sagas/{name}` would answer it (its `status`: 201, 200, 404, 409, 422 or
+        503, with the `instance` it started or the `problem`); give each an
+        `idempotency_key` (or an `instance_id`) to send a batch again safely. When every
+        start is refused for one reason the whole request is (no such saga: 404; Postgres
+        or RabbitMQ down: 503)."""
+        saga = _saga_name(name)
+        outcomes = await state.starter.start_many(
+            [
+                StartRequest(
+                    saga=saga,
+                    input=item.input,
+                    version=item.version,
+                    idempotency_key=item.idempotency_key,
+                    instance_id=item.instance_id,
+                    correlation_key=item.correlation_key,
+                )
+                for item in data.starts
+            ]
+        )
+        refused = [o for o in outcomes if isinstance(o, WarrenError)]
+        if len(refused) == len(outcomes) and (
+            all(isinstance(o, SagaNotFound) for o in refused) or all(o.retryable for o in refused)
+        ):
+            raise refused[0]
+        return schema.BatchStartResponse(results=[_batch_result(o) for o in outcomes])
+
+
+def _started(instance: InstanceState) -> schema.StartResponse:
+    return schema.StartResponse(
+        id=instance.id,
+        saga=instance.saga,
+        version=instance.version,
+        status=instance.status.value,
+        created_at=instance.created_at,
+    )
+
+
+def _batch_result(outcome: Started | WarrenError) -> schema.BatchStartResult:
+    if isinstance(outcome, Started):
+        status = HTTP_201_CREATED if outcome.created else HTTP_200_OK
+        return schema.BatchStartResult(status=status, instance=_started(outcome.instance))
+    found = problem_of(outcome)
+    if found is None:
+        raise outcome  # not an error a start is refused with: a 500, logged
+    return schema.BatchStartResult(status=found.status, problem=found)
 
 
 class InstanceController(Controller):

@@ -22,8 +22,14 @@ from orchestrator.definitions.model import MAX_INT4, Version
 from orchestrator.messaging.failure import Failure
 
 __all__ = [
+    "MAX_BATCH_STARTS",
     "MAX_ID",
     "STORABLE_TEXT",
+    "TYPE_PREFIX",
+    "BatchStart",
+    "BatchStartBody",
+    "BatchStartResponse",
+    "BatchStartResult",
     "BreakerView",
     "CancelBody",
     "ChildView",
@@ -46,6 +52,7 @@ __all__ = [
     "GraphNode",
     "HistoryPage",
     "HistoryRow",
+    "IdempotencyKey",
     "InstanceList",
     "InstanceRow",
     "InstanceView",
@@ -54,6 +61,7 @@ __all__ = [
     "PartView",
     "PoolList",
     "PoolView",
+    "Problem",
     "ReachedWait",
     "Readiness",
     "RegisterResponse",
@@ -71,6 +79,24 @@ read exactly by every JSON client, and exact in the OpenAPI document (which hold
 STORABLE_TEXT = "^[^\\x00]*$"
 """Postgres text cannot hold a NUL character: a value with one is refused (422), in the schema."""
 CorrelationKey = Annotated[str, msgspec.Meta(max_length=200, pattern=STORABLE_TEXT)]
+IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=STORABLE_TEXT)]
+MAX_BATCH_STARTS = 1000
+"""Starts one `POST /v1/sagas/{name}/batch` may ask for."""
+TYPE_PREFIX = "urn:warren:problem:"
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """RFC 9457 problem details: the body of every error (documents what `problem` sends)."""
+
+    type: str
+    """`urn:warren:problem:<slug>`, stable: branch on it."""
+    title: str
+    status: int
+    detail: str
+    """What went wrong, for a human."""
+    errors: list[Any] = msgspec.field(default_factory=list)
+    """Each failure, when there are several: a text (`input-invalid`, naming the field) or an
+    object with `message`, `key` and `source` (`request-invalid`)."""
 
 
 # ---- instances ------------------------------------------------------------------------------
@@ -95,6 +121,33 @@ class StartResponse(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     status: str
     created_at: datetime
+
+
+class BatchStart(StartBody, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One start of `POST /v1/sagas/{name}/batch`: a start's body and its key."""
+
+    idempotency_key: IdempotencyKey | None = None
+    """What the `Idempotency-Key` header is to a single start."""
+
+
+class BatchStartBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /v1/sagas/{name}/batch`."""
+
+    starts: Annotated[list[BatchStart], msgspec.Meta(min_length=1, max_length=MAX_BATCH_STARTS)]
+
+
+class BatchStartResult(msgspec.Struct, frozen=True, kw_only=True):
+    """One start's outcome: `status` is what a single start would have answered (201, 200, or
+    the problem's); `instance` when it started (now or earlier), `problem` when refused."""
+
+    status: int
+    instance: StartResponse | None = None
+    problem: Problem | None = None
+
+
+class BatchStartResponse(msgspec.Struct, frozen=True, kw_only=True):
+    results: list[BatchStartResult]
+    """One per start asked, in the same order."""
 
 
 class CompensationView(msgspec.Struct, frozen=True, kw_only=True):

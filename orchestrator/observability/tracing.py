@@ -14,6 +14,7 @@ import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from orchestrator.config import ConfigError
@@ -21,7 +22,6 @@ from orchestrator.config import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Mapping
 
-    from opentelemetry.context import Context
     from opentelemetry.trace import Span
 
     ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
@@ -195,6 +195,19 @@ def span(
         name, context=parent, kind=kind, links=links, attributes=attributes
     ) as current:
         yield current
+
+
+def root_span(name: str, *, links: list[Link] | None = None) -> Span:
+    """A span that begins a trace of its own (a saga's, started among others), linked to
+    `links`; not made current, ended by the caller."""
+    return tracer.start_span(name, context=Context(), links=links)
+
+
+def traceparent_of(current: Span) -> str | None:
+    """`current` as a `traceparent` value (None for a span that is not valid)."""
+    headers: dict[str, str] = {}
+    propagate.inject(headers, context=trace.set_span_in_context(current))
+    return headers.get("traceparent")
 
 
 def link_to_current() -> list[Link]:

@@ -44,15 +44,35 @@ class GroupCommit(Generic[T, R]):
         self._lanes: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
+        future = self._enqueue(item)
+        self._open_lanes(1)
+        return await future
+
+    async def submit_many(self, items: list[T]) -> list[R | Exception]:
+        """`submit` for each item, queued at once (they fill groups in their order): each
+        item's result, or the exception its `submit` would have raised."""
+        futures = [self._enqueue(item) for item in items]
+        self._open_lanes(-(-len(items) // self.limit))
+        outcomes: list[R | Exception] = []
+        for outcome in await asyncio.gather(*futures, return_exceptions=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome  # cancelled: not an item's outcome
+            outcomes.append(outcome)
+        return outcomes
+
+    def _enqueue(self, item: T) -> asyncio.Future[R]:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if self._running < self.lanes:
+        return future
+
+    def _open_lanes(self, wanted: int) -> None:
+        """Start up to `wanted` more lanes, `lanes` at most at once."""
+        for _ in range(min(wanted, self.lanes - self._running)):
             self._running += 1
             # A context of its own: the group's work belongs to no caller's trace or logs.
             lane = asyncio.create_task(self._run_lane(), context=contextvars.Context())
             self._lanes.add(lane)
             lane.add_done_callback(self._lanes.discard)
-        return await future
 
     async def _run_lane(self) -> None:
         try:

@@ -32,6 +32,7 @@ from orchestrator.storage.database import transaction
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from opentelemetry.trace import Span
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from orchestrator.definitions import Saga
@@ -80,18 +81,50 @@ class SagaStarter(transitions.TransitionService):
     async def start(self, request: StartRequest) -> Started:
         with tracing.span("saga.start") as current:
             started = await self._starts.submit(_Asked(request, tracing.current_traceparent()))
-            if current.is_recording():
-                current.set_attributes(
-                    tracing.saga_attributes(
-                        saga=started.instance.saga,
-                        version=started.instance.version,
-                        instance_id=started.instance.id,
-                    )
-                    | {"warren.start.created": started.created}
+            self._started(current, started)
+        return started
+
+    async def start_many(self, requests: list[StartRequest]) -> list[Started | WarrenError]:
+        """Several starts asked at once (`POST /v1/sagas/{name}/batch`): each committed or
+        refused on its own, as `start` would, in groups of up to START_GROUP_LIMIT. Each
+        instance gets a trace of its own (one trace per saga), linked to the caller's span."""
+        links = tracing.link_to_current()
+        spans = [tracing.root_span("saga.start", links=links) for _ in requests]
+        try:
+            outcomes = await self._starts.submit_many(
+                [
+                    _Asked(request, tracing.traceparent_of(span))
+                    for request, span in zip(requests, spans, strict=True)
+                ]
+            )
+            answers: list[Started | WarrenError] = []
+            for outcome, span in zip(outcomes, spans, strict=True):
+                if isinstance(outcome, Started):
+                    self._started(span, outcome)
+                elif isinstance(outcome, WarrenError):
+                    span.record_exception(outcome)
+                    tracing.mark_error(span, outcome.message)
+                else:
+                    raise outcome  # a bug: the API answers 500 and logs it
+                answers.append(outcome)
+            return answers
+        finally:
+            for span in spans:
+                span.end()
+
+    @staticmethod
+    def _started(current: Span, started: Started) -> None:
+        if current.is_recording():
+            current.set_attributes(
+                tracing.saga_attributes(
+                    saga=started.instance.saga,
+                    version=started.instance.version,
+                    instance_id=started.instance.id,
                 )
+                | {"warren.start.created": started.created}
+            )
         if started.created:
             metrics.sagas_started.labels(started.instance.saga).inc()
-        return started
 
     @functools.cached_property
     def _starts(self) -> GroupCommit[_Asked, Started]:

@@ -56,6 +56,13 @@ def parse(argv: list[str] | None = None) -> Config:
         default=5,
         help="alongside every Nth start, an order placed and paid by events (default 5; 0: none)",
     )
+    parser.add_argument(
+        "--batch-every",
+        type=int,
+        default=3,
+        help="the orders of every Nth block of 8 starts go in one batch request (default 3; "
+        "0: none)",
+    )
     parser.add_argument("--log-dir", type=Path, default=None, help="keep process logs here")
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the log directory even when all passed"
@@ -79,6 +86,7 @@ def parse(argv: list[str] | None = None) -> Config:
         drain_timeout=args.drain_timeout,
         travel_every=args.travel_every,
         events_every=args.events_every,
+        batch_every=args.batch_every,
         log_dir=args.log_dir,
         keep_logs=args.keep_logs or args.log_dir is not None,
     )

@@ -6,7 +6,9 @@
 
 The load mixes the order saga with the travel saga (every `travel_every`th start); each worker
 role serves a pool of each (`POOLS`), so both meet the same faults. Alongside every
-`events_every`th start, an order is placed and paid by events (`event_traffic`).
+`events_every`th start, an order is placed and paid by events (`event_traffic`). The orders of
+every `batch_every`th block of BATCH_BLOCK starts go in one batch request (`POST
+/v1/sagas/order/batch`) when the block's last start is due.
 
 The harness itself talks to the private servers directly (its probes must not suffer the
 faults it injects) and to the API over HTTP.
@@ -56,6 +58,8 @@ SAGAS = (
 )
 START_SLOTS = 16
 """Start requests in flight at once."""
+BATCH_BLOCK = 8
+"""Starts per block; the orders of some blocks are started by one batch request."""
 DUPLICATE_COMMAND = re.compile(r"duplicate command \S+ dropped")
 DUPLICATE_REPLY = re.compile(r"duplicate reply \S+ dropped")
 
@@ -81,6 +85,9 @@ class Config:
     """Every this many sagas, one is a travel saga (with its child payment saga); 0: none."""
     events_every: int = 5
     """Alongside every this many starts, an order placed and paid by events; 0: none."""
+    batch_every: int = 3
+    """Every this many blocks of BATCH_BLOCK starts, the block's orders go in one batch; 0:
+    every start alone."""
 
 
 @dataclass
@@ -93,6 +100,8 @@ class Run:
     placed: list[PlacedOrder] = field(default_factory=list)
     """The orders of the event traffic, as drawn (what was sent, what failed to be)."""
     start_failures: list[str] = field(default_factory=list)
+    started_in_batches: int = 0
+    """Orders started by a batch request (of those in `started`)."""
     applied: list[dict[str, Any]] = field(default_factory=list)
     poison: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
@@ -261,13 +270,22 @@ class Harness:
         placing = random.Random(self.config.seed * 7919 + 3)
         events_every = self.config.events_every
         publisher = Publisher(self.rabbit.url(), self.topology.events_exchange, self.http)
+        batch_every = self.config.batch_every
+        batch: list[tuple[int, str | None]] = []
         for n in range(self.config.sagas):
             fail_at = None if rng.random() < 0.5 else rng.choice(STEP_NAMES)
             plan: str | Trip | None = fail_at
             if every and n % every == every - 1:
                 plan = _draw_trip(trips)
             await _sleep_until(self.t0 + n * interval)
-            starts.append(asyncio.create_task(self._start_when_free(slots, n, plan)))
+            batched = batch_every and (n // BATCH_BLOCK) % batch_every == batch_every - 1
+            if batched and not isinstance(plan, Trip):
+                batch.append((n, plan))
+            else:
+                starts.append(asyncio.create_task(self._start_when_free(slots, n, plan)))
+            if batch and (n % BATCH_BLOCK == BATCH_BLOCK - 1 or n == self.config.sagas - 1):
+                starts.append(asyncio.create_task(self._start_batch_when_free(slots, batch)))
+                batch = []
             if events_every and n % events_every == 1 % events_every:
                 order = event_traffic.draw(placing, self.config.seed, n)
                 self.run_state.placed.append(order)
@@ -283,13 +301,60 @@ class Harness:
         async with slots:
             await self._start_one(n, plan)
 
+    async def _start_batch_when_free(
+        self, slots: asyncio.Semaphore, batch: list[tuple[int, str | None]]
+    ) -> None:
+        async with slots:
+            await self._start_batch(batch)
+
+    async def _start_batch(self, batch: list[tuple[int, str | None]]) -> None:
+        """Start orders `batch` (n, where each is asked to fail) in one request, as a careful
+        client does: each with its key, the request sent again (with the starts not yet
+        answered 2xx) while the answer is an outage."""
+        waiting = {f"chaos-{self.config.seed}-{n}": (n, plan) for n, plan in batch}
+        deadline = time.monotonic() + 120
+        pause = 0.5
+        last: dict[str, str] = {}
+        while waiting and time.monotonic() < deadline:
+            starts = [
+                {"input": _order_input(n, plan), "idempotency_key": key}
+                for key, (n, plan) in waiting.items()
+            ]
+            try:
+                response = await self.http.post("/v1/sagas/order/batch", json={"starts": starts})
+            except httpx.TransportError as exc:
+                last = dict.fromkeys(waiting, repr(exc))
+            else:
+                if response.status_code != 200:
+                    last = dict.fromkeys(waiting, f"{response.status_code} {response.text[:200]}")
+                    if response.status_code < 500:
+                        break  # a client error will not get better
+                else:
+                    results = response.json()["results"]
+                    for (key, (_, plan)), result in zip(
+                        list(waiting.items()), results, strict=True
+                    ):
+                        if result["status"] in (200, 201):
+                            self.run_state.started[result["instance"]["id"]] = plan
+                            self.run_state.started_in_batches += 1
+                            del waiting[key]
+                        elif result["status"] < 500:
+                            last[key] = f"{result['status']} {result['problem']}"
+                            del waiting[key]  # refused for good
+                            self.run_state.start_failures.append(f"{key}: {last[key]}")
+                        else:
+                            last[key] = f"{result['status']} {result['problem']}"
+            if waiting:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+        self.run_state.start_failures.extend(f"{key}: {last.get(key, '')}" for key in waiting)
+
     async def _start_one(self, n: int, plan: str | Trip | None) -> None:
         """Start order `n`, asked to fail at `plan` (a step name or None), or a trip."""
-        saga, saga_input = "order", {"order_id": f"chaos-{n}", "amount": 10}
         if isinstance(plan, Trip):
             saga, saga_input = "travel", plan.input(f"chaos-{n}")
-        elif plan is not None:
-            saga_input["fail_at"] = plan
+        else:
+            saga, saga_input = "order", _order_input(n, plan)
         key = f"chaos-{self.config.seed}-{n}"
         deadline = time.monotonic() + 120
         pause = 0.5
@@ -570,6 +635,7 @@ class Harness:
             "sagas_requested": self.config.sagas,
             "sagas_started": len(state.started) + len(state.trips),
             "trips_started": len(state.trips),
+            "orders_started_in_batches": state.started_in_batches,
             "start_failures": len(state.start_failures),
             "by_status": sagas.by_status,
             "deviations_from_input": sagas.deviations,
@@ -600,6 +666,14 @@ def _draw_trip(rng: random.Random) -> Trip:
         return trip
     steps = [*BOOKINGS, *(name_of(step) for step in trip.pay_steps), *trip.seats]
     return Trip(trip.payment, fail_at=rng.choice(steps), passengers=trip.passengers)
+
+
+def _order_input(n: int, fail_at: str | None) -> dict[str, Any]:
+    """Order `n`'s input, asked to fail at step `fail_at` (None: to complete)."""
+    order: dict[str, Any] = {"order_id": f"chaos-{n}", "amount": 10}
+    if fail_at is not None:
+        order["fail_at"] = fail_at
+    return order
 
 
 async def _sleep_until(moment: float) -> None:

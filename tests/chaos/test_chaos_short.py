@@ -62,6 +62,8 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert summary["sagas_lost"] == 0
     assert summary["sagas_started"] == 240
     assert summary["trips_started"] == 60  # every 4th: the travel saga is checked too
+    # Every 3rd block of 8 starts, its 6 orders in one batch request: the batch path too.
+    assert summary["orders_started_in_batches"] == 60
     events = summary["events"]
     assert events["orders_placed"] == events["completed"] == 48  # every 5th: events checked
     assert set(events["payment_sent"]) == {"first", "soon", "later"}, events

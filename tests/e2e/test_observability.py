@@ -210,6 +210,41 @@ async def test_a_cancel_joins_the_saga_trace_and_links_the_request(
     assert set(cancel.links) & requests  # linked to the cancel request's own trace
 
 
+async def test_each_saga_of_a_batch_start_is_a_trace_of_its_own_linked_to_the_request(
+    stack: Stack, collector: Collector
+) -> None:
+    await stack.up()
+    response = await stack.http.post(
+        "/v1/sagas/order/batch",
+        json={"starts": [{"input": {"order_id": f"T-B{n}", "amount": 5}} for n in range(2)]},
+    )
+    assert response.status_code == 200, response.text
+    ids = [result["instance"]["id"] for result in response.json()["results"]]
+    for instance_id in ids:
+        assert await stack.probe.wait_terminal(instance_id) == "completed"
+
+    def complete(instance_id: str) -> list[Span]:
+        trace = _trace_of(collector.snapshot(), instance_id)
+        done = any(s.attributes.get("warren.saga.status") == "completed" for s in trace)
+        return trace if done and not _dangling(trace) else []
+
+    async def traces() -> list[list[Span]]:
+        found = [complete(instance_id) for instance_id in ids]
+        return found if all(found) else []
+
+    first, second = await wait_for(traces, timeout=30, what="both sagas' spans")
+
+    assert len({s.trace_id for s in first}) == len({s.trace_id for s in second}) == 1
+    assert first[0].trace_id != second[0].trace_id
+    (request,) = [s for s in collector.snapshot() if s.name == "POST /v1/sagas/{name}/batch"]
+    for trace, instance_id in ((first, ids[0]), (second, ids[1])):
+        (root,) = [s for s in trace if s.parent_id is None]
+        assert (root.name, root.service) == ("saga.start", "warren-api")
+        assert root.attributes["warren.instance.id"] == instance_id
+        assert root.links == (request.trace_id,)
+        assert {"step reserve_credit", "step ship", "saga.reply"} <= {s.name for s in trace}
+
+
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value

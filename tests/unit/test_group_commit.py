@@ -79,3 +79,27 @@ async def test_an_outcome_that_is_an_exception_goes_to_its_caller_only() -> None
     with pytest.raises(KeyError):
         await committer.submit("missing")
     assert await committer.submit("there") == "there"
+
+
+async def test_submit_many_fills_groups_in_order_on_every_lane_and_answers_each_item() -> None:
+    groups: list[list[int]] = []
+    running = 0
+    most_at_once = 0
+
+    async def commit(items: list[int]) -> list[int | Exception]:
+        nonlocal running, most_at_once
+        groups.append(items)
+        running += 1
+        most_at_once = max(most_at_once, running)
+        await asyncio.sleep(0)  # let another lane begin meanwhile
+        running -= 1
+        return [ValueError(f"odd {n}") if n % 2 else n * 10 for n in items]
+
+    committer: GroupCommit[int, int] = GroupCommit(commit, lanes=2, limit=3)
+    outcomes = await committer.submit_many(list(range(8)))
+
+    assert groups == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert most_at_once == 2
+    assert [o if isinstance(o, int) else str(o) for o in outcomes] == [
+        0, "odd 1", 20, "odd 3", 40, "odd 5", 60, "odd 7"
+    ]  # fmt: skip
