@@ -122,3 +122,20 @@ async def test_a_batch_not_of_the_documented_shape_is_422_and_writes_nothing(
     assert response.headers["content-type"].startswith(PROBLEM)
     assert response.json()["type"] == "urn:warren:problem:request-invalid"
     assert await probe.count("warren.instances") == 0
+
+
+async def test_one_key_twice_in_a_batch_makes_one_instance(
+    client: AsyncTestClient[Any], probe: Probe
+) -> None:
+    results = await _batch(
+        client,
+        [
+            {"input": ORDER, "idempotency_key": "twice"},
+            {"input": ORDER, "idempotency_key": "twice"},
+            {"input": {**ORDER, "amount": 2}, "idempotency_key": "twice"},
+        ],
+    )
+
+    assert [r["status"] for r in results] == [201, 200, 409]
+    assert results[0]["instance"]["id"] == results[1]["instance"]["id"]
+    assert await probe.count("warren.instances") == 1
