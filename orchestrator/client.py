@@ -139,13 +139,7 @@ class WarrenClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = await self._request("POST", f"/v1/sagas/{saga}", json=body, headers=headers)
         started = msgspec.convert(response.json(), StartResponse)
-        return StartResult(
-            id=started.id,
-            saga=started.saga,
-            version=started.version,
-            status=started.status,
-            created=response.status_code == 201,
-        )
+        return _start_result(started, created=response.status_code == 201)
 
     async def start_many(self, saga: str, starts: list[BatchStart]) -> list[StartResult | ApiError]:
         """Up to 1,000 starts of `saga` in one request; each one's outcome in order: its
@@ -162,16 +156,7 @@ class WarrenClient:
         outcomes: list[StartResult | ApiError] = []
         for result in answer.results:
             if result.instance is not None:
-                started = result.instance
-                outcomes.append(
-                    StartResult(
-                        id=started.id,
-                        saga=started.saga,
-                        version=started.version,
-                        status=started.status,
-                        created=result.status == 201,
-                    )
-                )
+                outcomes.append(_start_result(result.instance, created=result.status == 201))
             else:
                 assert result.problem is not None  # the API sends one or the other
                 outcomes.append(_problem_error(result.status, msgspec.to_builtins(result.problem)))
@@ -410,6 +395,16 @@ class WarrenClient:
         if response.status_code >= 400:
             raise _api_error(response)
         return response
+
+
+def _start_result(started: StartResponse, *, created: bool) -> StartResult:
+    return StartResult(
+        id=started.id,
+        saga=started.saga,
+        version=started.version,
+        status=started.status,
+        created=created,
+    )
 
 
 def _api_error(response: httpx.Response) -> ApiError:
