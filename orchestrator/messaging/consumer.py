@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aio_pika.abc import AbstractRobustChannel
 from aio_pika.exceptions import AMQPError
+from aiormq.exceptions import ChannelInvalidStateError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from orchestrator.errors import BrokerError, MessageError, WarrenError
@@ -230,7 +231,7 @@ class Consumer:
             batch = await self._take()
             try:
                 await self._process_batch(batch)
-            except (AMQPError, OSError) as exc:
+            except (AMQPError, ChannelInvalidStateError, OSError) as exc:
                 # Settling failed (the channel went away): the broker redelivers them.
                 log.warning("could not settle %d messages: %s", len(batch), exc)
             except Exception:
@@ -333,7 +334,18 @@ class Consumer:
                 await message.nack(requeue=True)
                 return "requeued"
             reason = str(exc) if isinstance(exc, MessageError) else f"{type(exc).__name__}: {exc}"
-            await self._park(message, reason)
+            try:
+                await self._park(message, reason)
+            except BrokerError as park_failed:
+                # Not parked (the publisher's channel went away): hand it back, or it would
+                # stay unacked on this live channel, never redelivered, never recorded.
+                log.warning(
+                    "could not dead-letter message %s, handing it back: %s",
+                    message.message_id,
+                    park_failed,
+                )
+                await message.nack(requeue=True)
+                return "requeued"
             return "dead_lettered"
         except Exception:  # a bug must not wedge the message: hand it back
             # Redelivered; after the queue's delivery limit RabbitMQ dead-letters it.

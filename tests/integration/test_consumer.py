@@ -1,16 +1,18 @@
-"""The shared consumer on a real queue: what happens to a message whose handler has a bug, and
-how batches handled in two lanes are acknowledged."""
+"""The shared consumer on a real queue: what happens to a message whose handler has a bug, or
+that cannot be parked yet, and how batches handled in two lanes are acknowledged."""
 
 from __future__ import annotations
 
 import asyncio
 from functools import partial
+from typing import Any
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from orchestrator.config import Settings
+from orchestrator.errors import BrokerError, MessageError
 from orchestrator.messaging.broker import Broker
 from orchestrator.messaging.consumer import Consumer
 from tests.support.probes import Probe
@@ -113,3 +115,50 @@ async def test_batches_are_acked_with_one_multiple_ack_only_when_no_lower_tag_is
 
 async def _value(value: int) -> int:
     return value
+
+
+class _ParkingFailsOnce(Broker):
+    """The real broker, whose first dead-lettering fails as it does when the publisher's
+    channel has just gone away (a broker restart, a closed connection)."""
+
+    parks_tried = 0
+
+    async def publish_dead_letter(
+        self, body: bytes, *, message_id: str | None, headers: dict[str, Any]
+    ) -> None:
+        self.parks_tried += 1
+        if self.parks_tried == 1:
+            raise BrokerError(f"could not dead-letter message {message_id}: channel closed")
+        await super().publish_dead_letter(body, message_id=message_id, headers=headers)
+
+
+async def test_a_poison_message_that_cannot_be_parked_yet_is_handed_back_not_left_in_hand(
+    settings: Settings, probe: Probe
+) -> None:
+    broker = _ParkingFailsOnce(settings.amqp_url, settings.topology)
+    await broker.connect()
+    deliveries = 0
+
+    async def refuses(message: AbstractIncomingMessage) -> None:
+        nonlocal deliveries
+        deliveries += 1
+        raise MessageError("undecodable message: poison")
+
+    consumer = Consumer(
+        broker, partial(settings.topology.declare_pool, pool="poisoned"), refuses, prefetch=1
+    )
+    await consumer.start()
+    try:
+        message = aio_pika.Message(b"poison", message_id="p-1")
+        await publish(settings.amqp_url, settings.topology.commands_exchange, "poisoned", message)
+
+        async def parked() -> int:
+            return (await probe.queue(settings.topology.dead_letter_queue))[0]
+
+        assert await wait_for(parked, lambda n: n == 1, timeout=20, what="the poison parked") == 1
+        assert (deliveries, broker.parks_tried) == (2, 2)  # handed back once, parked the 2nd time
+        assert (await probe.queue(settings.topology.pool_queue("poisoned")))[0] == 0
+        assert consumer.in_flight == 0
+    finally:
+        await consumer.stop(grace_seconds=5)
+        await broker.close()
