@@ -305,6 +305,18 @@ def _check_order(tally: _Tally, instance_id: str, fail_at: str | None, facts: Fa
     tally.seq_contiguous(instance_id, history)
 
 
+def _succeeded_late(
+    history: list[dict[str, Any]], child_history: list[dict[str, Any]]
+) -> frozenset[str]:
+    """The trip's steps (its child's under CHILD/) whose success came after their last
+    attempt had timed out."""
+    late = "step_succeeded_late"
+    return frozenset(
+        [e["step"] for e in history if e["type"] == late]
+        + [f"{CHILD}/{e['step']}" for e in child_history if e["type"] == late]
+    )
+
+
 def _check_trip(tally: _Tally, trip_id: str, trip: Trip, facts: Facts) -> None:
     """A trip and its child payment saga (when it ran): the ledger as its input asked, or as
     an unplanned failure explains; whatever the outcome, each effect and undo once, every
@@ -325,7 +337,10 @@ def _check_trip(tally: _Tally, trip_id: str, trip: Trip, facts: Facts) -> None:
     )
     twice = collections.Counter((row.step, row.action) for row in rows)
     tally.double += sum(n - 1 for n in twice.values() if n > 1)
-    for problem in ledger_problems(status, rows, trip.paths()):
+    late = _succeeded_late(history, child_history)
+    for step in late:  # undone when its success came, maybe after what came before it
+        tally.deviations[f"trip succeeded late:{step}"] += 1
+    for problem in ledger_problems(status, rows, trip.paths(), late):
         tally.exact.fail(f"trip {trip_id} ({status}, {trip}): {problem}")
     effects = {row.step for row in rows if not row.undoes}
     if status != trip.status or effects != trip.effects():

@@ -87,6 +87,32 @@ def test_each_wrong_ledger_is_named() -> None:
     assert ledger_problems("completed", right, paths) != []
 
 
+def test_a_step_that_succeeded_late_is_undone_when_its_success_came() -> None:
+    """Its last attempt timed out, the trip was undone without it, then its success came and
+    it was undone last: out of order for the paths through it, as documented, and only it."""
+    right = _compensated_right()
+    seat_done, seat_undone = right[5], right[6]
+    late_undo = replace(seat_undone, id=99)
+    undone_last = [*right[:5], replace(seat_done, id=98), *right[7:], late_undo]
+    paths = FAILS_AT_A_SEAT.paths()
+    seat = "seats[0]/assign_seat"
+    through_seat = [path for path in paths if seat in path]
+
+    assert ledger_problems("compensated", undone_last, paths) == [
+        f"undone out of order along {path}" for path in through_seat
+    ]
+    assert ledger_problems("compensated", undone_last, paths, frozenset({seat})) == []
+    # Late or not, a step left done, or the others out of order, are still named.
+    assert ledger_problems("compensated", undone_last[:-1], paths, frozenset({seat})) == [
+        f"compensated, yet left ['{seat}']"
+    ]
+    refund, void = right[7], right[8]
+    swapped = [*right[:7], replace(refund, id=void.id), replace(void, id=refund.id), *right[9:]]
+    assert ledger_problems("compensated", swapped, paths, frozenset({seat})) == [
+        f"undone out of order along {path}" for path in paths
+    ]
+
+
 def test_the_rows_of_a_trips_child_are_named_under_its_node() -> None:
     child = child_of(TRIP_ID)
     rows = [
