@@ -1,11 +1,11 @@
-"""`warren start | status | history | list | cancel | retry | definitions | pools |
+"""`warren start | start-many | status | history | list | cancel | retry | definitions | pools |
 dead-letters | instances verify`: operating sagas through the HTTP API (WARREN_API_URL) with
 the Python client.
 
-Exit codes: 0 done; 1 the API refused or could not be reached (the message says why);
-2 usage error. `start --wait` ends with 0 completed, 3 compensated, 4 failed, 5 still running
-when --timeout ran out. `instances verify` ends with 7 when an instance does not match its
-history.
+Exit codes: 0 done; 1 the API refused or could not be reached (the message says why), or
+`start-many` had a start refused; 2 usage error. `start --wait` ends with 0 completed,
+3 compensated, 4 failed, 5 still running when --timeout ran out. `instances verify` ends
+with 7 when an instance does not match its history.
 """
 
 from __future__ import annotations
@@ -13,18 +13,19 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import msgspec
 
+from orchestrator.api.schema import MAX_BATCH_STARTS
 from orchestrator.cli import render
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from orchestrator.api.schema import DefinitionVersions, InstanceView
-    from orchestrator.client import WarrenClient
+    from orchestrator.api.schema import BatchStart, DefinitionVersions, InstanceView
+    from orchestrator.client import ApiError, StartResult, WarrenClient
 
 T = TypeVar("T")
 
@@ -157,6 +158,100 @@ def start(
     else:
         click.echo(f"ended {render.status(final.status)}")
     raise SystemExit(EXIT_BY_STATUS.get(final.status, 1))
+
+
+@click.command("start-many")
+@click.argument("name")
+@click.argument("starts", metavar="FILE", type=click.File("rb"))
+@click.option(
+    "--batch-size",
+    default=MAX_BATCH_STARTS,
+    show_default=True,
+    type=click.IntRange(1, MAX_BATCH_STARTS),
+    help="Starts per request.",
+)
+@api_url_option
+@json_option
+def start_many(name: str, starts: IO[bytes], batch_size: int, api_url: str, as_json: bool) -> None:
+    """Start saga NAME once per line of FILE (JSON Lines; - reads stdin).
+
+    Each line is a start: {"input": ..., "idempotency_key": ..., "version": ...,
+    "correlation_key": ..., "instance_id": ...}, only "input" needed. They go in requests of
+    --batch-size; each is started or refused on its own. Exit code 1 when any was refused:
+    lines with an idempotency_key can be sent again as they are."""
+    asked = _read_starts(starts)
+
+    async def action(client: WarrenClient) -> list[tuple[int, StartResult | ApiError]]:
+        outcomes: list[tuple[int, StartResult | ApiError]] = []
+        for at in range(0, len(asked), batch_size):
+            chunk = asked[at : at + batch_size]
+            answered = await client.start_many(name, [start for _, start in chunk])
+            done = [(line, outcome) for (line, _), outcome in zip(chunk, answered, strict=True)]
+            if not as_json:
+                for line, outcome in done:
+                    click.echo(f"line {line}  {_started_or_refused(outcome)}")
+            outcomes += done
+        return outcomes
+
+    from orchestrator.client import ApiError
+
+    outcomes = _call(api_url, action)
+    refused = [line for line, outcome in outcomes if isinstance(outcome, ApiError)]
+    if as_json:
+        render.emit_json([_start_row(line, outcome) for line, outcome in outcomes])
+    else:
+        click.echo(f"{len(outcomes) - len(refused)} of {len(outcomes)} started or found")
+    if refused:
+        click.echo(
+            f"{len(refused)} refused (lines {', '.join(map(str, refused[:20]))}"
+            f"{', …' if len(refused) > 20 else ''}): fix them and send them again",
+            err=True,
+        )
+        raise SystemExit(1)
+
+
+def _read_starts(lines: IO[bytes]) -> list[tuple[int, BatchStart]]:
+    """The starts of a JSON Lines file, with their line numbers (blank lines skipped)."""
+    from orchestrator.api.schema import BatchStart
+
+    starts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            starts.append((number, msgspec.json.decode(line, type=BatchStart)))
+        except msgspec.ValidationError as exc:
+            raise click.BadParameter(f"line {number}: {exc}", param_hint="FILE") from exc
+        except msgspec.DecodeError as exc:
+            raise click.BadParameter(
+                f"line {number} is not a JSON object: {exc}", param_hint="FILE"
+            ) from exc
+    if not starts:
+        raise click.BadParameter("no starts in it (one JSON object per line)", param_hint="FILE")
+    return starts
+
+
+def _started_or_refused(outcome: StartResult | ApiError) -> str:
+    from orchestrator.client import ApiError
+
+    if isinstance(outcome, ApiError):
+        return f"refused ({outcome.status} {outcome.type.rsplit(':', 1)[-1]}): {outcome}"
+    how = "started" if outcome.created else "already started by an identical request"
+    return f"{outcome.id}  {outcome.saga} v{outcome.version}  {how}"
+
+
+def _start_row(line: int, outcome: StartResult | ApiError) -> dict[str, Any]:
+    from orchestrator.client import ApiError
+
+    if isinstance(outcome, ApiError):
+        return {"line": line, "status": outcome.status, "problem": outcome.body}
+    return {
+        "line": line,
+        "status": 201 if outcome.created else 200,
+        "id": str(outcome.id),
+        "saga": outcome.saga,
+        "version": outcome.version,
+    }
 
 
 class _Progress:
@@ -418,6 +513,7 @@ async def _verify_all(client: WarrenClient, page: int, as_json: bool) -> dict[st
 def register_commands(group: click.Group) -> None:
     commands: list[click.Command] = [
         start,
+        start_many,
         status,
         history,
         list_instances,

@@ -103,6 +103,41 @@ async def test_idempotency_key_from_the_command_line(stack: Stack) -> None:
     assert_refused(other, 1, "already used")
 
 
+async def test_start_many_starts_a_file_of_starts_in_batches_and_names_the_refused_lines(
+    stack: Stack, tmp_path: Path
+) -> None:
+    await stack.api()
+    starts = tmp_path / "orders.jsonl"
+    lines = [
+        {"input": {"order_id": "M-1", "amount": 1}, "idempotency_key": "m-1"},
+        {"input": {"order_id": "M-2", "amount": 2}, "correlation_key": "cust-m"},
+        {"input": {"order_id": "M-3", "amount": -1}},  # refused by the input schema
+        {"input": {"order_id": "M-4", "amount": 4}, "idempotency_key": "m-4"},
+    ]
+    starts.write_text("\n".join(json.dumps(line) for line in lines[:2]) + "\n\n")
+    with starts.open("a") as more:  # a blank line between is skipped
+        more.write("\n".join(json.dumps(line) for line in lines[2:]) + "\n")
+
+    first = warren(stack, "start-many", "order", str(starts), "--batch-size", "3")
+    again = warren(stack, "start-many", "order", str(starts), "--json")
+
+    assert_refused(first, 1, "1 refused (lines 4)")
+    assert "line 4  refused (422 input-invalid)" in first.stdout
+    assert "3 of 4 started or found" in first.stdout
+    assert first.stdout.count("  started") == 3
+    rows = json.loads(again.stdout)
+    assert [(row["line"], row["status"]) for row in rows] == [
+        (1, 200),
+        (2, 201),
+        (4, 422),
+        (5, 200),
+    ]
+    assert rows[2]["problem"]["type"] == "urn:warren:problem:input-invalid"
+    assert again.returncode == 1
+    # Keyed lines found their instance again; the unkeyed one started a second time.
+    assert await stack.probe.count("warren.instances") == 4
+
+
 async def test_retry_resumes_a_failed_compensation(stack: Stack) -> None:
     await stack.up()
     crash_5_times = '{"order_id": "F", "amount": 1, "fail_at": "charge", "compensation_failures": {"reserve_credit": 5}}'
