@@ -4,6 +4,8 @@ that cannot be parked yet, and how batches handled in two lanes are acknowledged
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -22,12 +24,39 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.integration
 
 
+@contextlib.asynccontextmanager
+async def _consuming(
+    broker: Broker, settings: Settings, pool: str, handler: Callable[..., Awaitable[None]]
+) -> AsyncIterator[Consumer]:
+    """A consumer of `pool`'s queue, one message at a time, stopped (and `broker` closed)
+    at the end."""
+    await broker.connect()
+    consumer = Consumer(
+        broker, partial(settings.topology.declare_pool, pool=pool), handler, prefetch=1
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop(grace_seconds=5)
+        await broker.close()
+
+
+async def _sent_and_parked(settings: Settings, probe: Probe, pool: str, body: bytes) -> None:
+    """Publish `body` to `pool`; return once the dead-letter queue holds it."""
+    message = aio_pika.Message(body, message_id=f"{pool}-1")
+    await publish(settings.amqp_url, settings.topology.commands_exchange, pool, message)
+
+    async def parked() -> int:
+        return (await probe.queue(settings.topology.dead_letter_queue))[0]
+
+    await wait_for(parked, lambda n: n == 1, timeout=20, what="the message to be dead-lettered")
+
+
 @pytest.mark.warren_settings(delivery_limit=2)
 async def test_a_handler_bug_hands_the_message_back_until_the_delivery_limit_parks_it(
     settings: Settings, probe: Probe
 ) -> None:
-    broker = Broker(settings.amqp_url, settings.topology)
-    await broker.connect()
     deliveries = 0
 
     async def buggy(message: AbstractIncomingMessage) -> None:
@@ -35,29 +64,13 @@ async def test_a_handler_bug_hands_the_message_back_until_the_delivery_limit_par
         deliveries += 1
         raise RuntimeError("a bug in the handler")
 
-    consumer = Consumer(
-        broker, partial(settings.topology.declare_pool, pool="buggy"), buggy, prefetch=1
-    )
-    await consumer.start()
-    try:
-        message = aio_pika.Message(b"{}", message_id="m-1")
-        await publish(settings.amqp_url, settings.topology.commands_exchange, "buggy", message)
+    broker = Broker(settings.amqp_url, settings.topology)
+    async with _consuming(broker, settings, "buggy", buggy) as consumer:
+        await _sent_and_parked(settings, probe, "buggy", b"{}")
 
-        async def parked() -> int:
-            return (await probe.queue(settings.topology.dead_letter_queue))[0]
-
-        assert (
-            await wait_for(
-                parked, lambda n: n == 1, timeout=20, what="the message to be dead-lettered"
-            )
-            == 1
-        )
         assert deliveries == 3  # the first delivery and two redeliveries: the limit is 2
         assert (await probe.queue(settings.topology.pool_queue("buggy")))[0] == 0
         assert consumer.in_flight == 0  # nothing wedged
-    finally:
-        await consumer.stop(grace_seconds=5)
-        await broker.close()
 
 
 async def test_batches_are_acked_with_one_multiple_ack_only_when_no_lower_tag_is_in_hand(
@@ -135,8 +148,6 @@ class _ParkingFailsOnce(Broker):
 async def test_a_poison_message_that_cannot_be_parked_yet_is_handed_back_not_left_in_hand(
     settings: Settings, probe: Probe
 ) -> None:
-    broker = _ParkingFailsOnce(settings.amqp_url, settings.topology)
-    await broker.connect()
     deliveries = 0
 
     async def refuses(message: AbstractIncomingMessage) -> None:
@@ -144,21 +155,10 @@ async def test_a_poison_message_that_cannot_be_parked_yet_is_handed_back_not_lef
         deliveries += 1
         raise MessageError("undecodable message: poison")
 
-    consumer = Consumer(
-        broker, partial(settings.topology.declare_pool, pool="poisoned"), refuses, prefetch=1
-    )
-    await consumer.start()
-    try:
-        message = aio_pika.Message(b"poison", message_id="p-1")
-        await publish(settings.amqp_url, settings.topology.commands_exchange, "poisoned", message)
+    broker = _ParkingFailsOnce(settings.amqp_url, settings.topology)
+    async with _consuming(broker, settings, "poisoned", refuses) as consumer:
+        await _sent_and_parked(settings, probe, "poisoned", b"poison")
 
-        async def parked() -> int:
-            return (await probe.queue(settings.topology.dead_letter_queue))[0]
-
-        assert await wait_for(parked, lambda n: n == 1, timeout=20, what="the poison parked") == 1
         assert (deliveries, broker.parks_tried) == (2, 2)  # handed back once, parked the 2nd time
         assert (await probe.queue(settings.topology.pool_queue("poisoned")))[0] == 0
         assert consumer.in_flight == 0
-    finally:
-        await consumer.stop(grace_seconds=5)
-        await broker.close()
