@@ -329,20 +329,22 @@ class StartFailed(RuntimeError):
     pass
 
 
+async def _post(http: httpx.AsyncClient, path: str, **kwargs: Any) -> httpx.Response:
+    """POST as a careful client does: sent again (up to three times in all) when the
+    connection broke, as a keep-alive connection the server closed can as it is reused; the
+    idempotency keys of the starts make that safe."""
+    for _ in range(2):
+        with contextlib.suppress(httpx.TransportError):
+            return await http.post(path, **kwargs)
+    return await http.post(path, **kwargs)
+
+
 async def start_saga(http: httpx.AsyncClient, workload: Workload, n: int) -> str:
-    """Start one saga as a careful client does: with an idempotency key, so that a request
-    whose connection broke (a keep-alive connection the server closed as it was reused) can
-    be sent again without starting a second saga."""
+    """Start one saga, with an idempotency key."""
     key = {"Idempotency-Key": f"bench-{n}"}
-    for attempt in range(3):
-        try:
-            response = await http.post(
-                f"/v1/sagas/{workload.saga_name}", json={"input": workload.input(n)}, headers=key
-            )
-            break
-        except httpx.TransportError:
-            if attempt == 2:
-                raise
+    response = await _post(
+        http, f"/v1/sagas/{workload.saga_name}", json={"input": workload.input(n)}, headers=key
+    )
     if response.status_code not in (200, 201):
         raise StartFailed(f"start {n}: HTTP {response.status_code}: {response.text[:500]}")
     instance_id: str = response.json()["id"]
@@ -351,15 +353,9 @@ async def start_saga(http: httpx.AsyncClient, workload: Workload, n: int) -> str
 
 async def start_sagas(http: httpx.AsyncClient, workload: Workload, ns: list[int]) -> list[str]:
     """Start several sagas in one request (`POST /v1/sagas/{name}/batch`), each with its
-    idempotency key, so that a request whose connection broke can be sent again as a whole."""
+    idempotency key."""
     body = {"starts": [{"input": workload.input(n), "idempotency_key": f"bench-{n}"} for n in ns]}
-    for attempt in range(3):
-        try:
-            response = await http.post(f"/v1/sagas/{workload.saga_name}/batch", json=body)
-            break
-        except httpx.TransportError:
-            if attempt == 2:
-                raise
+    response = await _post(http, f"/v1/sagas/{workload.saga_name}/batch", json=body)
     if response.status_code != 200:
         raise StartFailed(f"starts {ns[0]}..: HTTP {response.status_code}: {response.text[:500]}")
     ids = []

@@ -414,14 +414,12 @@ def _api_error(response: httpx.Response) -> ApiError:
         body = {}
     if not isinstance(body, dict):
         body = {}
-    if not body.get("detail"):
-        body = {**body, "detail": response.reason_phrase or "request failed"}
-    return _problem_error(response.status_code, body)
+    return _problem_error(response.status_code, body, fallback=response.reason_phrase)
 
 
-def _problem_error(status: int, body: dict[str, Any]) -> ApiError:
-    """The error for a problem body: its detail, with each of its errors."""
-    detail = str(body.get("detail") or "request failed")
+def _problem_error(status: int, body: dict[str, Any], *, fallback: str = "") -> ApiError:
+    """The error for a problem body: its detail (else `fallback`), with each of its errors."""
+    detail = str(body.get("detail") or fallback or "request failed")
     errors = body.get("errors")
     if isinstance(errors, list) and errors:
         detail += ": " + "; ".join(str(e) for e in errors)

@@ -134,8 +134,7 @@ def start(
             correlation_key=correlation_key,
         )
         if not as_json:
-            how = "started" if started.created else "already started by an identical request"
-            click.echo(f"{started.id}  {started.saga} v{started.version}  {how}")
+            click.echo(_started_line(started))
         if not wait:
             return started, None
         progress = None if as_json else _Progress(client)
@@ -236,8 +235,13 @@ def _started_or_refused(outcome: StartResult | ApiError) -> str:
 
     if isinstance(outcome, ApiError):
         return f"refused ({outcome.status} {outcome.type.rsplit(':', 1)[-1]}): {outcome}"
-    how = "started" if outcome.created else "already started by an identical request"
-    return f"{outcome.id}  {outcome.saga} v{outcome.version}  {how}"
+    return _started_line(outcome)
+
+
+def _started_line(started: StartResult) -> str:
+    """A start's instance, and whether this request made it."""
+    how = "started" if started.created else "already started by an identical request"
+    return f"{started.id}  {started.saga} v{started.version}  {how}"
 
 
 def _start_row(line: int, outcome: StartResult | ApiError) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import asyncpg
@@ -42,6 +42,9 @@ from tests.chaos.schedule import ALL_KINDS, ROLES, Fault, Kind, build
 from tests.chaos.servers import Cleanup, PrivatePostgres, PrivateRabbitMQ
 from tests.support.processes import Proc, Processes, free_port, run_warren, settings_env
 from tests.support.travel import BOOKINGS, Trip, name_of
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 DATABASE = "warren"
 POOLS = {
@@ -311,11 +314,9 @@ class Harness:
         """Start orders `batch` (n, where each is asked to fail) in one request, as a careful
         client does: each with its key, the request sent again (with the starts not yet
         answered 2xx) while the answer is an outage."""
-        waiting = {f"chaos-{self.config.seed}-{n}": (n, plan) for n, plan in batch}
-        deadline = time.monotonic() + 120
-        pause = 0.5
+        waiting = {self._start_key(n): (n, plan) for n, plan in batch}
         last: dict[str, str] = {}
-        while waiting and time.monotonic() < deadline:
+        async for _ in _attempts():
             starts = [
                 {"input": _order_input(n, plan), "idempotency_key": key}
                 for key, (n, plan) in waiting.items()
@@ -324,30 +325,35 @@ class Harness:
                 response = await self.http.post("/v1/sagas/order/batch", json={"starts": starts})
             except httpx.TransportError as exc:
                 last = dict.fromkeys(waiting, repr(exc))
-            else:
-                if response.status_code != 200:
-                    last = dict.fromkeys(waiting, f"{response.status_code} {response.text[:200]}")
-                    if response.status_code < 500:
-                        break  # a client error will not get better
-                else:
-                    results = response.json()["results"]
-                    for (key, (_, plan)), result in zip(
-                        list(waiting.items()), results, strict=True
-                    ):
-                        if result["status"] in (200, 201):
-                            self.run_state.started[result["instance"]["id"]] = plan
-                            self.run_state.started_in_batches += 1
-                            del waiting[key]
-                        elif result["status"] < 500:
-                            last[key] = f"{result['status']} {result['problem']}"
-                            del waiting[key]  # refused for good
-                            self.run_state.start_failures.append(f"{key}: {last[key]}")
-                        else:
-                            last[key] = f"{result['status']} {result['problem']}"
-            if waiting:
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
+                continue
+            if response.status_code != 200:
+                last = dict.fromkeys(waiting, f"{response.status_code} {response.text[:200]}")
+                if response.status_code < 500:
+                    break  # a client error will not get better
+                continue
+            self._take_batch_results(waiting, response.json()["results"], last)
+            if not waiting:
+                break
         self.run_state.start_failures.extend(f"{key}: {last.get(key, '')}" for key in waiting)
+
+    def _take_batch_results(
+        self,
+        waiting: dict[str, tuple[int, str | None]],
+        results: list[dict[str, Any]],
+        last: dict[str, str],
+    ) -> None:
+        """Record the starts answered 2xx, and those refused for good; leave in `waiting`
+        (with their answer in `last`) the ones to send again."""
+        for (key, (_, plan)), result in zip(list(waiting.items()), results, strict=True):
+            if result["status"] in (200, 201):
+                self.run_state.started[result["instance"]["id"]] = plan
+                self.run_state.started_in_batches += 1
+                del waiting[key]
+                continue
+            last[key] = f"{result['status']} {result['problem']}"
+            if result["status"] < 500:  # refused for good
+                del waiting[key]
+                self.run_state.start_failures.append(f"{key}: {last[key]}")
 
     async def _start_one(self, n: int, plan: str | Trip | None) -> None:
         """Start order `n`, asked to fail at `plan` (a step name or None), or a trip."""
@@ -355,32 +361,33 @@ class Harness:
             saga, saga_input = "travel", plan.input(f"chaos-{n}")
         else:
             saga, saga_input = "order", _order_input(n, plan)
-        key = f"chaos-{self.config.seed}-{n}"
-        deadline = time.monotonic() + 120
-        pause = 0.5
+        key = self._start_key(n)
         last = ""
-        while time.monotonic() < deadline:
+        async for _ in _attempts():
             try:
                 response = await self.http.post(
                     f"/v1/sagas/{saga}",
                     json={"input": saga_input},
                     headers={"Idempotency-Key": key},
                 )
-                if response.status_code in (200, 201):
-                    instance_id = response.json()["id"]
-                    if isinstance(plan, Trip):
-                        self.run_state.trips[instance_id] = plan
-                    else:
-                        self.run_state.started[instance_id] = plan
-                    return
-                last = f"{response.status_code} {response.text[:200]}"
-                if response.status_code < 500:
-                    break  # a client error will not get better
             except httpx.TransportError as exc:
                 last = repr(exc)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 5.0)
+                continue
+            if response.status_code in (200, 201):
+                instance_id = response.json()["id"]
+                if isinstance(plan, Trip):
+                    self.run_state.trips[instance_id] = plan
+                else:
+                    self.run_state.started[instance_id] = plan
+                return
+            last = f"{response.status_code} {response.text[:200]}"
+            if response.status_code < 500:
+                break  # a client error will not get better
         self.run_state.start_failures.append(f"{key}: {last}")
+
+    def _start_key(self, n: int) -> str:
+        """The idempotency key of start `n`: a start sent again makes no second instance."""
+        return f"chaos-{self.config.seed}-{n}"
 
     # ---- faults ---------------------------------------------------------------------------------
 
@@ -674,6 +681,17 @@ def _order_input(n: int, fail_at: str | None) -> dict[str, Any]:
     if fail_at is not None:
         order["fail_at"] = fail_at
     return order
+
+
+async def _attempts(seconds: float = 120.0) -> AsyncIterator[None]:
+    """One turn per attempt, for `seconds` at most, pausing between them (0.5 s, doubling up
+    to 5 s): a start sent again while the answer is an outage."""
+    deadline = time.monotonic() + seconds
+    pause = 0.5
+    while time.monotonic() < deadline:
+        yield
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 5.0)
 
 
 async def _sleep_until(moment: float) -> None:
