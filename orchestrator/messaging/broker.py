@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -49,6 +50,10 @@ PUBLISH_TIMEOUT_SECONDS = 10.0
 SETUP_PATIENCE_SECONDS = 60.0
 """How long a process keeps setting up (channels, declarations, subscriptions) through a
 connection that is lost or being restored, before it gives up."""
+REOPEN_PAUSE_SECONDS = 1.0
+"""After a failed try to open a fresh publisher channel, the publishes that fail meanwhile do
+not try again (an outage fails thousands of them, and each would try, and log)."""
+REOPEN_WARN_EVERY_SECONDS = 30.0
 
 T = TypeVar("T")
 
@@ -64,6 +69,10 @@ class Broker:
         self._exchanges: dict[str, AbstractExchange] = {}
         self._declared: set[tuple[str, str]] = set()
         self._reopening = asyncio.Lock()
+        self._reopen_failed_at = float("-inf")
+        """Monotonic time of the last failed try to open a fresh publisher channel."""
+        self._reopen_failing_since = float("-inf")
+        self._reopen_warned_at = float("-inf")
 
     async def connect(self, *, patience_seconds: float = 30.0) -> None:
         """Connect, waiting up to `patience_seconds` for a broker that is still starting.
@@ -264,6 +273,8 @@ class Broker:
         async with self._reopening:
             if self._publisher is not stale:
                 return  # another publish replaced it already
+            if time.monotonic() - self._reopen_failed_at < REOPEN_PAUSE_SECONDS:
+                return  # failed a moment ago: the connection is down, let it recover first
             try:
                 async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
                     fresh = await self.connection.channel(
@@ -277,7 +288,7 @@ class Broker:
                 OSError,
             ) as exc:
                 # The connection is down too: aio-pika restores it, and its channels, by itself.
-                log.warning("could not open a new publisher channel yet: %r", exc)
+                self._reopen_failed(exc)
                 return
             self._publisher = fresh
             self._exchanges.clear()
@@ -286,6 +297,23 @@ class Broker:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
                         await stale.close()
+
+    def _reopen_failed(self, exc: BaseException) -> None:
+        """One warning when the failures begin, then one every REOPEN_WARN_EVERY_SECONDS
+        while they go on."""
+        now = time.monotonic()
+        if now - self._reopen_failed_at > REOPEN_WARN_EVERY_SECONDS:
+            self._reopen_failing_since = now  # the first failure for a while: a new outage
+        self._reopen_failed_at = now
+        if now - self._reopen_warned_at >= REOPEN_WARN_EVERY_SECONDS:
+            self._reopen_warned_at = now
+            log.warning(
+                "could not open a new publisher channel yet (failing for %.0f s; trying again "
+                "at most once every %g s, and failed publishes are tried again later): %r",
+                now - self._reopen_failing_since,
+                REOPEN_PAUSE_SECONDS,
+                exc,
+            )
 
     async def bind_event_types(self, types: Collection[str]) -> None:
         """Route these event types to the orchestrators' events queue (idempotent)."""
