@@ -1,5 +1,6 @@
 """The shared consumer on a real queue: what happens to a message whose handler has a bug, or
-that cannot be parked yet, and how batches handled in two lanes are acknowledged."""
+that cannot be parked yet, how batches handled in two lanes are acknowledged, and that a batch
+held up holds up no message that arrives after it."""
 
 from __future__ import annotations
 
@@ -162,3 +163,62 @@ async def test_a_poison_message_that_cannot_be_parked_yet_is_handed_back_not_lef
         assert (deliveries, broker.parks_tried) == (2, 2)  # handed back once, parked the 2nd time
         assert (await probe.queue(settings.topology.pool_queue("poisoned")))[0] == 0
         assert consumer.in_flight == 0
+
+
+async def test_a_batch_that_takes_long_holds_up_no_message_that_arrives_after_it(
+    settings: Settings, probe: Probe
+) -> None:
+    """Two lanes: while the first batch is held, the messages published after it are handled
+    by the other lane (an idle lane is woken for them), and all are acked in the end."""
+    broker = Broker(settings.amqp_url, settings.topology)
+    await broker.connect()
+    later = 6
+    held: list[str] = []
+    handled: list[str] = []
+    release = asyncio.Event()
+
+    async def handle(messages: list[AbstractIncomingMessage]) -> None:
+        ids = [str(m.message_id) for m in messages]
+        if "first" in ids:
+            held.extend(ids)
+            await release.wait()
+        handled.extend(ids)
+
+    async def alone(message: AbstractIncomingMessage) -> None:
+        await handle([message])
+
+    consumer = Consumer(
+        broker,
+        partial(settings.topology.declare_pool, pool="lanes"),
+        alone,
+        prefetch=16,
+        handle_batch=handle,
+        batch_size=8,
+        lanes=2,
+    )
+    await consumer.start()
+
+    async def send(message_id: str) -> None:
+        message = aio_pika.Message(b"{}", message_id=message_id)
+        await publish(settings.amqp_url, settings.topology.commands_exchange, "lanes", message)
+
+    try:
+        await send("first")
+        await wait_for(lambda: _value(len(held)), lambda n: n == 1, what="the first batch held")
+        for index in range(later):
+            await send(f"later-{index}")
+        await wait_for(
+            lambda: _value(len(handled)),
+            lambda n: n == later,
+            timeout=30,
+            what="the later messages handled while the first batch is held",
+        )
+        assert held == ["first"]
+        release.set()
+        await wait_for(lambda: _value(consumer.in_flight), lambda n: n == 0, what="all settled")
+    finally:
+        release.set()
+        await consumer.stop(grace_seconds=5)
+        await broker.close()
+    assert sorted(handled) == sorted(["first", *(f"later-{index}" for index in range(later))])
+    assert (await probe.queue(settings.topology.pool_queue("lanes")))[0] == 0
