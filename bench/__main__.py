@@ -94,7 +94,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--orchestrators", type=int, choices=(1, 2), default=1)
     parser.add_argument("--workers", type=int, choices=(1, 2), default=1, help="per pool")
-    parser.add_argument("--concurrency", type=int, default=8, help="warren worker --concurrency")
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="warren worker --concurrency (its default)"
+    )
     parser.add_argument(
         "--count-sagas", type=int, default=0, help="approximate commits per saga (pg_stat)"
     )
@@ -140,7 +142,7 @@ async def _measure(
         figures["config"] = {
             "orchestrators": stack.orchestrators,
             "workers_per_pool": stack.workers_per_pool,
-            "worker_concurrency": stack.concurrency,
+            "worker_concurrency": "default" if stack.concurrency is None else stack.concurrency,
             "pools": list(stack.workload.pools),
             "start_requests_in_flight": args.in_flight,
             "starts_per_request": args.start_batch,

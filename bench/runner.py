@@ -85,7 +85,8 @@ class Stack:
     log_dir: Path
     orchestrators: int = 1
     workers_per_pool: int = 1
-    concurrency: int = 8
+    concurrency: int | None = None
+    """warren worker --concurrency; None: Warren's default."""
     workload: Workload = WORKLOADS["order-3"]
     settings: Settings = field(init=False)
     processes: Processes = field(init=False)
@@ -134,6 +135,9 @@ class Stack:
             self.spawn(f"orchestrator-{i + 1}", "orchestrator")
         for pool in self.workload.pools:
             for i in range(self.workers_per_pool):
+                concurrency = (
+                    () if self.concurrency is None else ("--concurrency", str(self.concurrency))
+                )
                 self.spawn(
                     f"worker-{pool}-{i + 1}",
                     "worker",
@@ -141,8 +145,7 @@ class Stack:
                     self.workload.worker_ref,
                     "--pool",
                     pool,
-                    "--concurrency",
-                    str(self.concurrency),
+                    *concurrency,
                 )
 
     def stop(self) -> None:

@@ -56,6 +56,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+BATCHED_CONCURRENCY = 2
+"""Transactions at once, by default, for a pool whose commands are batched: one commits while
+the next is handled, and what arrives meanwhile waits for the next batch. More lanes split the
+arrivals into more, smaller transactions (docs/performance.md, round four)."""
+ONE_BY_ONE_CONCURRENCY = 8
+"""Commands at once, by default, for a pool handled one command at a time (a handler that is
+not transactional, or WARREN_BATCH_SIZE=1): such handlers usually wait on other systems."""
+
 
 class WorkerRunner:
     def __init__(
@@ -64,7 +72,7 @@ class WorkerRunner:
         settings: Settings,
         *,
         pools: list[str] | None = None,
-        concurrency: int = 8,
+        concurrency: int | None = None,
         check_definitions: bool = True,
     ) -> None:
         load_upcaster_modules(settings.upcasters)
@@ -93,28 +101,30 @@ class WorkerRunner:
         self.broker = Broker(settings.amqp_url, self.topology)
         self.engine: AsyncEngine | None = None
         if app.needs_database(self.pools):
-            self.engine = create_engine(settings.business_database_url, pool_size=concurrency)
+            self.engine = create_engine(
+                settings.business_database_url, pool_size=concurrency or ONE_BY_ONE_CONCURRENCY
+            )
         self.relay = (
             Relay(self.engine, self.broker, grace_seconds=settings.outbox_grace_seconds)
             if self.engine is not None
             else None
         )
-        self.consumers = [
-            Consumer(
-                self.broker,
-                partial(self.topology.declare_pool, pool=pool),
-                envelopes(partial(self.handle, pool)),
-                # In hand at most: a full batch, or one command per lane (one by one: the
-                # prefetch is the concurrency).
-                prefetch=max(concurrency, settings.batch_size)
-                if self._batchable(pool)
-                else concurrency,
-                handle_batch=envelope_batches(partial(self.handle_batch, pool)),
-                batch_size=settings.batch_size if self._batchable(pool) else 1,
-                lanes=concurrency,
-            )
-            for pool in self.pools
-        ]
+        self.consumers = [self._consumer(pool) for pool in self.pools]
+
+    def _consumer(self, pool: str) -> Consumer:
+        batched = self._batchable(pool) and self.settings.batch_size > 1
+        lanes = self.concurrency or (BATCHED_CONCURRENCY if batched else ONE_BY_ONE_CONCURRENCY)
+        return Consumer(
+            self.broker,
+            partial(self.topology.declare_pool, pool=pool),
+            envelopes(partial(self.handle, pool)),
+            # In hand at most: a full batch, or one command per lane (one by one: the
+            # prefetch is the concurrency).
+            prefetch=max(lanes, self.settings.batch_size) if batched else lanes,
+            handle_batch=envelope_batches(partial(self.handle_batch, pool)),
+            batch_size=self.settings.batch_size if batched else 1,
+            lanes=lanes,
+        )
 
     def _batchable(self, pool: str) -> bool:
         """Batches need one transaction for all: every handler of the pool transactional."""

@@ -219,13 +219,13 @@ def orchestrator() -> None:
 )
 @click.option(
     "--concurrency",
-    default=8,
-    show_default=True,
+    default=None,
     type=click.IntRange(1, 1000),
-    help="Transactions at once; each takes the commands that arrived meanwhile, up to "
-    "WARREN_BATCH_SIZE.",
+    help="Transactions at once per pool; each takes the commands that arrived meanwhile, up "
+    "to WARREN_BATCH_SIZE. Default: 2 for a pool whose commands are batched, 8 for one "
+    "handled one command at a time (a non-transactional handler, or WARREN_BATCH_SIZE=1).",
 )
-def worker(app_ref: str, pools: tuple[str, ...], concurrency: int) -> None:
+def worker(app_ref: str, pools: tuple[str, ...], concurrency: int | None) -> None:
     """Run a worker for one or more pools."""
     from workers.runtime import WorkerRunner
 

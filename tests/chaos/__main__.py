@@ -39,7 +39,9 @@ def parse(argv: list[str] | None = None) -> Config:
     )
     parser.add_argument("--orchestrators", type=int, default=2)
     parser.add_argument("--workers-per-pool", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=4, help="per worker process")
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="per worker process (default: warren's)"
+    )
     parser.add_argument(
         "--pause", default="5,20", help="min,max seconds a SIGSTOPped process stays stopped"
     )

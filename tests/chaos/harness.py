@@ -77,7 +77,8 @@ class Config:
     kinds: tuple[Kind, ...] = ALL_KINDS
     orchestrators: int = 2
     workers_per_pool: int = 2
-    concurrency: int = 4
+    concurrency: int | None = None
+    """Each worker's --concurrency; None: its default."""
     pauses: tuple[float, float] = (5.0, 20.0)
     """Range of SIGSTOP durations, seconds."""
     drain_timeout: float = 150.0

@@ -157,10 +157,13 @@ class Processes:
         app: str = "examples.orders.workers:worker",
         *pools: str,
         crash_at: str | None = None,
-        concurrency: int = 4,
+        concurrency: int | None = None,
         env: dict[str, str | None] | None = None,
     ) -> Proc:
-        args = ["worker", "--app", app, "--concurrency", str(concurrency)]
+        """`warren worker`, with its default `--concurrency` unless one is given."""
+        args = ["worker", "--app", app]
+        if concurrency is not None:
+            args += ["--concurrency", str(concurrency)]
         for pool in pools:
             args += ["--pool", pool]
         env = {**(env or {}), **({"WARREN_CRASH_AT": crash_at} if crash_at else {})}
