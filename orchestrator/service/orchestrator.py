@@ -54,9 +54,9 @@ log = logging.getLogger(__name__)
 INBOX_CONSUMER = "orchestrator"
 BATCH_LANES = 1
 """Batches of replies in progress at once: the replies that arrive while one is handled make
-the next. A second lane split them into smaller batches and cost a quarter more CPU per reply
-on two cores (docs/performance.md, round four); more throughput comes from more
-orchestrators."""
+the next. A second lane split them into smaller batches, for a third more of the
+orchestrator's CPU per saga on two cores (docs/performance.md, round four); more throughput
+comes from more orchestrators."""
 
 
 class Orchestrator:
