@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
@@ -20,14 +21,23 @@ class ConfigError(WarrenError):
     """An environment variable has a value Warren cannot use."""
 
 
+# Ranges checked when the environment is read (`Settings.from_env`): a negative duration or a
+# batch of 0 is refused at start, with the variable named, instead of misbehaving later.
+Count = Annotated[int, msgspec.Meta(ge=1)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+Interval = Annotated[float, msgspec.Meta(gt=0)]
+Share = Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+
 class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """When a pool's circuit breaker opens, and for how long."""
 
-    failure_rate: float = 0.5
+    failure_rate: Share = 0.5
     """Open when at least this share of the pool's recent attempts failed…"""
-    min_calls: int = 20
+    min_calls: Count = 20
     """…out of at least this many attempts (since the breaker last changed state)."""
-    open_seconds: float = 10.0
+    open_seconds: Interval = 10.0
     """Stay open this long, then let one probe command through (half-open)."""
 
 
@@ -40,33 +50,33 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """WARREN_AMQP_URL."""
     namespace: str = "warren"
     """WARREN_NAMESPACE: prefix of every exchange and queue name."""
-    delivery_limit: int = 5
+    delivery_limit: Count = 5
     """WARREN_DELIVERY_LIMIT: deliveries of one message before it is dead-lettered."""
     api_host: str = "127.0.0.1"
     """WARREN_API_HOST."""
-    api_port: int = 8000
+    api_port: Port = 8000
     """WARREN_API_PORT."""
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: Count = 1024 * 1024
     """WARREN_MAX_BODY_BYTES: larger request bodies get 413."""
-    prefetch: int = 32
+    prefetch: Count = 32
     """WARREN_PREFETCH: messages an orchestrator holds at once."""
-    batch_size: int = 32
+    batch_size: Count = 32
     """WARREN_BATCH_SIZE: replies an orchestrator (or commands a worker) handles in one
     transaction, at most: those that arrived while the last batch was handled. 1: one by one."""
-    outbox_grace_seconds: float = 2.0
+    outbox_grace_seconds: Seconds = 2.0
     """WARREN_OUTBOX_GRACE_SECONDS: the sweeper leaves younger rows to their committer."""
-    sweep_interval_seconds: float = 1.0
+    sweep_interval_seconds: Interval = 1.0
     """WARREN_SWEEP_INTERVAL_SECONDS: how often leftover outbox rows and due timers are polled."""
-    shutdown_grace_seconds: float = 30.0
+    shutdown_grace_seconds: Seconds = 30.0
     """WARREN_SHUTDOWN_GRACE_SECONDS: how long SIGTERM waits for in-flight work."""
-    breaker_window_seconds: float = 30.0
+    breaker_window_seconds: Interval = 30.0
     """WARREN_BREAKER_WINDOW_SECONDS: how far back a pool's failure rate looks."""
-    event_retention_seconds: float = 7 * 24 * 3600.0
+    event_retention_seconds: Seconds = 7 * 24 * 3600.0
     """WARREN_EVENT_RETENTION_SECONDS: how long a received event is kept: inspectable, and
     delivered to a wait for it that begins later."""
     metrics_host: str = "127.0.0.1"
     """WARREN_METRICS_HOST: where orchestrators and workers serve /metrics."""
-    metrics_port: int | None = None
+    metrics_port: Port | None = None
     """WARREN_METRICS_PORT: their /metrics port; unset: 9464 for an orchestrator, 9465 for a
     worker, or a free port when that one is taken (the process logs which); 0: none. The API
     serves /metrics on its own port."""
@@ -116,6 +126,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         try:
             return msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise ConfigError(
-                f"invalid configuration: {exc} (check the WARREN_* variables)"
-            ) from exc
+            where = re.search(r"at `\$\.(\w+)", str(exc))
+            variable = f"WARREN_{where.group(1).upper()}" if where else "the WARREN_* variables"
+            raise ConfigError(f"invalid configuration: {exc} (check {variable})") from exc
