@@ -133,11 +133,9 @@ class Stack:
         self.spawn("api", "api")
         for i in range(self.orchestrators):
             self.spawn(f"orchestrator-{i + 1}", "orchestrator")
+        concurrency = () if self.concurrency is None else ("--concurrency", str(self.concurrency))
         for pool in self.workload.pools:
             for i in range(self.workers_per_pool):
-                concurrency = (
-                    () if self.concurrency is None else ("--concurrency", str(self.concurrency))
-                )
                 self.spawn(
                     f"worker-{pool}-{i + 1}",
                     "worker",
