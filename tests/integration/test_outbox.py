@@ -133,3 +133,37 @@ async def test_publish_declares_a_missing_pool_queue_instead_of_losing_the_comma
     assert ids == [str(rows[0].message.message_id)]
     async with engine.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM warren.outbox")) == 0
+
+
+async def test_a_batch_published_at_once_arrives_whole_persistent_and_with_its_properties(
+    settings: Settings, engine: AsyncEngine, broker: Broker, probe: Probe
+) -> None:
+    # All of a batch is published at once (one round of confirms), as after a commit.
+    messages = [_command(settings) for _ in range(300)]
+    async with transaction(engine) as conn:
+        await enqueue(conn, messages)
+    relay = Relay(engine, broker, grace_seconds=0.0, batch_size=300)
+
+    assert await relay.sweep_once() == 300
+
+    assert await probe.count("warren.outbox") == 0
+    received: list[aio_pika.abc.AbstractIncomingMessage] = []
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(settings.topology.pool_queue("payments"))
+        async with asyncio.timeout(60), queue.iterator() as deliveries:
+            async for message in deliveries:
+                await message.ack()
+                received.append(message)
+                if len(received) == 300:
+                    break
+    finally:
+        await connection.close()
+    assert sorted(str(m.message_id) for m in received) == sorted(
+        str(m.message_id) for m in messages
+    )
+    for message in received:
+        assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        assert message.content_type == "application/json"
+        assert message.body == f'{{"id": "{message.message_id}"}}'.encode()
