@@ -36,7 +36,7 @@ from orchestrator.service.dead_letters import DeadLetterRecorder
 from orchestrator.service.events import EventReceiver
 from orchestrator.service.middleware import Batch, Handled, Metrics, observe_reply
 from orchestrator.service.transitions import Incoming, apply_event, apply_events, reply_event
-from orchestrator.storage.database import create_engine, transaction
+from orchestrator.storage.database import create_engine, patiently, transaction
 from orchestrator.storage.wakeup import TIMERS_CHANNEL, Listener
 
 if TYPE_CHECKING:
@@ -120,7 +120,8 @@ class Orchestrator:
         await self.broker.connect()
         await self.consumer.start()
         await self.children.start()
-        await self.bind_event_types()
+        # A database restarting now must not stop the process: wait for it, as for RabbitMQ.
+        await patiently(self.bind_event_types, what="binding the event types")
         await self.events.start()
         await self.dead_letters.start()
         interval = self.settings.sweep_interval_seconds

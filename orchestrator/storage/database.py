@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -11,18 +12,36 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
-from orchestrator.errors import StorageError
+from orchestrator.errors import StorageError, WarrenError
 from orchestrator.observability import tracing
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STARTUP_PATIENCE_SECONDS = 30.0
+"""How long a starting process waits for a database that is down or still starting (as it
+waits for RabbitMQ), before it gives up with the last error."""
 
 _json_encoder = msgspec.json.Encoder()
 
 # serialization_failure, deadlock_detected, admin_shutdown, cannot_connect_now,
 # too_many_connections: try again.
 _RETRY_SQLSTATES = {"40001", "40P01", "57P01", "57P03", "53300"}
+# invalid_authorization_specification (a refused login), invalid_catalog_name (no such
+# database): the settings are wrong.
+_REFUSED_SQLSTATE_CLASSES = ("28", "3D")
 
 
 def _json_serializer(value: Any) -> str:
@@ -92,6 +111,34 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.exec_driver_sql("SELECT 1")
 
 
+async def patiently(
+    step: Callable[[], Awaitable[T]], *, what: str, seconds: float = STARTUP_PATIENCE_SECONDS
+) -> T:
+    """Run a start-up `step` that needs the database, trying again while the database is
+    unavailable (`StorageError`: down, restarting, "the database system is starting up"), for
+    up to `seconds`; any other error, or the last one, is raised."""
+
+    def waiting(state: RetryCallState) -> None:
+        if state.attempt_number == 1 and state.outcome is not None:
+            log.warning(
+                "%s: the database is not available yet (%s); trying again for up to %g s",
+                what,
+                state.outcome.exception(),
+                seconds,
+            )
+
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(StorageError),
+        wait=wait_exponential(multiplier=0.2, max=3.0),
+        stop=stop_after_delay(seconds),
+        before_sleep=waiting,
+        reraise=True,
+    ):
+        with attempt:
+            return await step()
+    raise AssertionError("unreachable: tenacity reraises the last error")
+
+
 @contextmanager
 def transaction_span(engine: AsyncEngine) -> Iterator[None]:
     """A span for one transaction (database semantic conventions), inside a traced operation
@@ -124,8 +171,15 @@ async def translate_errors() -> AsyncIterator[None]:
     except sa_exc.DBAPIError as exc:
         if exc.connection_invalidated:
             raise StorageError(f"database connection lost: {exc.orig or exc}") from exc
-        if getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES:
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+        if sqlstate in _RETRY_SQLSTATES:
             raise StorageError(f"transaction aborted, retry it: {exc.orig}") from exc
+        if sqlstate.startswith(_REFUSED_SQLSTATE_CLASSES):
+            # What the settings say is refused: waiting will not help, the message must say so.
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            raise WarrenError(
+                f"cannot use the database: {reason}; check WARREN_DATABASE_URL"
+            ) from exc
         raise
     except OSError as exc:
         raise StorageError(f"database unreachable: {exc}") from exc

@@ -82,6 +82,20 @@ async def test_migrate_names_the_setting_when_the_database_does_not_exist(run_id
     assert "WARREN_DATABASE_URL" in line
 
 
+async def test_an_orchestrator_names_the_setting_when_the_database_does_not_exist(
+    run_id: str, amqp_url: str
+) -> None:
+    missing = services.database_url(f"{run_id}_never_created")
+    env = {"WARREN_DATABASE_URL": missing, "WARREN_AMQP_URL": amqp_url, "WARREN_METRICS_PORT": "0"}
+
+    result = await warren(env, "orchestrator", timeout=120)
+
+    assert result.returncode == 1, result.stderr
+    line = _one_line(result.stderr)  # not a traceback, and not after waiting for it to exist
+    assert "does not exist" in line
+    assert "WARREN_DATABASE_URL" in line
+
+
 @pytest.mark.parametrize("command", ["orchestrator", "worker", "api"])
 @pytest.mark.parametrize("fault", ["vhost", "password"])
 async def test_a_process_refused_by_rabbitmq_says_why_in_one_line_and_exits(
