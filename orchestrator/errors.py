@@ -14,6 +14,7 @@
     ├── MessageError                 a message cannot be decoded or has an unknown kind/version
     │   └── UnknownVersion           a payload newer than any this process knows
     ├── StorageError                 Postgres failed; retryable (translated from the driver)
+    │   └── DatabaseRefused          the login or the database's name is refused
     └── BrokerError                  RabbitMQ failed; retryable (translated from aio-pika)
         └── UnroutableMessage        a mandatory publish came back unroutable
 
@@ -97,6 +98,12 @@ class StorageError(WarrenError):
     """The database failed; the operation may succeed when retried."""
 
     retryable = True
+
+
+class DatabaseRefused(StorageError):
+    """The database refused what WARREN_DATABASE_URL says (the login, the database's name). A
+    message in hand is retried all the same (credentials may be rotating); a starting process
+    stops at once (`storage.database.patiently`)."""
 
 
 class BrokerError(WarrenError):

@@ -15,12 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_delay,
     wait_exponential,
 )
 
-from orchestrator.errors import StorageError, WarrenError
+from orchestrator.errors import DatabaseRefused, StorageError
 from orchestrator.observability import tracing
 
 if TYPE_CHECKING:
@@ -116,7 +116,8 @@ async def patiently(
 ) -> T:
     """Run a start-up `step` that needs the database, trying again while the database is
     unavailable (`StorageError`: down, restarting, "the database system is starting up"), for
-    up to `seconds`; any other error, or the last one, is raised."""
+    up to `seconds`; any other error (a refused login or database name among them), or the
+    last one, is raised."""
 
     def waiting(state: RetryCallState) -> None:
         if state.attempt_number == 1 and state.outcome is not None:
@@ -128,7 +129,7 @@ async def patiently(
             )
 
     async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(StorageError),
+        retry=retry_if_exception(_unavailable),
         wait=wait_exponential(multiplier=0.2, max=3.0),
         stop=stop_after_delay(seconds),
         before_sleep=waiting,
@@ -137,6 +138,10 @@ async def patiently(
         with attempt:
             return await step()
     raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+def _unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, StorageError) and not isinstance(exc, DatabaseRefused)
 
 
 @contextmanager
@@ -177,7 +182,7 @@ async def translate_errors() -> AsyncIterator[None]:
         if sqlstate.startswith(_REFUSED_SQLSTATE_CLASSES):
             # What the settings say is refused: waiting will not help, the message must say so.
             reason = str(exc.orig or exc).strip().splitlines()[0]
-            raise WarrenError(
+            raise DatabaseRefused(
                 f"cannot use the database: {reason}; check WARREN_DATABASE_URL"
             ) from exc
         raise

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from orchestrator.config import Settings
-from orchestrator.errors import StorageError
+from orchestrator.errors import DatabaseRefused, StorageError
 from orchestrator.storage import database
 from orchestrator.storage.database import create_engine, patiently, ping
 from tests.chaos.proxy import FaultyProxy
@@ -63,12 +63,23 @@ async def test_a_start_up_step_waits_for_the_database_to_come_up(
         await proxy.close()
 
 
-async def test_other_errors_and_the_last_one_after_the_patience_are_raised() -> None:
+async def test_other_errors_a_refusal_and_the_last_one_after_the_patience_are_raised() -> None:
     async def broken() -> None:
         raise ValueError("a bug, not an outage")
 
     with pytest.raises(ValueError, match="a bug"):
         await patiently(broken, what="binding", seconds=60)
+
+    tries = 0
+
+    async def refused() -> None:
+        nonlocal tries
+        tries += 1
+        raise DatabaseRefused('cannot use the database: database "x" does not exist')
+
+    with pytest.raises(DatabaseRefused, match="does not exist"):
+        await patiently(refused, what="binding", seconds=60)
+    assert tries == 1  # the settings are wrong: waiting will not help
 
     async def down() -> None:
         raise StorageError("database unreachable: connection refused")
