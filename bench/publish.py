@@ -31,12 +31,14 @@ BODY = b"x" * 600
 WARMUP_BATCHES = 5
 
 
-async def _measure(amqp_url: str, batches: int, size: int) -> dict[str, Any]:
+async def _measure(database_url: str, amqp_url: str, batches: int, size: int) -> dict[str, Any]:
     topology = Topology(namespace="bench")
     broker = Broker(amqp_url, topology)
     await broker.connect()
     try:
-        await topology.declare_pool(broker._publisher_channel(), POOL)
+        channel = await broker.channel(prefetch=1)
+        await topology.declare_pool(channel, POOL)
+        await channel.close()
 
         async def one() -> None:
             await broker.publish(
@@ -63,20 +65,18 @@ async def _measure(amqp_url: str, batches: int, size: int) -> dict[str, Any]:
     finally:
         await broker.close()
     messages = batches * size
+    connection = await asyncpg.connect(database_url)
+    try:
+        version, settings = await postgres_of(connection, ("fsync", "synchronous_commit"))
+    finally:
+        await connection.close()
     return {
+        "machine": machine_info(version, settings),
         "messages": messages,
         "publisher_cpu_us_per_message": round(cpu / messages * 1e6, 1),
         "rabbitmq_cpu_us_per_message": round(rabbitmq / messages * 1e6, 1),
         "wall_us_per_message": round(wall / messages * 1e6, 1),
     }
-
-
-async def _postgres_info(database_url: str) -> tuple[str, dict[str, str]]:
-    connection = await asyncpg.connect(database_url)
-    try:
-        return await postgres_of(connection, ("fsync", "synchronous_commit"))
-    finally:
-        await connection.close()
 
 
 def main() -> None:
@@ -86,10 +86,8 @@ def main() -> None:
     args = parser.parse_args()
     with scratch_servers() as (database_url, amqp_url):
         # uvloop, as Warren's processes run.
-        figures = uvloop.run(_measure(amqp_url, args.batches, args.size))
-        version, settings = asyncio.run(_postgres_info(database_url))
-    machine = machine_info(version, settings)
-    print(json.dumps({"machine": machine, "batches": args.batches, "size": args.size} | figures))
+        figures = uvloop.run(_measure(database_url, amqp_url, args.batches, args.size))
+    print(json.dumps({"batches": args.batches, "size": args.size} | figures))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from aio_pika.exceptions import (
 from pamqp.commands import Basic
 from tenacity import (
     AsyncRetrying,
-    RetryCallState,
     retry_if_exception,
     stop_after_delay,
     wait_exponential,
@@ -35,6 +34,7 @@ from tenacity import (
 from orchestrator.errors import BrokerError, UnroutableMessage
 from orchestrator.messaging.envelope import CONTENT_TYPE
 from orchestrator.observability import metrics
+from orchestrator.patience import STARTUP_PATIENCE_SECONDS, patiently
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection
@@ -74,32 +74,28 @@ class Broker:
         self._reopen_failing_since = float("-inf")
         self._reopen_warned_at = float("-inf")
 
-    async def connect(self, *, patience_seconds: float = 30.0) -> None:
+    async def connect(self, *, patience_seconds: float = STARTUP_PATIENCE_SECONDS) -> None:
         """Connect, waiting up to `patience_seconds` for a broker that is still starting.
         After that the connection is robust: aio-pika reconnects and restores channels.
 
         A refusal that waiting cannot cure (wrong credentials, a vhost the user may not open)
         fails at once; every failure says, in one line, which setting to check."""
 
-        def waiting(state: RetryCallState) -> None:
-            if state.attempt_number == 1 and state.outcome is not None:
-                log.warning(
-                    "RabbitMQ at %s does not answer yet (%s); trying again for up to %g s",
-                    _redact(self.url),
-                    repr(state.outcome.exception()),
-                    patience_seconds,
-                )
+        def waiting(exc: BaseException) -> None:
+            log.warning(
+                "RabbitMQ at %s does not answer yet (%r); trying again for up to %g s",
+                _redact(self.url),
+                exc,
+                patience_seconds,
+            )
 
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_worth_waiting_for),
-                wait=wait_exponential(multiplier=0.2, max=3.0),
-                stop=stop_after_delay(patience_seconds),
-                before_sleep=waiting,
-                reraise=True,
-            ):
-                with attempt:
-                    self._connection = await self._open_connection()
+            self._connection = await patiently(
+                self._open_connection,
+                worth_waiting=_worth_waiting_for,
+                on_first_failure=waiting,
+                seconds=patience_seconds,
+            )
         except (AMQPError, OSError) as exc:
             raise BrokerError(_connect_failure(self.url, exc, patience_seconds)) from exc
         try:

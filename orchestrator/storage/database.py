@@ -12,14 +12,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential,
-)
 
+from orchestrator import patience
 from orchestrator.errors import DatabaseRefused, StorageError
 from orchestrator.observability import tracing
 
@@ -29,10 +23,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-STARTUP_PATIENCE_SECONDS = 30.0
-"""How long a starting process waits for a database that is down or still starting (as it
-waits for RabbitMQ), before it gives up with the last error."""
 
 _json_encoder = msgspec.json.Encoder()
 
@@ -112,32 +102,27 @@ async def ping(engine: AsyncEngine) -> None:
 
 
 async def patiently(
-    step: Callable[[], Awaitable[T]], *, what: str, seconds: float = STARTUP_PATIENCE_SECONDS
+    step: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    seconds: float = patience.STARTUP_PATIENCE_SECONDS,
 ) -> T:
     """Run a start-up `step` that needs the database, trying again while the database is
     unavailable (`StorageError`: down, restarting, "the database system is starting up"), for
-    up to `seconds`; any other error (a refused login or database name among them), or the
-    last one, is raised."""
+    up to `seconds`, as `Broker.connect` waits for RabbitMQ; any other error (a refused login
+    or database name among them), or the last one, is raised."""
 
-    def waiting(state: RetryCallState) -> None:
-        if state.attempt_number == 1 and state.outcome is not None:
-            log.warning(
-                "%s: the database is not available yet (%s); trying again for up to %g s",
-                what,
-                state.outcome.exception(),
-                seconds,
-            )
+    def waiting(exc: BaseException) -> None:
+        log.warning(
+            "%s: the database is not available yet (%s); trying again for up to %g s",
+            what,
+            exc,
+            seconds,
+        )
 
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(_unavailable),
-        wait=wait_exponential(multiplier=0.2, max=3.0),
-        stop=stop_after_delay(seconds),
-        before_sleep=waiting,
-        reraise=True,
-    ):
-        with attempt:
-            return await step()
-    raise AssertionError("unreachable: tenacity reraises the last error")
+    return await patience.patiently(
+        step, worth_waiting=_unavailable, on_first_failure=waiting, seconds=seconds
+    )
 
 
 def _unavailable(exc: BaseException) -> bool:
