@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -48,7 +49,7 @@ def async_url(url: str) -> str:
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -58,6 +59,43 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         json_serializer=_json_serializer,
         json_deserializer=msgspec.json.decode,
     )
+    _discard_unfinished_transactions(engine)
+    return engine
+
+
+def _discard_unfinished_transactions(engine: AsyncEngine) -> None:
+    """Never hand out a connection whose last transaction did not end.
+
+    A task cancelled inside a transaction (aiormq cancels a consumer's task when its channel
+    closes) leaves it open: SQLAlchemy's asyncpg adapter only rolls back a transaction whose
+    BEGIN answered, and asyncpg still counts one whose answer was cut off. On such a
+    connection asyncpg makes every later transaction a savepoint inside the one that never
+    ended; their commits only release savepoints, and all of it vanishes with the connection
+    (lost in the chaos suite: events recorded and acked, commands of instances that never
+    were). So such a connection is closed when it comes back (the server rolls back and frees
+    its locks), and never handed out again."""
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "checkin")
+    def close_if_unfinished(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is None:  # invalidated already
+            return
+        raw = record.driver_connection
+        if not raw.is_closed() and _unfinished(raw):
+            log.warning("closing a database connection whose transaction was cut off half-way")
+            raw.terminate()
+
+    @event.listens_for(pool, "checkout")
+    def refuse_unfinished(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        raw = record.driver_connection
+        if raw.is_closed() or _unfinished(raw):
+            # The pool discards it and hands out a fresh connection.
+            raise sa_exc.DisconnectionError("connection closed or in an unfinished transaction")
+
+
+def _unfinished(raw: Any) -> bool:
+    """What asyncpg's own pool checks before it reuses a connection."""
+    return bool(raw.is_in_transaction() or raw._top_xact is not None)
 
 
 @asynccontextmanager
