@@ -24,6 +24,10 @@ pytestmark = pytest.mark.integration
 
 SEED = 11
 BUDGET_SECONDS = 60  # Schemathesis' own time budget for fuzzing and stateful testing
+TOOL_CRASH = b"SystemError: AST constructor recursion depth mismatch"
+"""A crash of the interpreter under Schemathesis while it generates cases (seen once in a
+CI run, then not in three reruns): the tool failed, not the API. Only that is run again."""
+TOOL_CRASH_RETRIES = 1
 
 # Requests whose every field matches the schema that the API still refuses, for reasons no JSON
 # Schema can say: an input failing the saga's own input schema, a definition that is not valid
@@ -78,7 +82,7 @@ async def test_the_api_conforms_to_its_openapi_document(
     config.write_text(CONFIG.format(instance_id=instance_id, letter_id=letter_id))
     schemathesis = Path(sys.executable).with_name("schemathesis")
 
-    proc = await asyncio.create_subprocess_exec(
+    command = [
         str(schemathesis),
         "--config-file",
         str(config),
@@ -94,11 +98,14 @@ async def test_the_api_conforms_to_its_openapi_document(
         "2",
         "--request-timeout",
         "30",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    output, _ = await proc.communicate()
+    ]
+    for _ in range(TOOL_CRASH_RETRIES + 1):
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path
+        )
+        output, _ = await proc.communicate()
+        if proc.returncode == 0 or TOOL_CRASH not in output:
+            break
 
     report = output.decode(errors="replace")
     assert proc.returncode == 0, report + "\n" + stack.processes.logs()
