@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
@@ -33,6 +33,7 @@ from tenacity import (
 
 from orchestrator.errors import BrokerError, UnroutableMessage
 from orchestrator.messaging.envelope import CONTENT_TYPE
+from orchestrator.messaging.wire import GatheringTransportFactory
 from orchestrator.observability import metrics
 from orchestrator.patience import STARTUP_PATIENCE_SECONDS, patiently
 
@@ -54,6 +55,15 @@ REOPEN_PAUSE_SECONDS = 1.0
 """After a failed try to open a fresh publisher channel, the publishes that fail meanwhile do
 not try again (an outage fails thousands of them, and each would try, and log)."""
 REOPEN_WARN_EVERY_SECONDS = 30.0
+MAX_UNSENT_BYTES = 16 * 1024 * 1024
+"""Publishes are refused (their rows stay in the outbox) while this much waits to be sent:
+the broker is not reading, a memory or disk alarm blocks publishers (`wire`)."""
+FRAME_QUEUE = 1024
+"""Frames an aiormq connection queues for its writer task (aiormq's default is 10). A batch's
+publishes are put in one loop turn; with a short queue they went through it one loop turn,
+and one lock hand-over, at a time."""
+
+PERSISTENT = int(DeliveryMode.PERSISTENT)
 
 T = TypeVar("T")
 
@@ -73,6 +83,7 @@ class Broker:
         """Monotonic time of the last failed try to open a fresh publisher channel."""
         self._reopen_failing_since = float("-inf")
         self._reopen_warned_at = float("-inf")
+        self._wire = GatheringTransportFactory()
 
     async def connect(self, *, patience_seconds: float = STARTUP_PATIENCE_SECONDS) -> None:
         """Connect, waiting up to `patience_seconds` for a broker that is still starting.
@@ -112,7 +123,11 @@ class Broker:
     async def _open_connection(self) -> AbstractRobustConnection:
         """One try. A try that failed is closed here: left to the garbage collector, its
         reconnection machinery would warn of a close that was never awaited."""
+        # A class setting of aiormq's, read when a connection is made: the process's own.
+        aiormq.Connection.FRAME_BUFFER_SIZE = max(aiormq.Connection.FRAME_BUFFER_SIZE, FRAME_QUEUE)
         connection = aio_pika.RobustConnection(make_url(self.url))
+        # aio-pika hands its `kwargs` to aiormq on every (re)connection.
+        connection.kwargs["transport_factory"] = self._wire
         try:
             await connection.connect(timeout=PUBLISH_TIMEOUT_SECONDS)
         except BaseException:
@@ -228,27 +243,46 @@ class Broker:
     async def _publish_confirmed(
         self, exchange_name: str, routing_key: str, outgoing: _Outgoing
     ) -> None:
-        message = Message(
-            outgoing.body,
+        # Straight to aiormq's channel, without waiting for the frame to be written: aio-pika's
+        # `Exchange.publish` holds the channel's lock until the writer task has sent and
+        # drained each frame, so a batch's publishes went to the socket one loop turn, and one
+        # system call, at a time. The broker's confirm, awaited below, says more than the
+        # drain did (docs/performance.md, round five).
+        properties = Basic.Properties(
             message_id=str(outgoing.message_id),
             content_type=outgoing.content_type,
-            delivery_mode=DeliveryMode.PERSISTENT,
+            delivery_mode=PERSISTENT,
             headers=outgoing.headers or {},
         )
         mandatory = exchange_name != self.topology.events_exchange
+        if self._wire.unsent_bytes() > MAX_UNSENT_BYTES:
+            raise BrokerError(
+                f"publish to {exchange_name!r} refused: RabbitMQ is not reading what was "
+                "published already (is a memory or disk alarm blocking publishers?)"
+            )
         channel = self._publisher
         try:
             # The whole publish is bounded, waiting for a reconnecting channel included.
             async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-                exchange = await self._exchange(exchange_name)
-                confirmation = await exchange.publish(message, routing_key, mandatory=mandatory)
+                underlay = cast(
+                    "aiormq.Channel", await self._publisher_channel().get_underlay_channel()
+                )
+                confirmation = await underlay.basic_publish(
+                    outgoing.body,
+                    exchange=exchange_name,
+                    routing_key=routing_key,
+                    properties=properties,
+                    mandatory=mandatory,
+                    wait=False,
+                )
         except (DeliveryError, PublishError) as exc:
             raise UnroutableMessage(
                 f"no queue for routing key {routing_key!r} on exchange {exchange_name!r}"
             ) from exc
         except (TimeoutError, RuntimeError) as exc:
             # Timed out, or the channel or connection is closed and not (yet) restored
-            # (aio-pika says so with RuntimeErrors, ChannelInvalidStateError among them).
+            # (aio-pika and aiormq say so with RuntimeErrors, ChannelInvalidStateError among
+            # them).
             await self._reopen_publisher(channel)
             raise BrokerError(f"publish to {exchange_name!r} failed: {exc!r}") from exc
         except (AMQPError, aiormq.exceptions.AMQPError, OSError) as exc:

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.config import Settings
+from orchestrator.messaging import broker as broker_module
 from orchestrator.messaging.broker import Broker
 from orchestrator.messaging.envelope import new_message_id
 from orchestrator.messaging.relay import Relay
@@ -138,7 +139,7 @@ async def test_publish_declares_a_missing_pool_queue_instead_of_losing_the_comma
 async def test_a_batch_published_at_once_arrives_whole_persistent_and_with_its_properties(
     settings: Settings, engine: AsyncEngine, broker: Broker, probe: Probe
 ) -> None:
-    # All of a batch is published at once (one round of confirms), as after a commit.
+    # Publishes go straight to the channel, their frames gathered into few socket writes.
     messages = [_command(settings) for _ in range(300)]
     async with transaction(engine) as conn:
         await enqueue(conn, messages)
@@ -167,3 +168,24 @@ async def test_a_batch_published_at_once_arrives_whole_persistent_and_with_its_p
         assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
         assert message.content_type == "application/json"
         assert message.body == f'{{"id": "{message.message_id}"}}'.encode()
+
+
+async def test_a_broker_that_reads_nothing_more_gets_nothing_more_and_the_rows_wait(
+    settings: Settings,
+    engine: AsyncEngine,
+    broker: Broker,
+    probe: Probe,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if a memory alarm had stopped RabbitMQ reading: more than the bound waits unsent.
+    monkeypatch.setattr(broker._wire, "unsent_bytes", lambda: broker_module.MAX_UNSENT_BYTES + 1)
+    async with transaction(engine) as conn:
+        await enqueue(conn, [_command(settings) for _ in range(3)])
+    relay = Relay(engine, broker, grace_seconds=0.0)
+
+    assert await relay.sweep_once() == 0
+    assert await probe.count("warren.outbox") == 3  # kept for a later sweep
+
+    monkeypatch.undo()  # the alarm clears
+    assert await relay.sweep_once() == 3
+    assert await probe.count("warren.outbox") == 0
