@@ -82,7 +82,11 @@ def _discard_unfinished_transactions(engine: AsyncEngine) -> None:
             return
         raw = record.driver_connection
         if not raw.is_closed() and _unfinished(raw):
-            log.warning("closing a database connection whose transaction was cut off half-way")
+            # Also seen when a process stops while a background transaction is under way.
+            log.warning(
+                "closing a database connection left in a transaction by a cancelled task "
+                "(nothing of that transaction is committed)"
+            )
             raw.terminate()
 
     @event.listens_for(pool, "checkout")

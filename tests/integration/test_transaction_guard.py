@@ -147,3 +147,55 @@ async def test_a_transaction_cancelled_in_its_begin_leaves_no_connection_that_on
     finally:
         await proxied.dispose()
         await proxy.close()
+
+
+async def test_a_transaction_cancelled_in_a_statement_commits_nothing_and_holds_no_lock(
+    engine: AsyncEngine,
+) -> None:
+    """Cancelled while a statement waits for a lock, after it wrote a row: nothing of it is
+    committed, now or by a later transaction on the same connection, and no connection stays
+    in it. (SQLAlchemy rolls this case back by itself; the pool hooks are for a cut-off
+    BEGIN, above. This keeps the neighbouring case honest.)"""
+    cancelled_id = uuid.uuid4()
+
+    async def claim_then_wait() -> None:
+        async with transaction(engine) as conn:
+            raw = await driver(conn)
+            await raw.execute(CLAIM, cancelled_id)
+            await raw.execute("SELECT pg_advisory_xact_lock(4242)")  # held below: waits
+
+    async def waiting_for_the_lock() -> int:
+        async with engine.connect() as conn:
+            found = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    "AND database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database())"
+                )
+            )
+        return int(found or 0)
+
+    async with engine.connect() as holder:
+        await holder.execute(text("SELECT pg_advisory_lock(4242)"))
+        try:
+            task = asyncio.create_task(claim_then_wait())
+            await wait_for(waiting_for_the_lock, timeout=60, what="the statement to wait")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            await holder.execute(text("SELECT pg_advisory_unlock(4242)"))
+            await holder.commit()
+
+    await wait_for(
+        lambda: _open_transactions(engine),
+        lambda open_now: open_now == 0,
+        timeout=60,
+        what="no connection left in the cancelled transaction",
+    )
+    later = [uuid.uuid4() for _ in range(3)]  # one transaction per connection of the pool
+    for message_id in later:
+        async with transaction(engine) as conn:
+            await (await driver(conn)).execute(CLAIM, message_id)
+    assert all([await _claimed(engine, message_id) for message_id in later])
+    assert not await _claimed(engine, cancelled_id)
