@@ -55,7 +55,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         max_overflow=pool_size,
         # No ping before each checkout (it cost a third of the round trips of a step): a
         # connection the server dropped fails on first use as a retryable StorageError, and
-        # the pool replaces it.
+        # the pool replaces it (one the driver already knows is closed is refused at checkout,
+        # below).
         json_serializer=_json_serializer,
         json_deserializer=msgspec.json.decode,
     )

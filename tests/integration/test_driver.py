@@ -1,9 +1,11 @@
 """The hot path's statements go to the driver connection directly (storage.database.driver):
 a connection the server dropped must fail as a retryable error and leave the pool, or it would
-be handed out again and again (there is no pre-ping)."""
+be handed out again and again (there is no pre-ping). One that asyncpg already knows is closed
+is refused at checkout, and a fresh one is handed out instead."""
 
 from __future__ import annotations
 
+import contextlib
 from uuid import uuid4
 
 import asyncpg
@@ -39,7 +41,9 @@ async def test_a_connection_dropped_between_transactions_is_replaced(settings: S
         pid = await _backend_pid(engine)
         await _terminate(settings, pid)
 
-        with pytest.raises(StorageError):
+        # Whether asyncpg has seen the close yet is a race: if it has, the pool refuses the
+        # connection at checkout and this commits on a fresh one; if not, its first use fails.
+        with contextlib.suppress(StorageError):
             async with transaction(engine) as conn:
                 await inbox.claim_many(conn, "test", [uuid4()])
 
