@@ -115,7 +115,7 @@ async def test_a_transaction_cancelled_in_its_begin_leaves_no_connection_that_on
     proxied = create_engine(url.set(port=proxy.port).render_as_string(hide_password=False))
     message_id = uuid.uuid4()
 
-    async def begin_then_wait() -> None:
+    async def begin_only() -> None:
         async with transaction(proxied):
             raise AssertionError("cancelled in BEGIN, the body never runs")
 
@@ -123,7 +123,7 @@ async def test_a_transaction_cancelled_in_its_begin_leaves_no_connection_that_on
         async with transaction(proxied):
             pass  # the pool's connection is open: BEGIN is all the next transaction sends
         proxy.delay(300, latency=LATENCY_SECONDS)
-        cancelled = asyncio.create_task(begin_then_wait())
+        cancelled = asyncio.create_task(begin_only())
         await wait_for(
             lambda: _open_transactions(engine),
             timeout=60,
